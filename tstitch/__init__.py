@@ -1,0 +1,6 @@
+"""tstitch: trajectory stitching (T-Stitch, Pan et al. 2024) for diffusion models."""
+from tstitch import seeds
+from tstitch.sample import Result, sample
+from tstitch.zoo import load
+
+__all__ = ["load", "sample", "seeds", "Result"]

@@ -1,0 +1,37 @@
+"""`tstitch-train`: train a toy-zoo DiT (or the feature net with `tstitch-train-features`)."""
+import json
+import shutil
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from tstitch.cli import CONF, guard
+
+
+@hydra.main(version_base=None, config_path=CONF, config_name="train")
+@guard
+def main(cfg):
+    from tstitch import gaussian, train
+    from tstitch.nets.dit import DiT
+    from tstitch.schedules import Schedule
+    from tstitch.toy import data
+
+    torch.set_num_threads(cfg.threads)
+    out = Path(HydraConfig.get().runtime.output_dir)
+    net = DiT(**cfg.model.net)
+    chain = gaussian.chain(Schedule(**cfg.model.schedule).alphas_cumprod)
+    meta = {"config": OmegaConf.to_container(cfg, resolve=True),
+            "params": sum(p.numel() for p in net.parameters())}
+    train.fit(net, chain, data.load("train"), steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
+              warmup=cfg.warmup, ema_decay=cfg.ema_decay, seed=cfg.seed, out_dir=out,
+              snapshot_every=cfg.snapshot_every, accelerator=cfg.accelerator, progress=cfg.progress, meta=meta)
+    if cfg.export:
+        shutil.copyfile(out / "ema.safetensors", cfg.export)
+    print(json.dumps(json.loads((out / "train.json").read_text()) | {"config": "..."}))
+
+
+if __name__ == "__main__":
+    main()

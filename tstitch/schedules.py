@@ -1,0 +1,96 @@
+"""Noise schedules and timestep respacing, as pure functions.
+
+A schedule is the ``alphas_cumprod`` (alpha-bar) of a discrete-time forward process over T steps; the
+sampling grid is a descending subset of those T timesteps (ADM/DiT "respacing"). Solvers receive both and
+never see a model.
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+def linear_betas(num_timesteps=1000, start=1e-4, end=0.02):
+    """DDPM / ADM / DiT linear schedule (scaled so that T=1000 gives 1e-4 ... 0.02)."""
+    scale = 1000 / num_timesteps
+    return np.linspace(scale * start, scale * end, num_timesteps, dtype=np.float64)
+
+
+def scaled_linear_betas(num_timesteps=1000, start=0.00085, end=0.012):
+    """LDM / Stable Diffusion schedule: linear in sqrt(beta)."""
+    return np.linspace(start ** 0.5, end ** 0.5, num_timesteps, dtype=np.float64) ** 2
+
+
+def cosine_betas(num_timesteps=1000, s=0.008, max_beta=0.999):
+    """Improved-DDPM cosine schedule (Nichol & Dhariwal, 2021, eq. 17)."""
+    def alpha_bar(u):
+        return math.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+
+    return np.array([min(1 - alpha_bar((i + 1) / num_timesteps) / alpha_bar(i / num_timesteps), max_beta)
+                     for i in range(num_timesteps)], dtype=np.float64)
+
+
+BETAS = {"linear": linear_betas, "scaled_linear": scaled_linear_betas, "cosine": cosine_betas}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A discrete-time VP forward process: q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)."""
+
+    name: str
+    num_timesteps: int = 1000
+
+    def __post_init__(self):
+        if self.name not in BETAS:
+            raise ValueError(f"unknown noise schedule {self.name!r}; choose one of {sorted(BETAS)}")
+
+    @property
+    def betas(self):
+        return BETAS[self.name](self.num_timesteps)
+
+    @property
+    def alphas_cumprod(self):
+        return np.cumprod(1.0 - self.betas)
+
+
+def space_timesteps(num_timesteps, section_counts):
+    """The timesteps kept when respacing, with ADM's semantics.
+
+    ``section_counts`` is an int, a comma string ("10,15,20": that many evenly spaced steps in each equal
+    section of the T steps) or "ddimN" (the integer stride that gives exactly N steps, as DDIM's paper).
+    Returns a sorted list of original timesteps.
+    """
+    if isinstance(section_counts, str) and section_counts.startswith("ddim"):
+        want = int(section_counts[len("ddim"):])
+        for stride in range(1, num_timesteps):
+            if len(range(0, num_timesteps, stride)) == want:
+                return list(range(0, num_timesteps, stride))
+        raise ValueError(f"cannot create exactly {want} steps with an integer stride over {num_timesteps}")
+    if isinstance(section_counts, int):
+        section_counts = [section_counts]
+    elif isinstance(section_counts, str):
+        section_counts = [int(x) for x in section_counts.split(",")]
+    size_per, extra = divmod(num_timesteps, len(section_counts))
+    start, steps = 0, []
+    for i, count in enumerate(section_counts):
+        size = size_per + (1 if i < extra else 0)
+        if size < count or count < 1:
+            raise ValueError(f"cannot divide a section of {size} timesteps into {count} steps")
+        stride = 1 if count <= 1 else (size - 1) / (count - 1)
+        steps += [start + round(stride * k) for k in range(count)]
+        start += size
+    return sorted(set(steps))
+
+
+def grid(schedule, steps, dtype=torch.float64):
+    """The sampling grid: descending original timesteps and their alpha-bars, plus a final clean point.
+
+    Returns ``(timesteps, abar)`` with ``timesteps`` of length N (where the model is called) and ``abar`` of
+    length N + 1, whose last entry is 1 (t = -1, clean data), as in ADM's respaced process.
+    """
+    kept = space_timesteps(schedule.num_timesteps, steps)
+    ac = schedule.alphas_cumprod
+    timesteps = torch.tensor(kept[::-1], dtype=torch.long)
+    abar = torch.tensor(np.append(ac[kept[::-1]], 1.0), dtype=dtype)
+    return timesteps, abar

@@ -1,0 +1,36 @@
+"""Per-sample randomness: sample i is a function of its seed alone (NVlabs/edm style), so any batch size,
+GPU count, restart or stitch configuration reproduces it, and sweeps over fractions are paired."""
+import torch
+
+
+class SeedNoise:
+    """One ``torch.Generator`` per sample. Draw order per seed: initial noise, then the class label, then
+    whatever a stochastic solver asks for through ``randn_like``."""
+
+    def __init__(self, seeds, device="cpu"):
+        self.generators = [torch.Generator(device).manual_seed(int(s)) for s in seeds]
+        self.device = device
+
+    def randn(self, shape, dtype=torch.float32):
+        return torch.stack([torch.randn(shape, generator=g, device=self.device, dtype=dtype) for g in self.generators])
+
+    def randint(self, high):
+        return torch.stack([torch.randint(high, (), generator=g, device=self.device) for g in self.generators])
+
+    def randn_like(self, x):
+        return self.randn(x.shape[1:], dtype=x.dtype).to(x.device)
+
+
+def draw(seeds, shape, num_classes, labels="random", device="cpu"):
+    """Initial noise, class labels and the per-sample noise source for ``seeds``.
+
+    ``labels="random"``: uniform from each seed's generator (as DiT); ``"balanced"``: seed % num_classes.
+    """
+    rng = SeedNoise(seeds, device)
+    x = rng.randn(tuple(shape))
+    y = rng.randint(num_classes)
+    if labels == "balanced":
+        y = torch.as_tensor([int(s) % num_classes for s in seeds], device=device)
+    elif labels != "random":
+        raise ValueError(f"labels must be 'random' or 'balanced', not {labels!r}")
+    return x, y, rng

@@ -1,0 +1,78 @@
+"""Trajectory stitching (Pan et al., 2024), written once: a denoiser that routes each step to one member.
+
+The switch schedule is data: ``plan(fractions, timesteps)`` gives, for each sampling step, the index of the
+member that runs it. Member 0 takes the first (noisiest) steps, member K-1 the last.
+"""
+import math
+
+import numpy as np
+
+from tstitch.errors import ConfigError
+
+
+def check_fractions(fractions, members=None):
+    fractions = [float(f) for f in fractions]
+    if any(f < 0 for f in fractions):
+        raise ConfigError(f"stitch fractions {fractions} has a negative entry; each must be in [0, 1]")
+    if not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
+        raise ConfigError(f"stitch fractions {fractions} sum to {sum(fractions):g}, not 1; "
+                          "give one fraction per member, e.g. stitch.fractions=[0.4,0.6]")
+    if members is not None and len(fractions) != members:
+        raise ConfigError(f"{len(fractions)} stitch fractions for {members} members; give one per member")
+    return fractions
+
+
+def allocate(fractions, steps):
+    """Integer steps per member: the boundaries floor(N * cumsum(f) + 1/2) (cumulative rounding, halves up).
+
+    The counts always sum to N, each is within 1 of N * f_k, and with two members the first gets
+    round-half-up(N * f_0) steps, the count the official DiT rule gives on uniform grids.
+    """
+    fractions = check_fractions(fractions)
+    bounds = [0] + [math.floor(steps * c + 0.5 + 1e-9) for c in np.cumsum(fractions)[:-1]] + [steps]
+    return [b - a for a, b in zip(bounds, bounds[1:])]
+
+
+def plan(fractions, timesteps, rule="steps", num_timesteps=1000):
+    """Member index per sampling step, for ``timesteps`` in sampling (descending) order.
+
+    ``rule="steps"``: member k runs a block of ``allocate(fractions, N)[k]`` consecutive steps.
+    ``rule="official"``: the official T-Stitch DiT rule, by timestep: member k is the first whose cumulative
+    fraction reaches the progress 1 - t / T (for two members: small iff t / T >= 1 - r).
+    """
+    fractions = check_fractions(fractions)
+    timesteps = [int(t) for t in timesteps]
+    if rule == "steps":
+        return [k for k, n in enumerate(allocate(fractions, len(timesteps))) for _ in range(n)]
+    if rule == "official":
+        cum = np.cumsum(np.asarray(fractions, dtype=np.float32))
+        return [next((k for k, c in enumerate(cum) if 1 - t / num_timesteps <= c), len(cum) - 1) for t in timesteps]
+    raise ConfigError(f"unknown stitch rule {rule!r}; use 'steps' or 'official'")
+
+
+def check_compatible(members):
+    """Members must share the schedule and the data space; otherwise name the two and the mismatch."""
+    first = members[0]
+    for m in members[1:]:
+        for what in ("schedule", "space"):
+            if getattr(m, what) != getattr(first, what):
+                raise ConfigError(f"cannot stitch {first.name} with {m.name}: different {what} "
+                                  f"({getattr(first, what)} vs {getattr(m, what)}); stitch only models trained "
+                                  "on the same data space and noise schedule")
+
+
+class Stitch:
+    """Denoiser combinator: ``Stitch(denoisers, timesteps, steps_plan)(x, t)`` calls the member that the plan
+    assigns to timestep ``t`` and counts function evaluations per member in ``nfe``."""
+
+    def __init__(self, denoisers, timesteps, steps_plan):
+        if len(steps_plan) != len(timesteps):
+            raise ValueError(f"plan has {len(steps_plan)} entries for {len(timesteps)} steps")
+        self.denoisers = list(denoisers)
+        self.owner = {int(t): k for t, k in zip(timesteps, steps_plan)}
+        self.nfe = [0] * len(self.denoisers)
+
+    def __call__(self, x, t):
+        k = self.owner[int(t)]
+        self.nfe[k] += 1
+        return self.denoisers[k](x, t)
