@@ -1,6 +1,8 @@
 """Reading and writing state dicts: plain ``.pt``/``.pth`` (also ``{"ema": ...}`` / ``{"model": ...}``
 wrappers, as the official DiT and T-Stitch files), ``.safetensors``, local paths or URLs with a cache."""
+import argparse
 import importlib
+import re
 import os
 from pathlib import Path
 from urllib.parse import urlparse
@@ -48,9 +50,12 @@ def load_state_dict(source):
 
             sd = load_file(str(path))
         else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
+            # DiT's train.py stores its argparse Namespace beside the weights; allow just that class
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch and safetensors raise many types for a bad file
-        raise ConfigError(f"checkpoint {path} is unreadable or corrupt ({type(e).__name__}: {str(e)[:120]}); "
+        reason = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()[0][:120] if str(e).strip() else ""
+        raise ConfigError(f"checkpoint {path} is unreadable or corrupt ({type(e).__name__}: {reason}); "
                           "download it again") from None
     for key in WRAPPER_KEYS:
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):

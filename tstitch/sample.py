@@ -25,10 +25,11 @@ class Result:
 
 
 @torch.no_grad()
-def sample(members, noise, labels, *, fractions=None, solver="ddim", steps=50, guidance=1.0, rule="steps",
-           randn_like=torch.randn_like, callback=None, **solver_options):
+def sample(members, noise, labels, *, fractions=None, solver="ddim", steps=50, guidance=1.0, channels=None,
+           rule="steps", randn_like=torch.randn_like, callback=None, **solver_options):
     """Sample from ``noise`` with ``members`` stitched by ``fractions`` (member 0 first; default: all steps to
-    the last member). ``guidance`` is the CFG scale w (1 = off); ``steps`` an int or an ADM respacing
+    the last member). ``guidance`` is the CFG scale w (1 = off), applied to the first ``channels`` channels
+    (None: each member's own ``cfg_channels``, "all": every channel); ``steps`` an int or an ADM respacing
     string ("ddim100", "10,20"). Returns a ``Result``."""
     members = list(members)
     fractions = check_fractions([0.0] * (len(members) - 1) + [1.0] if fractions is None else fractions, len(members))
@@ -40,8 +41,14 @@ def sample(members, noise, labels, *, fractions=None, solver="ddim", steps=50, g
     timesteps, abar = grid(schedule, steps)
     timesteps = timesteps.tolist()
     steps_plan = plan(fractions, timesteps, rule, schedule.num_timesteps)
-    denoisers = [guided(m, m.condition(labels), guidance, m.cfg_channels) for m in members]
+    denoisers = [guided(m, m.condition(labels), guidance, _channels(channels, m)) for m in members]
     stitched = Stitch(denoisers, timesteps, steps_plan)
     x = solvers.get(solver)(stitched, noise, timesteps, abar, randn_like=randn_like, clip=members[0].space.clip,
                             callback=callback, **solver_options)
     return Result(x, stitched.nfe, steps_plan, timesteps)
+
+
+def _channels(channels, member):
+    if channels is None:
+        return member.cfg_channels
+    return None if channels == "all" else int(channels)

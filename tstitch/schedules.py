@@ -78,7 +78,10 @@ def space_timesteps(num_timesteps, section_counts):
         if size < count or count < 1:
             raise ValueError(f"cannot divide a section of {size} timesteps into {count} steps")
         stride = 1 if count <= 1 else (size - 1) / (count - 1)
-        steps += [start + round(stride * k) for k in range(count)]
+        position = 0.0
+        for _ in range(count):  # a running sum, as ADM: its float error decides the exact .5 cases
+            steps.append(start + round(position))
+            position += stride
         start += size
     return sorted(set(steps))
 

@@ -17,6 +17,12 @@ class SeedNoise:
     def randint(self, high):
         return torch.stack([torch.randint(high, (), generator=g, device=self.device) for g in self.generators])
 
+    def __getitem__(self, index):
+        """The generators of a slice of the samples (a batch), sharing their state."""
+        sub = SeedNoise([], self.device)
+        sub.generators = self.generators[index]
+        return sub
+
     def randn_like(self, x):
         return self.randn(x.shape[1:], dtype=x.dtype).to(x.device)
 

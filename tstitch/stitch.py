@@ -12,21 +12,23 @@ from tstitch.errors import ConfigError
 
 def check_fractions(fractions, members=None):
     fractions = [float(f) for f in fractions]
-    if any(f < 0 for f in fractions):
+    if any(f < -1e-9 for f in fractions):
         raise ConfigError(f"stitch fractions {fractions} has a negative entry; each must be in [0, 1]")
     if not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
         raise ConfigError(f"stitch fractions {fractions} sum to {sum(fractions):g}, not 1; "
                           "give one fraction per member, e.g. stitch.fractions=[0.4,0.6]")
     if members is not None and len(fractions) != members:
         raise ConfigError(f"{len(fractions)} stitch fractions for {members} members; give one per member")
-    return fractions
+    return [max(f, 0.0) for f in fractions]  # a complement like 1 - 0.8 - 0.2 may be -5e-17
 
 
 def allocate(fractions, steps):
     """Integer steps per member: the boundaries floor(N * cumsum(f) + 1/2) (cumulative rounding, halves up).
 
-    The counts always sum to N, each is within 1 of N * f_k, and with two members the first gets
-    round-half-up(N * f_0) steps, the count the official DiT rule gives on uniform grids.
+    The counts always sum to N and each is within 1 of N * f_k; with two members the first gets
+    floor(N * r + 1/2) steps. The official DiT rule (``plan(rule="official")``) switches by timestep
+    instead: on DiT's uniform 10/20/50/100/250-step grids it gives the same counts, but where N * r is a half
+    its answer depends on where the grid points fall (at N = 25: 17 small steps for r = 0.7, 22 for 0.9).
     """
     fractions = check_fractions(fractions)
     bounds = [0] + [math.floor(steps * c + 0.5 + 1e-9) for c in np.cumsum(fractions)[:-1]] + [steps]
@@ -37,13 +39,16 @@ def plan(fractions, timesteps, rule="steps", num_timesteps=1000):
     """Member index per sampling step, for ``timesteps`` in sampling (descending) order.
 
     ``rule="steps"``: member k runs a block of ``allocate(fractions, N)[k]`` consecutive steps.
-    ``rule="official"``: the official T-Stitch DiT rule, by timestep: member k is the first whose cumulative
-    fraction reaches the progress 1 - t / T (for two members: small iff t / T >= 1 - r).
+    ``rule="official"``: the official T-Stitch DiT code, by timestep. Two members as ``TStitch``: the small
+    one iff t / T >= 1 - r; more as ``MultiTStitch``: the first member k whose float32 cumulative fraction
+    reaches the progress 1 - t / T.
     """
     fractions = check_fractions(fractions)
     timesteps = [int(t) for t in timesteps]
     if rule == "steps":
         return [k for k, n in enumerate(allocate(fractions, len(timesteps))) for _ in range(n)]
+    if rule == "official" and len(fractions) == 2:
+        return [0 if t / num_timesteps >= 1 - fractions[0] else 1 for t in timesteps]
     if rule == "official":
         cum = np.cumsum(np.asarray(fractions, dtype=np.float32))
         return [next((k for k, c in enumerate(cum) if 1 - t / num_timesteps <= c), len(cum) - 1) for t in timesteps]

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Set-up on a fresh machine (idempotent): Debian's Fashion-MNIST package for the toy zoo, and a virtual
+# environment .venv with tstitch installed in editable mode. torch 2.14.1 / torchvision 0.29.1 are pinned:
+# on this machine kind pip takes them from the local wheel store, so nothing multi-GB is downloaded.
+set -euo pipefail
+cd "$(dirname "$0")"
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
+  $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq dataset-fashion-mnist >/dev/null
+fi
+[ -x .venv/bin/python ] || python3 -m venv .venv
+if ! .venv/bin/python -c "import tstitch, pytest" 2>/dev/null; then
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+fi
+.venv/bin/python -c "import tstitch" || { echo "setup.sh: tstitch failed to install" >&2; exit 1; }

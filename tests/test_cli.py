@@ -1,0 +1,67 @@
+"""The `tstitch` command end to end on the debug config, and its one-line errors."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXE = str(Path(sys.executable).parent / "tstitch")
+
+
+def tstitch(*args, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TSTITCH_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "disabled"}
+    return subprocess.run([EXE, "+debug=tiny", f"hydra.run.dir={tmp_path / 'run'}", *args], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_debug_run_writes_table_grid_plot(tmp_path):
+    r = tstitch(tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "run"
+    for name in ("results.md", "results.csv", "results.jsonl", "grid.png", "tradeoff.png", "run.json"):
+        assert (out / name).exists(), name
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["fractions"] for r in rows] == [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]
+    assert [r["nfe"] for r in rows] == [[0, 3], [2, 1], [3, 0]]  # 3 steps: round-half-up(1.5) = 2 small
+    assert rows[0]["speedup"] == pytest.approx(1.0)
+    assert all(0 <= r["accuracy"] <= 1 and r["fd"] > 0 for r in rows)
+    assert "FD" in r.stdout and "speedup" in r.stdout
+
+
+def test_wandb_offline_run_is_written(tmp_path):
+    env_mode = {"WANDB_MODE": "offline"}
+    r = subprocess.run([EXE, "+debug=tiny", "logger=wandb", "sweep.first=[0.0,1.0]", "metric=null",
+                        f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True, text=True,
+                       env={**os.environ, **env_mode, "TSTITCH_CACHE": str(tmp_path / "cache")}, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*")), "no offline W&B run written"
+
+
+@pytest.mark.parametrize("override,message", [
+    ("sweep=null stitch.fractions=[0.5,0.6]", "sum to 1.1"),
+    ("sweep=null stitch.fractions=[1.2,-0.2]", "negative"),
+    ("sweep=null stitch.fractions=[1.0]", "1 stitch fractions for 2 members"),
+    ("solver.name=euler", "unknown solver 'euler'"),
+    ("stitch.members.large.checkpoint=/nonexistent/dit.pt", "checkpoint not found: /nonexistent/dit.pt"),
+    ("stitch.members.small.schedule.name=cosine", "cannot stitch toy-dit-small with toy-dit-large: different schedule"),
+    ("stitch.members.small.space.shape=[1,32,32]", "different space"),
+])
+def test_bad_input_is_one_line_error(tmp_path, override, message):
+    r = tstitch(*override.split(), tmp_path=tmp_path)
+    assert r.returncode == 2, (r.returncode, r.stderr[-1500:])
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("tstitch: error:") and message in lines[-1], lines[-3:]
+    assert "Traceback" not in r.stderr
+
+
+def test_corrupt_and_foreign_checkpoints_are_named(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    r = tstitch(f"stitch.members.large.checkpoint={bad}", tmp_path=tmp_path)
+    assert r.returncode == 2 and "unreadable or corrupt" in r.stderr
+    small = ROOT / "tstitch/toy/weights/dit_small.safetensors"
+    r = tstitch(f"stitch.members.large.checkpoint={small}", tmp_path=tmp_path)
+    assert r.returncode == 2 and "does not fit toy-dit-large" in r.stderr and "shape: " in r.stderr

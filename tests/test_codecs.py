@@ -1,0 +1,100 @@
+"""Codecs: a tiny random AutoencoderKL saved to disk decodes and encodes exactly as diffusers does by hand; a
+wrong VAE or an unloadable source is a ConfigError at once; pixels round-trip through uint8."""
+import time
+
+import huggingface_hub.constants
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from tstitch.codecs import PixelCodec, VAECodec, load_codec
+from tstitch.errors import ConfigError
+from tstitch.protocols import Space
+
+SCALE = 0.18215
+SPACE = Space("sd-kl-f8", (4, 8, 8), SCALE)
+
+
+@pytest.fixture(scope="module")
+def vae_dir(tmp_path_factory):
+    """A 2-level AutoencoderKL (one 2x downsampling): latents (4, 8, 8) <-> images (3, 16, 16)."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, latent_channels=4,
+                        norm_num_groups=8, sample_size=16, scaling_factor=SCALE)
+    root = tmp_path_factory.mktemp("vae")
+    vae.save_pretrained(root / "vae")
+    return root, vae.eval()
+
+
+def test_vae_decode_matches_diffusers(vae_dir):
+    root, vae = vae_dir
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = torch.clamp(vae.decode(z / SCALE).sample * 127.5 + 128, 0, 255).to(torch.uint8)
+    codec = load_codec(str(root / "vae"), SPACE)
+    images = codec.decode(z)
+    assert codec.scale == SCALE and images.dtype == torch.uint8 and images.shape == (2, 3, 16, 16)
+    assert torch.equal(images, expected)
+    assert len(images.unique()) > 10  # a real image, not a constant
+    chunked = VAECodec(str(root / "vae"), chunk_size=1).decode(z)
+    assert (chunked.int() - expected.int()).abs().max() <= 1
+
+
+def test_vae_encode_is_scaled_posterior_mean(vae_dir):
+    root, vae = vae_dir
+    images = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = vae.encode(images.float() / 127.5 - 1).latent_dist.mean * SCALE
+    latents = load_codec(OmegaConf.create({"source": str(root), "subfolder": "vae"}), SPACE).encode(images)
+    assert latents.shape == (3, 4, 8, 8)
+    assert torch.allclose(latents, expected, atol=1e-6)
+
+
+def test_vae_scale_and_channels_must_match_space(vae_dir):
+    root, _ = vae_dir
+    with pytest.raises(ConfigError, match=r"scaling_factor 0.18215 .* 'sdxl-kl-f8' declares scale 0.13025"):
+        load_codec(str(root / "vae"), Space("sdxl-kl-f8", (4, 8, 8), 0.13025))
+    with pytest.raises(ConfigError, match="4 latent channels"):
+        load_codec(str(root / "vae"), Space("f8c16", (16, 8, 8), SCALE))
+
+
+def test_unloadable_local_vae(tmp_path):
+    with pytest.raises(ConfigError, match=f"VAE directory not found: {tmp_path / 'missing'}"):
+        load_codec(str(tmp_path / "missing"), SPACE)
+    with pytest.raises(ConfigError, match=f"cannot load VAE {tmp_path}"):  # a directory without config.json
+        load_codec(str(tmp_path), SPACE)
+
+
+@pytest.mark.parametrize("how", ["HF_HUB_OFFLINE", "no route"])
+def test_uncached_hub_vae_fails_fast_offline(how, monkeypatch):
+    if how == "HF_HUB_OFFLINE":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:  # no env flag, but the hub does not answer: the probe must stop us before the hub's ~25 s of retries
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(key, raising=False)
+
+        def refuse(*args, **kwargs):
+            raise OSError("network is unreachable")
+
+        monkeypatch.setattr("tstitch.codecs.socket.create_connection", refuse)
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match="hf download tstitch-tests/no-such-vae") as err:
+        load_codec("tstitch-tests/no-such-vae", SPACE)
+    assert time.monotonic() - start < 5
+    assert "\n" not in str(err.value)
+
+
+def test_pixel_codec_round_trip():
+    images = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 16, 16).expand(2, 3, 16, 16)
+    codec = load_codec("pixels", Space("fashion-mnist-pixels", (1, 28, 28)))
+    x = codec.encode(images)
+    assert isinstance(codec, PixelCodec) and x.min() == -1 and x.max() == 1
+    assert torch.equal(codec.decode(x), images)
+    assert codec.decode(torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0])).tolist() == [0, 0, 128, 255, 255]
+    with pytest.raises(ConfigError, match="codec is pixels"):
+        load_codec(None, SPACE)

@@ -1,0 +1,84 @@
+"""The sweep behind the `tstitch` command: for each allocation, sample the same seeds, time it, score it.
+
+Plain functions over a resolved config; Hydra and W&B stay in ``tstitch.cli.main`` and ``tstitch.report``.
+"""
+import time
+
+import torch
+from hydra.utils import instantiate
+from tqdm import tqdm
+
+from tstitch import seeds, zoo
+from tstitch.codecs import load_codec
+from tstitch.errors import ConfigError
+from tstitch.sample import sample
+from tstitch.stitch import check_compatible, check_fractions
+
+
+def allocations(cfg, k):
+    """The table's rows: fraction vectors over the k members."""
+    sweep = cfg.get("sweep") or {}
+    if sweep.get("allocations"):
+        return [check_fractions(a, k) for a in sweep["allocations"]]
+    if sweep.get("first") is not None:
+        if k < 2:
+            raise ConfigError("sweep.first needs two or more members; set sweep=null for a single model")
+        return [check_fractions([f] + [0.0] * (k - 2) + [1 - f], k) for f in sweep["first"]]
+    return [check_fractions(cfg.stitch.fractions, k)]
+
+
+def _sample_all(members, cfg, fractions, x, y, rng, progress=None):
+    """Samples for every seed in batches; returns (samples, steps per member per image, seconds)."""
+    out, seconds = [], 0.0
+    for i in range(0, len(x), cfg.batch_size):
+        sl = slice(i, i + cfg.batch_size)
+        _sync(cfg.device)
+        start = time.perf_counter()
+        r = sample(members, x[sl], y[sl], fractions=fractions, solver=cfg.solver.name, steps=cfg.solver.steps,
+                   guidance=cfg.guidance.scale, channels=cfg.guidance.channels, rule=cfg.stitch.rule,
+                   randn_like=rng[sl].randn_like, **cfg.solver.options)
+        _sync(cfg.device)
+        seconds += time.perf_counter() - start
+        out.append(r.x)
+        if progress is not None:
+            progress.update(len(r.x))
+    return torch.cat(out), r.nfe, seconds
+
+
+def _sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def run(cfg):
+    """Run the sweep; returns (rows, grid images per row, labels)."""
+    torch.set_num_threads(cfg.threads)
+    names = list(cfg.stitch.members)
+    members = [zoo.load(dict(cfg.stitch.members[n]), device=cfg.device) for n in names]
+    check_compatible(members)
+    codec = load_codec(cfg.stitch.members[names[-1]].get("codec", "pixels"), members[-1].space, cfg.device)
+    metric = instantiate(cfg.metric) if cfg.get("metric") else None
+    rows_fractions = allocations(cfg, len(members))
+    num_classes = members[-1].net.num_classes
+    # warm-up (allocator, kernels, first-call overheads) outside the timed region
+    wx, wy, wrng = seeds.draw(range(2), members[0].space.shape, num_classes, cfg.labels, cfg.device)
+    for k in range(len(members)):
+        one_hot = [float(j == k) for j in range(len(members))]
+        sample(members, wx, wy, fractions=one_hot, solver=cfg.solver.name, steps=2, guidance=cfg.guidance.scale)
+    seed_range = range(cfg.seed, cfg.seed + cfg.num_samples)
+    rows, grids = [], []
+    with tqdm(total=len(rows_fractions) * cfg.num_samples, desc="sampling", unit="img", dynamic_ncols=True) as bar:
+        for fractions in rows_fractions:
+            x, y, rng = seeds.draw(seed_range, members[0].space.shape, num_classes, cfg.labels, cfg.device)
+            samples, nfe, seconds = _sample_all(members, cfg, fractions, x, y, rng, bar)
+            images = codec.decode(samples)
+            row = {"fractions": [round(f, 6) for f in fractions], "nfe": nfe, "s_per_image": seconds / cfg.num_samples}
+            if metric is not None:
+                row.update(metric(images, y))
+            rows.append(row)
+            grids.append(images[: cfg.grid_columns].cpu())
+    base = next((r for r in rows if r["fractions"][-1] == 1.0), None)
+    for r in rows:
+        r["speedup"] = base["s_per_image"] / r["s_per_image"] if base else None
+    return rows, grids, members, (metric.describe() if metric is not None else None)
+
