@@ -33,7 +33,7 @@ def test_debug_run_writes_table_grid_plot(tmp_path):
 
 def test_wandb_offline_run_is_written(tmp_path):
     env_mode = {"WANDB_MODE": "offline"}
-    r = subprocess.run([EXE, "+debug=tiny", "logger=wandb", "sweep.first=[0.0,1.0]", "metric=null",
+    r = subprocess.run([EXE, "+debug=tiny", "logger.mode=offline", "sweep.first=[0.0,1.0]", "metric=none",
                         f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True, text=True,
                        env={**os.environ, **env_mode, "TSTITCH_CACHE": str(tmp_path / "cache")}, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -65,3 +65,13 @@ def test_corrupt_and_foreign_checkpoints_are_named(tmp_path):
     small = ROOT / "tstitch/toy/weights/dit_small.safetensors"
     r = tstitch(f"stitch.members.large.checkpoint={small}", tmp_path=tmp_path)
     assert r.returncode == 2 and "does not fit toy-dit-large" in r.stderr and "shape: " in r.stderr
+
+
+def test_unwritable_output_dir_is_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    r = subprocess.run([EXE, "+debug=tiny", f"hydra.run.dir={blocker}/run"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip() == (f"tstitch: error: output directory {blocker}/run is not writable (Not a directory); "
+                                "choose another with hydra.run.dir=...")

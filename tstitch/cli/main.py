@@ -1,5 +1,6 @@
 """`tstitch`: sweep stitch allocations on the configured members and write the table, grid and plot."""
 import json
+import sys
 import os
 from pathlib import Path
 
@@ -7,21 +8,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from tstitch.cli import CONF, guard
-from tstitch.errors import ConfigError
-
-
-def writable(path):
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"output directory {path} is not writable ({e.strerror}); "
-                          "choose another with hydra.run.dir=...") from None
-    return path
+from tstitch.cli import CONF, check_run_dir, guard
 
 
 def log_wandb(cfg, rows, out, member_names, metric):
@@ -53,7 +40,7 @@ def main(cfg):
     from tstitch import report
     from tstitch.run import run
 
-    out = writable(HydraConfig.get().runtime.output_dir)
+    out = Path(HydraConfig.get().runtime.output_dir)
     rows, grids, members, metric = run(cfg)
     names = [m.name for m in members]
     report.write_table(rows, names, out)
@@ -68,5 +55,10 @@ def main(cfg):
           f"guidance {cfg.guidance.scale}; metric: {metric}; outputs in {out}")
 
 
-if __name__ == "__main__":
+def entry():
+    check_run_dir(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,5 +1,6 @@
 """`tstitch-train`: train a toy-zoo DiT (or the feature net with `tstitch-train-features`)."""
 import json
+import sys
 import shutil
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from tstitch.cli import CONF, guard
+from tstitch.cli import CONF, check_run_dir, guard
 
 
 @hydra.main(version_base=None, config_path=CONF, config_name="train")
@@ -33,5 +34,10 @@ def main(cfg):
     print(json.dumps(json.loads((out / "train.json").read_text()) | {"config": "..."}))
 
 
-if __name__ == "__main__":
+def entry():
+    check_run_dir(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    entry()
