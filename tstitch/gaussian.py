@@ -22,23 +22,23 @@ def chain(abar):
     }
 
 
-def _at(values, index, like):
+def at(values, index, like):
     return values.to(like.device)[index].to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
 
 def x0_from_eps(c, index, x, eps):
-    abar = _at(c["abar"], index, x)
+    abar = at(c["abar"], index, x)
     return (x - (1 - abar).sqrt() * eps) / abar.sqrt()
 
 
 def posterior_mean(c, index, x, x0):
-    return _at(c["coef_x0"], index, x) * x0 + _at(c["coef_xt"], index, x) * x
+    return at(c["coef_x0"], index, x) * x0 + at(c["coef_xt"], index, x) * x
 
 
 def learned_range_log_var(c, index, x, v):
     """ADM's learned-range variance: log sigma^2 = f log beta_t + (1 - f) log beta~_t with f = (v + 1) / 2."""
     frac = (v + 1) / 2
-    return frac * _at(c["log_betas"], index, x) + (1 - frac) * _at(c["log_var_clipped"], index, x)
+    return frac * at(c["log_betas"], index, x) + (1 - frac) * at(c["log_var_clipped"], index, x)
 
 
 def normal_kl(mean1, logvar1, mean2, logvar2):

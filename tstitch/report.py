@@ -14,7 +14,7 @@ COLUMNS = [("fractions", "fractions"), ("nfe", "NFE per member"), ("s_per_image"
            ("speedup", "speedup"), ("fd", "FD"), ("accuracy", "class acc.")]
 
 
-def _fmt(key, value):
+def fmt(key, value):
     if value is None:
         return "-"
     if key in ("fractions", "nfe"):
@@ -32,7 +32,7 @@ def markdown(rows, members):
     cols = [(k, h) for k, h in COLUMNS if any(k in r for r in rows)]
     head = [h.replace("fractions", "fractions (" + " : ".join(members) + ")") for _, h in cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(k, r.get(k)) for k, _ in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(fmt(k, r.get(k)) for k, _ in cols) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -50,30 +50,38 @@ def write_table(rows, members, out_dir):
             w.writerow([" ".join(map(str, r[k])) if isinstance(r.get(k), list) else r.get(k) for k in keys])
 
 
-def image_grid(grids, path):
-    """One row per allocation (same seeds in every column), uint8 NCHW tensors -> a PNG."""
+def image_grid(grids, path, labels=None):
+    """One row per allocation (the same seeds in every column) from uint8 NCHW tensors, as a labelled PNG."""
     rows = [np.concatenate(list(g.permute(0, 2, 3, 1).numpy()), axis=1) for g in grids]
     width = max(r.shape[1] for r in rows)
-    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
-    img = np.concatenate(rows, axis=0)
-    img = img[..., 0] if img.shape[-1] == 1 else img
-    Image.fromarray(img).resize((img.shape[1] * 2, img.shape[0] * 2), Image.NEAREST).save(path)
+    img = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
+    h = rows[0].shape[0]
+    fig = plt.figure(figsize=(img.shape[1] / 40 + 1.2, img.shape[0] / 40 + 0.3), dpi=100)
+    ax = fig.add_axes([1.1 / (img.shape[1] / 40 + 1.2), 0.0, 1 - 1.1 / (img.shape[1] / 40 + 1.2), 1.0])
+    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([h * (i + 0.5) for i in range(len(rows))], labels or [""] * len(rows), fontsize=8)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    fig.savefig(path)
+    plt.close(fig)
 
 
-def tradeoff_plot(rows, members, path, quality="fd"):
-    """Seconds per image vs quality, each point labelled with the first member's fraction."""
-    if not any(quality in r for r in rows):
+def tradeoff_plot(rows, members, path, qualities=("fd", "accuracy")):
+    """Seconds per image vs each quality metric, each point labelled with the first member's fraction."""
+    qualities = [q for q in qualities if any(r.get(q) is not None for r in rows)]
+    if not qualities:
         return False
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    fig, axes = plt.subplots(1, len(qualities), figsize=(4.5 * len(qualities), 3.5), dpi=120, squeeze=False)
     t = [r["s_per_image"] * 1000 for r in rows]
-    q = [r[quality] for r in rows]
-    ax.plot(t, q, "o-", color="tab:blue")
-    for r, ti, qi in zip(rows, t, q):
-        ax.annotate(f"{r['fractions'][0]:g}", (ti, qi), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.set_xlabel("ms per image")
-    ax.set_ylabel(quality.upper() + " (lower is better)")
-    ax.set_title(f"T-Stitch: {' -> '.join(members)} (label: fraction of {members[0]})", fontsize=8)
-    ax.grid(alpha=0.3)
+    for ax, q in zip(axes[0], qualities):
+        ax.plot(t, [r[q] for r in rows], "o-", color="tab:blue")
+        for r, ti in zip(rows, t):
+            ax.annotate(f"{r['fractions'][0]:g}", (ti, r[q]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_xlabel("ms per image")
+        ax.set_ylabel({"fd": "FD (lower is better)", "accuracy": "class accuracy (higher is better)"}.get(q, q))
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"T-Stitch {' -> '.join(members)}; labels: fraction of {members[0]}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

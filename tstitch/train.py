@@ -9,6 +9,7 @@ import torch
 
 from tstitch import gaussian
 from tstitch.checkpoints import save_state_dict
+from tstitch.codecs import from_uint8
 
 
 def diffusion_loss(net, x0, y, chain, generator=None):
@@ -30,7 +31,7 @@ def diffusion_loss(net, x0, y, chain, generator=None):
     mean = gaussian.posterior_mean(chain, t, xt, pred_x0)
     log_var = gaussian.learned_range_log_var(chain, t, xt, v)
     true_mean = gaussian.posterior_mean(chain, t, xt, x0)
-    true_log_var = gaussian._at(chain["log_var_clipped"], t, xt)
+    true_log_var = gaussian.at(chain["log_var_clipped"], t, xt)
     kl = gaussian.normal_kl(true_mean, true_log_var, mean, log_var).flatten(1).mean(1) / torch.log(torch.tensor(2.0))
     nll = -gaussian.discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var).flatten(1).mean(1) / torch.log(torch.tensor(2.0))
     vb = torch.where(t == 0, nll, kl)
@@ -50,7 +51,7 @@ class DiffusionTraining(L.LightningModule):
 
     def training_step(self, batch, _):
         x, y = batch
-        loss, mse, vb = diffusion_loss(self.net, x.float() / 127.5 - 1, y, self.chain)
+        loss, mse, vb = diffusion_loss(self.net, from_uint8(x), y, self.chain)
         self.log_dict({"loss": loss.mean(), "mse": mse.mean(), "vb": vb.mean()}, on_step=True, prog_bar=True)
         return loss.mean()
 

@@ -44,7 +44,7 @@ def main(cfg):
     rows, grids, members, metric = run(cfg)
     names = [m.name for m in members]
     report.write_table(rows, names, out)
-    report.image_grid(grids, out / "grid.png")
+    report.image_grid(grids, out / "grid.png", [report.fmt("fractions", r["fractions"]) for r in rows])
     report.tradeoff_plot(rows, names, out / "tradeoff.png")
     (out / "run.json").write_text(json.dumps({"members": names, "metric": metric,
                                               "config": OmegaConf.to_container(cfg, resolve=True)}, indent=2))

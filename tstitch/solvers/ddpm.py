@@ -28,7 +28,7 @@ def ddpm(denoiser, x, timesteps, abar, *, variance="learned", randn_like=torch.r
                                   "use solver.variance=small for this model")
             log_var = gaussian.learned_range_log_var(chain, j, x, out.v)
         else:
-            log_var = gaussian._at(chain["log_var_clipped"] if variance == "small" else large, j, x)
+            log_var = gaussian.at(chain["log_var_clipped"] if variance == "small" else large, j, x)
         x = mean + torch.exp(0.5 * log_var) * randn_like(x) if i < n - 1 else mean
         if callback is not None:
             callback(i, x, x0)

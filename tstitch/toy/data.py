@@ -32,12 +32,3 @@ def load(split="train", root=None):
     y = torch.from_numpy(_read_idx(labels).astype(np.int64))
     return x, y
 
-
-def to_model(x_uint8):
-    """uint8 [0, 255] -> float [-1, 1], the toy zoo's data space."""
-    return x_uint8.float() / 127.5 - 1
-
-
-def to_uint8(x):
-    """float [-1, 1] -> uint8 [0, 255] (the rounding DiT uses for PNG/npz)."""
-    return (x * 127.5 + 128).clamp(0, 255).to(torch.uint8)

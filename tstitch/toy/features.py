@@ -7,6 +7,8 @@ import torch_fidelity
 from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
+from tstitch.codecs import from_uint8
+
 NAME = "tstitch-fashion"
 WEIGHTS = "pkg://tstitch/toy/weights/features.safetensors"
 FEATURES_DIM = 128
@@ -56,7 +58,7 @@ class FashionFeatures(FeatureExtractorBase):
         return torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
 
     def forward(self, x):
-        f, logits = self.net(x.float() / 127.5 - 1)
+        f, logits = self.net(from_uint8(x))
         out = {"features": f.double(), "logits": logits.double()}
         return tuple(out[name] for name in self.features_list)
 
@@ -79,7 +81,7 @@ def train_classifier(data, *, epochs, batch_size, lr, seed):
         order = torch.randperm(len(x), generator=g)
         for i in range(len(x) // batch_size):
             idx = order[i * batch_size:(i + 1) * batch_size]
-            xb = x[idx].float() / 127.5 - 1
+            xb = from_uint8(x[idx])
             dx, dy = torch.randint(-2, 3, (2,), generator=g).tolist()
             xb = torch.roll(xb, shifts=(dx, dy), dims=(2, 3))
             loss = F.cross_entropy(net(xb)[1], y[idx])
@@ -92,6 +94,6 @@ def train_classifier(data, *, epochs, batch_size, lr, seed):
 
 @torch.no_grad()
 def accuracy(net, x_uint8, y, batch_size=1000):
-    hits = sum((net(x_uint8[i:i + batch_size].float() / 127.5 - 1)[1].argmax(1) == y[i:i + batch_size]).sum().item()
+    hits = sum((net(from_uint8(x_uint8[i:i + batch_size]))[1].argmax(1) == y[i:i + batch_size]).sum().item()
                for i in range(0, len(x_uint8), batch_size))
     return hits / len(x_uint8)
