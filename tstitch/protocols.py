@@ -3,7 +3,8 @@
 * A **member** is one pretrained model behind its family's adapter: ``member(x, t, cond) -> Output``, where
   ``t`` is a Python int, an original timestep of the member's schedule (0 ... T-1), the same for the whole
   batch. It carries ``name``, ``schedule`` (``tstitch.schedules.Schedule``), ``space`` (``Space``),
-  ``cfg_channels`` and ``null(cond)``, the condition that means "unconditional" in its own convention.
+  ``cfg_channels``, ``num_classes``, ``condition(labels)`` (user class labels -> its condition) and
+  ``null(cond)``, the condition that means "unconditional" in its own convention.
 * A **denoiser** is what solvers call: ``denoiser(x, t) -> Output``; conditioning and guidance are bound in
   (``tstitch.guidance.guided``) and stitching composes several of them (``tstitch.stitch.Stitch``).
 

@@ -51,7 +51,7 @@ def _sync(device):
 
 
 def run(cfg):
-    """Run the sweep; returns (rows, grid images per row, labels)."""
+    """Run the sweep; returns (table rows, the first images of each row, the members, the metric's description)."""
     torch.set_num_threads(cfg.threads)
     names = list(cfg.stitch.members)
     members = [zoo.load(dict(cfg.stitch.members[n]), device=cfg.device) for n in names]
@@ -59,12 +59,13 @@ def run(cfg):
     codec = load_codec(cfg.stitch.members[names[-1]].get("codec", "pixels"), members[-1].space, cfg.device)
     metric = instantiate(cfg.metric) if cfg.get("metric") else None
     rows_fractions = allocations(cfg, len(members))
-    num_classes = members[-1].net.num_classes
-    # warm-up (allocator, kernels, first-call overheads) outside the timed region
-    wx, wy, wrng = seeds.draw(range(2), members[0].space.shape, num_classes, cfg.labels, cfg.device)
+    num_classes = members[-1].num_classes
+    # warm-up at the real batch size (allocator, kernel choice, first calls) outside the timed region
+    n = min(cfg.batch_size, cfg.num_samples)
+    wx, wy, _ = seeds.draw(range(n), members[0].space.shape, num_classes, cfg.labels, cfg.device)
     for k in range(len(members)):
-        one_hot = [float(j == k) for j in range(len(members))]
-        sample(members, wx, wy, fractions=one_hot, solver=cfg.solver.name, steps=2, guidance=cfg.guidance.scale)
+        sample(members, wx, wy, fractions=[float(j == k) for j in range(len(members))], solver="ddim", steps=2,
+               guidance=cfg.guidance.scale, channels=cfg.guidance.channels)
     seed_range = range(cfg.seed, cfg.seed + cfg.num_samples)
     rows, grids = [], []
     with tqdm(total=len(rows_fractions) * cfg.num_samples, desc="sampling", unit="img", dynamic_ncols=True) as bar:

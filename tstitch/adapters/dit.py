@@ -16,6 +16,10 @@ class DiTMember:
     def __init__(self, net, name, schedule, space, cfg_channels=None):
         self.net, self.name, self.schedule, self.space, self.cfg_channels = net, name, schedule, space, cfg_channels
 
+    @property
+    def num_classes(self):
+        return self.net.num_classes
+
     def __call__(self, x, t, y):
         out = self.net(x, torch.full((x.shape[0],), t, device=x.device), y)
         if self.net.learn_sigma:
