@@ -29,9 +29,12 @@ def main(cfg):
     train.fit(net, chain, data.load("train"), steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
               warmup=cfg.warmup, ema_decay=cfg.ema_decay, seed=cfg.seed, out_dir=out,
               snapshot_every=cfg.snapshot_every, accelerator=cfg.accelerator, progress=cfg.progress, meta=meta)
-    if cfg.export:
+    meta = json.loads((out / "train.json").read_text())
+    if cfg.export:  # the weights and, beside them, how they were made
         shutil.copyfile(out / "ema.safetensors", cfg.export)
-    print(json.dumps(json.loads((out / "train.json").read_text()) | {"config": "..."}))
+        shutil.copyfile(out / "train.json", Path(cfg.export).with_suffix(".json"))
+    print(f"trained {meta['params']} parameters for {meta['step']} steps in {meta['train_seconds']} s; "
+          f"EMA weights in {out / 'ema.safetensors'}")
 
 
 def entry():
