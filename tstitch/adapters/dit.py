@@ -6,6 +6,7 @@ for guidance is the extra embedding row ``num_classes``; it is called with origi
 import torch
 
 from tstitch.checkpoints import load_into
+from tstitch.errors import ConfigError
 from tstitch.nets.dit import DiT
 from tstitch.protocols import Output
 
@@ -33,7 +34,7 @@ class DiTMember:
     def condition(self, labels):
         """User class labels (0 ... num_classes - 1) -> this member's condition."""
         if labels.min() < 0 or labels.max() >= self.net.num_classes:
-            raise ValueError(f"{self.name}: class labels must be in [0, {self.net.num_classes})")
+            raise ConfigError(f"{self.name}: class labels must be in [0, {self.net.num_classes}); fix the labels")
         return labels
 
 
