@@ -8,7 +8,7 @@ from tstitch.codecs import PixelCodec
 from tstitch.metrics import FashionMetric
 from tstitch.toy import data, features
 
-N = 200  # seeds 0..199, balanced labels, DDIM 20 steps, guidance 2 (the demo's settings)
+N = 200  # seeds 0..199, balanced labels, DDIM 20 steps, guidance 3 (the demo's settings)
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def scores(metric):
     x, y, _ = tstitch.seeds.draw(range(N), (1, 28, 28), 10, labels="balanced")
     out = {}
     for name, fractions in (("large", [0.0, 1.0]), ("small", [1.0, 0.0]), ("stitch40", [0.4, 0.6])):
-        r = tstitch.sample(members, x, y, fractions=fractions, solver="ddim", steps=20, guidance=2.0)
+        r = tstitch.sample(members, x, y, fractions=fractions, solver="ddim", steps=20, guidance=3.0)
         out[name] = metric(PixelCodec().decode(r.x), y)
     return out
 
