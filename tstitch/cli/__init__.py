@@ -35,3 +35,11 @@ def check_run_dir(argv, default="outputs"):
         print(f"tstitch: error: output directory {path} is not writable ({e.strerror}); "
               "choose another with hydra.run.dir=...", file=sys.stderr)
         sys.exit(2)
+
+
+def entry_point(main):
+    """The console-script function for a Hydra ``main``: checks the run directory first."""
+    def entry():
+        check_run_dir(sys.argv[1:])
+        main()
+    return entry

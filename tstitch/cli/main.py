@@ -1,6 +1,5 @@
 """`tstitch`: sweep stitch allocations on the configured members and write the table, grid and plot."""
 import json
-import sys
 import os
 from pathlib import Path
 
@@ -8,7 +7,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from tstitch.cli import CONF, check_run_dir, guard
+from tstitch.cli import CONF, entry_point, guard
 
 
 def log_wandb(cfg, rows, out, member_names, metric):
@@ -55,10 +54,7 @@ def main(cfg):
           f"guidance {cfg.guidance.scale}; metric: {metric}; outputs in {out}")
 
 
-def entry():
-    check_run_dir(sys.argv[1:])
-    main()
-
+entry = entry_point(main)
 
 if __name__ == "__main__":
     entry()

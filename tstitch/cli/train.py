@@ -1,6 +1,5 @@
 """`tstitch-train`: train a toy-zoo DiT (or the feature net with `tstitch-train-features`)."""
 import json
-import sys
 import shutil
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from tstitch.cli import CONF, check_run_dir, guard
+from tstitch.cli import CONF, entry_point, guard
 
 
 @hydra.main(version_base=None, config_path=CONF, config_name="train")
@@ -37,10 +36,7 @@ def main(cfg):
           f"EMA weights in {out / 'ema.safetensors'}")
 
 
-def entry():
-    check_run_dir(sys.argv[1:])
-    main()
-
+entry = entry_point(main)
 
 if __name__ == "__main__":
     entry()
