@@ -33,11 +33,15 @@ def test_feature_net_classifies_real_test_images():
     assert features.accuracy(net, x[:2000], y[:2000]) >= 0.88
 
 
+# Measured when the weights were shipped (README "Toy zoo"): large FD 97.4 / 95.5%, small FD 635.0 / 50.5%,
+# 40% small FD 90.4 / 94.5%. The bounds leave room for CPU kernel differences, not for a worse model.
 def test_large_member_is_good_and_clearly_better_than_small(scores):
-    assert scores["large"]["accuracy"] >= 0.70, scores
-    assert scores["small"]["fd"] >= 1.5 * scores["large"]["fd"], scores
+    assert scores["large"]["accuracy"] >= 0.90 and scores["large"]["fd"] <= 120, scores
+    assert scores["small"]["fd"] >= 4 * scores["large"]["fd"], scores  # the issue asks for at least 1.5x
+    assert scores["small"]["accuracy"] <= scores["large"]["accuracy"] - 0.3, scores
 
 
-def test_stitching_40_percent_keeps_most_of_the_quality(scores):
-    assert scores["stitch40"]["fd"] < scores["small"]["fd"], scores
-    assert scores["stitch40"]["accuracy"] >= 0.65, scores
+def test_stitching_40_percent_keeps_the_quality_of_the_large_member(scores):
+    """T-Stitch's claim on the toy zoo: 40% of the steps on the small model cost (almost) no quality."""
+    assert scores["stitch40"]["fd"] <= 1.15 * scores["large"]["fd"], scores
+    assert scores["stitch40"]["accuracy"] >= 0.90, scores
