@@ -2,7 +2,7 @@
 
     small, large = tstitch.load("toy/small"), tstitch.load("toy/large")
     x, y, rng = tstitch.seeds.draw(range(16), small.space.shape, num_classes=10)
-    out = tstitch.sample([small, large], x, y, fractions=[0.4, 0.6], solver="ddim", steps=25, guidance=2.0)
+    out = tstitch.sample([small, large], x, y, fractions=[0.4, 0.6], solver="ddim", steps=20, guidance=3.0)
     out.x, out.nfe  # final samples in the data space, function evaluations per member
 """
 from dataclasses import dataclass

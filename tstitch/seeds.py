@@ -2,6 +2,8 @@
 GPU count, restart or stitch configuration reproduces it, and sweeps over fractions are paired."""
 import torch
 
+from tstitch.errors import ConfigError
+
 
 class SeedNoise:
     """One ``torch.Generator`` per sample. Draw order per seed: initial noise, then the class label, then
@@ -38,5 +40,5 @@ def draw(seeds, shape, num_classes, labels="random", device="cpu"):
     if labels == "balanced":
         y = torch.as_tensor([int(s) % num_classes for s in seeds], device=device)
     elif labels != "random":
-        raise ValueError(f"labels must be 'random' or 'balanced', not {labels!r}")
+        raise ConfigError(f"labels must be 'random' or 'balanced', not {labels!r} (labels=...)")
     return x, y, rng
