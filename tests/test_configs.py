@@ -47,3 +47,10 @@ def test_stitch_members_keep_their_order():
     with initialize_config_dir(config_dir=CONF, version_base=None):
         cfg = compose(config_name="tstitch", overrides=["stitch=dit_s_b_xl"])
     assert list(cfg.stitch.members) == ["small", "base", "large"]
+
+
+@pytest.mark.parametrize("name", options("trainer"))
+def test_generate_config_composes_with_each_trainer(name):
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        cfg = compose(config_name="generate", overrides=[f"trainer={name}"])
+    assert cfg.trainer.accelerator in ("cpu", "gpu") and cfg.stitch.fractions

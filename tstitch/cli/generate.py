@@ -1,0 +1,68 @@
+"""`tstitch-generate`: one allocation's sample set on Lightning (any devices/nodes), resumable, as samples.npz."""
+import subprocess
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from tstitch.cli import CONF, entry_point, guard
+
+
+def git_sha():
+    try:
+        root = Path(__file__).resolve().parents[2]
+        return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@hydra.main(version_base=None, config_path=CONF, config_name="generate")
+@guard
+def main(cfg):
+    import lightning as L
+
+    from tstitch import zoo
+    from tstitch.codecs import load_codec
+    from tstitch.engine.module import Generation, Seeds
+    from tstitch.engine.writer import ShardWriter, done, export_npz, write_manifest
+    from tstitch.stitch import check_compatible, check_fractions
+
+    torch.set_num_threads(cfg.threads)
+    out = Path(HydraConfig.get().runtime.output_dir)
+    names = list(cfg.stitch.members)
+    members = [zoo.load(dict(cfg.stitch.members[n])) for n in names]
+    check_compatible(members)
+    fractions = check_fractions(cfg.stitch.fractions, len(members))
+    codec = load_codec(cfg.stitch.members[names[-1]].get("codec", "pixels"), members[-1].space)
+    options = dict(fractions=fractions, solver=cfg.solver.name, steps=cfg.solver.steps, guidance=cfg.guidance.scale,
+                   channels=cfg.guidance.channels, rule=cfg.stitch.rule, **cfg.solver.options)
+    wanted = list(range(cfg.seed, cfg.seed + cfg.num_samples))
+    have = done(out)
+    todo = [s for s in wanted if s not in have]
+    writer = ShardWriter(out, png=cfg.png)
+    trainer = L.Trainer(**cfg.trainer, callbacks=[writer], logger=False, enable_checkpointing=False,
+                        enable_model_summary=False)
+    start = time.perf_counter()
+    if todo:
+        loader = torch.utils.data.DataLoader(Seeds(todo), batch_size=cfg.batch_size, shuffle=False)
+        trainer.predict(Generation(members, codec, options, cfg.labels), loader, return_predictions=False)
+        trainer.strategy.barrier()
+    seconds = time.perf_counter() - start
+    if trainer.is_global_zero:
+        path = export_npz(out, wanted)
+        write_manifest(out, {"config": OmegaConf.to_container(cfg, resolve=True), "git": git_sha(),
+                             "members": [m.name for m in members], "fractions": fractions,
+                             "nfe_per_image": writer.nfe, "generated": len(todo), "resumed_from": len(wanted) - len(todo),
+                             "seconds": round(seconds, 2), "world_size": trainer.world_size, "samples": str(path)})
+        print(f"{len(wanted)} samples ({len(todo)} generated now, {len(wanted) - len(todo)} from earlier shards) "
+              f"in {path}")
+
+
+entry = entry_point(main)
+
+if __name__ == "__main__":
+    entry()
