@@ -50,3 +50,10 @@ def test_two_processes_give_the_same_set(reference, tmp_path):
                                           "trainer.strategy=ddp")
     assert manifest["world_size"] == 2
     assert np.array_equal(images2, images) and np.array_equal(labels2, labels)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    generate(tmp_path, "num_samples=2", "batch_size=2")
+    r = subprocess.run([EXE, *COMMON, f"hydra.run.dir={tmp_path}", "num_samples=4", "guidance.scale=1.5"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "holds samples of another configuration (differs in: options)" in r.stderr

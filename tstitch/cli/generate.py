@@ -1,4 +1,5 @@
 """`tstitch-generate`: one allocation's sample set on Lightning (any devices/nodes), resumable, as samples.npz."""
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -18,6 +19,22 @@ def git_sha():
                               timeout=10).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def check_identity(out, identity):
+    """Shards in a run directory must come from one sampling configuration: refuse to resume with another."""
+    from tstitch.errors import ConfigError
+
+    path = out / "identity.json"
+    identity = json.loads(json.dumps(identity))  # tuples -> lists, as stored
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if stored != identity:
+            diff = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
+            raise ConfigError(f"{out} holds samples of another configuration (differs in: {', '.join(diff)}); "
+                              "resume with the same settings or choose a new hydra.run.dir=...")
+    else:
+        path.write_text(json.dumps(identity, indent=2))
 
 
 @hydra.main(version_base=None, config_path=CONF, config_name="generate")
@@ -41,6 +58,8 @@ def main(cfg):
     options = dict(fractions=fractions, solver=cfg.solver.name, steps=cfg.solver.steps, guidance=cfg.guidance.scale,
                    channels=cfg.guidance.channels, rule=cfg.stitch.rule, **cfg.solver.options)
     wanted = list(range(cfg.seed, cfg.seed + cfg.num_samples))
+    check_identity(out, {"members": OmegaConf.to_container(cfg.stitch.members, resolve=True), "labels": cfg.labels,
+                         "options": options})
     have = done(out)
     todo = [s for s in wanted if s not in have]
     writer = ShardWriter(out, png=cfg.png)
