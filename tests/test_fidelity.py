@@ -1,4 +1,5 @@
 """Metrics of sample sets through torch-fidelity, with the toy feature extractor (Inception needs a download)."""
+import json
 import os
 import subprocess
 import sys
@@ -84,3 +85,14 @@ def test_unknown_metric_and_bad_paths(sets):
         fidelity.evaluate(sets / "ref.npz", sets / "ref.npz", metrics=["fd"], extractor=EXTRACTOR)
     with pytest.raises(ConfigError, match="neither an image folder nor an .npz"):
         fidelity.evaluate(sets / "nope.png", sets / "ref.npz", extractor=EXTRACTOR)
+
+
+def test_evaluate_command(sets, tmp_path):
+    exe = str(Path(sys.executable).parent / "tstitch-evaluate")
+    r = subprocess.run([exe, f"samples={sets / 'gen' / 'samples.npz'}", f"reference={sets / 'stats.npz'}",
+                        f"extractor={EXTRACTOR}", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "metrics.json").read_text())["fid"] > 0
+    r = subprocess.run([exe, f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "give samples=PATH" in r.stderr
