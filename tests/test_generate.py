@@ -32,6 +32,7 @@ def test_npz_is_adm_layout_and_manifest_is_complete(reference):
     assert sorted(p.name for p in (run_dir / "png").iterdir()) == [f"{s:06d}.png" for s in range(12)]
     assert images.shape == (12, 28, 28, 1) and images.dtype == np.uint8 and labels.shape == (12,)
     assert manifest["nfe_per_image"] == [2, 2] and manifest["generated"] == 12 and manifest["world_size"] == 1
+    assert manifest["s_per_image"] > 0 and manifest["images_per_second"] == pytest.approx(1 / manifest["s_per_image"])
     assert manifest["config"]["stitch"]["fractions"] == [0.5, 0.5] and "git" in manifest
 
 
@@ -48,7 +49,7 @@ def test_two_processes_give_the_same_set(reference, tmp_path):
     images, labels, *_ = reference
     images2, labels2, manifest, _ = generate(tmp_path, "num_samples=12", "batch_size=4", "trainer.devices=2",
                                           "trainer.strategy=ddp")
-    assert manifest["world_size"] == 2
+    assert manifest["world_size"] == 2 and manifest["s_per_image"] > 0  # reduced over both ranks
     assert np.array_equal(images2, images) and np.array_equal(labels2, labels)
 
 

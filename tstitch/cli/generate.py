@@ -66,17 +66,20 @@ def main(cfg):
     trainer = L.Trainer(**cfg.trainer, callbacks=[writer], logger=False, enable_checkpointing=False,
                         enable_model_summary=False)
     start = time.perf_counter()
+    timing = {}
     if todo:
         loader = torch.utils.data.DataLoader(Seeds(todo), batch_size=cfg.batch_size, shuffle=False)
-        trainer.predict(Generation(members, codec, options, cfg.labels), loader, return_predictions=False)
-        trainer.strategy.barrier()
+        module = Generation(members, codec, options, cfg.labels, warmup_batch=min(cfg.batch_size, len(todo)))
+        trainer.predict(module, loader, return_predictions=False)
+        timing = module.timing()  # a collective: every rank calls it
     seconds = time.perf_counter() - start
     if trainer.is_global_zero:
         path = export_npz(out, wanted)
         write_manifest(out, {"config": OmegaConf.to_container(cfg, resolve=True), "git": git_sha(),
                              "members": [m.name for m in members], "fractions": fractions,
                              "nfe_per_image": writer.nfe, "generated": len(todo), "resumed_from": len(wanted) - len(todo),
-                             "seconds": round(seconds, 2), "world_size": trainer.world_size, "samples": str(path)})
+                             "seconds": round(seconds, 2), **timing, "world_size": trainer.world_size,
+                             "samples": str(path)})
         print(f"{len(wanted)} samples ({len(todo)} generated now, {len(wanted) - len(todo)} from earlier shards) "
               f"in {path}")
 
