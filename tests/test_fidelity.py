@@ -60,6 +60,8 @@ def test_all_metrics_and_their_provenance(sets):
     assert m["extractor"] == EXTRACTOR and m["reference"].endswith("ref.npz")
     same = fidelity.evaluate(sets / "ref.npz", sets / "ref.npz", metrics=["fid"], extractor=EXTRACTOR)
     assert abs(same["fid"]) < 1e-3
+    folder_vs_own_stats = fidelity.evaluate(sets / "ref", sets / "stats.npz", metrics=["fid"], extractor=EXTRACTOR)
+    assert abs(folder_vs_own_stats["fid"]) < 1e-3
 
 
 def test_statistics_only_reference_cannot_give_kid(sets):

@@ -101,9 +101,10 @@ def evaluate(samples, reference, metrics=("fid",), extractor=INCEPTION, weights=
     out = {}
     if "fid" in metrics and stats.get("mu") is not None:  # the reference's own statistics, as ADM's evaluator
         fe = create_feature_extractor(extractor, ["2048" if extractor == INCEPTION else "features"], **common)
-        feats = get_featuresdict_from_dataset(input1 if not isinstance(input1, str) else
-                                              torch_fidelity.utils.prepare_input_from_descriptor(input1, **common),
-                                              fe, batch_size, cuda, True, False)
+        dataset = input1
+        if isinstance(input1, str):  # an image folder, read as torch-fidelity reads it
+            dataset = torch_fidelity.utils.prepare_input_from_descriptor({"input": input1}, **common)
+        feats = get_featuresdict_from_dataset(dataset, fe, batch_size, cuda, True, False)
         ref = {"mu": np.asarray(stats["mu"], dtype=np.float64), "sigma": np.asarray(stats["sigma"], dtype=np.float64)}
         mine = fid_features_to_statistics(next(iter(feats.values())).double())
         out["fid"] = fid_statistics_to_metric(mine, ref, False)[KEYS["fid"]]
