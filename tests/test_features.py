@@ -2,7 +2,7 @@
 import torch
 import torch_fidelity
 
-from tstitch.metrics import Images
+from tstitch.fidelity import Images
 from tstitch.toy import data, features
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from tstitch import fidelity
 from tstitch.errors import ConfigError
-from tstitch.metrics import Images
+from tstitch.fidelity import Images
 from tstitch.toy import data, features
 
 EXTRACTOR = features.NAME

@@ -44,17 +44,20 @@ def npz_member(path, key):
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
-class NHWC(torch.utils.data.Dataset):
-    """uint8 NHWC array -> the uint8 CHW tensors torch-fidelity reads."""
+class Images(torch.utils.data.Dataset):
+    """uint8 images (a tensor or array, NCHW, or NHWC with ``nhwc=True``) as the CHW tensors torch-fidelity
+    reads, one at a time (so a memory-mapped array is never read whole)."""
 
-    def __init__(self, images):
-        self.images = images
+    def __init__(self, images, nhwc=False):
+        self.images, self.nhwc = images, nhwc
 
     def __len__(self):
         return len(self.images)
 
     def __getitem__(self, i):
-        return torch.from_numpy(np.array(self.images[i])).permute(2, 0, 1).contiguous()
+        img = self.images[i]
+        img = img if isinstance(img, torch.Tensor) else torch.from_numpy(np.array(img))  # np.array: off the map
+        return img.permute(2, 0, 1).contiguous() if self.nhwc else img
 
 
 def as_input(source):
@@ -65,7 +68,7 @@ def as_input(source):
     if path.suffix != ".npz" or not path.exists():
         raise ConfigError(f"{path} is neither an image folder nor an .npz file; give one of those")
     images = npz_member(path, "arr_0")
-    return NHWC(images) if images is not None else None
+    return Images(images, nhwc=True) if images is not None else None
 
 
 def inception_weights(path=None):

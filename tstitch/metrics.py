@@ -12,19 +12,7 @@ import torch
 import torch_fidelity
 
 from tstitch.checkpoints import cache_dir, resolve
-
-
-class Images(torch.utils.data.Dataset):
-    """uint8 NCHW tensor as the Dataset torch-fidelity reads."""
-
-    def __init__(self, images):
-        self.images = images
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.images[i]
+from tstitch.fidelity import Images
 
 
 class FashionMetric:
