@@ -1,0 +1,28 @@
+"""`tstitch-report`: a Hydra multirun over allocations becomes one table and one plot."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+BIN = Path(sys.executable).parent
+
+
+def test_multirun_is_reported_as_one_table(tmp_path):
+    r = subprocess.run([str(BIN / "tstitch"), "-m", "+debug=tiny", "sweep=null",
+                        "stitch.fractions=[1.0,0.0],[0.0,1.0],[0.5,0.5]", f"hydra.sweep.dir={tmp_path}"],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run([str(BIN / "tstitch-report"), str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    table = (tmp_path / "results.md").read_text().splitlines()
+    assert "toy-dit-small : toy-dit-large" in table[0]
+    assert [line.split("|")[1].strip() for line in table[2:]] == ["0 : 1", "0.5 : 0.5", "1 : 0"]
+    assert "| 1.00x |" in table[2] and (tmp_path / "tradeoff.png").exists()
+    assert "3 allocations from 3 runs" in r.stdout
+
+
+def test_no_results_is_one_line_error(tmp_path):
+    r = subprocess.run([str(BIN / "tstitch-report"), str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == (f"tstitch-report: error: no results.jsonl below {tmp_path}; "
+                                                      "give tstitch run directories")
