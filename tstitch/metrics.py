@@ -8,7 +8,6 @@ import hashlib
 import os
 from pathlib import Path
 
-import torch
 import torch_fidelity
 
 from tstitch.checkpoints import cache_dir, resolve

@@ -8,7 +8,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 
 COLUMNS = [("fractions", "fractions"), ("nfe", "NFE per member"), ("s_per_image", "s/image"),
            ("speedup", "speedup"), ("fd", "FD"), ("accuracy", "class acc.")]

@@ -32,12 +32,10 @@ def _sample_all(members, cfg, fractions, x, y, rng, progress=None):
     out, seconds = [], 0.0
     for i in range(0, len(x), cfg.batch_size):
         sl = slice(i, i + cfg.batch_size)
-        _sync(cfg.device)
+        sync(cfg.device)
         start = time.perf_counter()
-        r = sample(members, x[sl], y[sl], fractions=fractions, solver=cfg.solver.name, steps=cfg.solver.steps,
-                   guidance=cfg.guidance.scale, channels=cfg.guidance.channels, rule=cfg.stitch.rule,
-                   randn_like=rng[sl].randn_like, **cfg.solver.options)
-        _sync(cfg.device)
+        r = sample(members, x[sl], y[sl], randn_like=rng[sl].randn_like, **sample_options(cfg, fractions))
+        sync(cfg.device)
         seconds += time.perf_counter() - start
         out.append(r.x)
         if progress is not None:
@@ -45,18 +43,31 @@ def _sample_all(members, cfg, fractions, x, y, rng, progress=None):
     return torch.cat(out), r.nfe, seconds
 
 
-def _sync(device):
+def sync(device):
+    """Wait for queued GPU work, so that a host clock measures it."""
     if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
+
+
+def sample_options(cfg, fractions):
+    """``tstitch.sample``'s keyword arguments for one allocation, from the solver/guidance/stitch configs."""
+    return dict(fractions=fractions, solver=cfg.solver.name, steps=cfg.solver.steps, guidance=cfg.guidance.scale,
+                channels=cfg.guidance.channels, rule=cfg.stitch.rule, **cfg.solver.options)
+
+
+def load_stitch(cfg, device="cpu"):
+    """The configured members (checked to be stitchable) and the last member's codec."""
+    names = list(cfg.stitch.members)
+    members = [zoo.load(dict(cfg.stitch.members[n]), device=device) for n in names]
+    check_compatible(members)
+    codec = load_codec(cfg.stitch.members[names[-1]].get("codec", "pixels"), members[-1].space, device)
+    return members, codec
 
 
 def run(cfg):
     """Run the sweep; returns (table rows, the first images of each row, the members, the metric's description)."""
     torch.set_num_threads(cfg.threads)
-    names = list(cfg.stitch.members)
-    members = [zoo.load(dict(cfg.stitch.members[n]), device=cfg.device) for n in names]
-    check_compatible(members)
-    codec = load_codec(cfg.stitch.members[names[-1]].get("codec", "pixels"), members[-1].space, cfg.device)
+    members, codec = load_stitch(cfg, cfg.device)
     metric = instantiate(cfg.metric) if cfg.get("metric") else None
     rows_fractions = allocations(cfg, len(members))
     num_classes = members[-1].num_classes

@@ -42,21 +42,16 @@ def check_identity(out, identity):
 def main(cfg):
     import lightning as L
 
-    from tstitch import zoo
-    from tstitch.codecs import load_codec
     from tstitch.engine.module import Generation, Seeds
     from tstitch.engine.writer import ShardWriter, done, export_npz, write_manifest
-    from tstitch.stitch import check_compatible, check_fractions
+    from tstitch.run import load_stitch, sample_options
+    from tstitch.stitch import check_fractions
 
     torch.set_num_threads(cfg.threads)
     out = Path(HydraConfig.get().runtime.output_dir)
-    names = list(cfg.stitch.members)
-    members = [zoo.load(dict(cfg.stitch.members[n])) for n in names]
-    check_compatible(members)
+    members, codec = load_stitch(cfg)
     fractions = check_fractions(cfg.stitch.fractions, len(members))
-    codec = load_codec(cfg.stitch.members[names[-1]].get("codec", "pixels"), members[-1].space)
-    options = dict(fractions=fractions, solver=cfg.solver.name, steps=cfg.solver.steps, guidance=cfg.guidance.scale,
-                   channels=cfg.guidance.channels, rule=cfg.stitch.rule, **cfg.solver.options)
+    options = sample_options(cfg, fractions)
     wanted = list(range(cfg.seed, cfg.seed + cfg.num_samples))
     check_identity(out, {"members": OmegaConf.to_container(cfg.stitch.members, resolve=True), "labels": cfg.labels,
                          "options": options})

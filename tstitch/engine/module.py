@@ -4,6 +4,7 @@ import lightning as L
 import torch
 
 from tstitch import seeds
+from tstitch.run import sync
 from tstitch.sample import sample
 
 
@@ -43,16 +44,12 @@ class Generation(L.LightningModule):
         x, y, rng = seeds.draw(batch_seeds, first.space.shape, first.num_classes, self.labels, self.device)
         return y, sample(self.members, x, y, randn_like=rng.randn_like, **{**self.options, **override})
 
-    def _sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def predict_step(self, batch, batch_idx):
         batch_seeds = [int(s) for s in batch]
-        self._sync()
+        sync(self.device)
         start = time.perf_counter()
         y, r = self._sample(batch_seeds)
-        self._sync()
+        sync(self.device)
         self.seconds += time.perf_counter() - start
         self.count += len(batch_seeds)
         return {"seeds": batch_seeds, "labels": y.cpu(), "images": self.codec.decode(r.x).cpu(), "nfe": r.nfe}
