@@ -1,6 +1,7 @@
 """Metrics of sample sets through torch-fidelity, with the toy feature extractor (Inception needs a download)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch_fidelity
 from PIL import Image
 
 from tstitch import fidelity
@@ -16,6 +18,26 @@ from tstitch.fidelity import Images
 from tstitch.toy import data, features
 
 EXTRACTOR = features.NAME
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """Each test (and the commands it runs) caches reference features in its own folder, never the user's."""
+    monkeypatch.setenv("TSTITCH_CACHE", str(tmp_path / "tstitch-cache"))
+
+
+@pytest.fixture
+def extractions(monkeypatch):
+    """The number of sets whose features were extracted so far (a counting wrapper around the one extraction)."""
+    calls = []
+    extract = fidelity.features_of
+
+    def counted(dataset, *args):
+        calls.append(len(dataset))
+        return extract(dataset, *args)
+
+    monkeypatch.setattr(fidelity, "features_of", counted)
+    return calls
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +70,10 @@ def test_npz_is_read_through_a_memory_map(sets):
 
 def test_fid_is_the_same_from_images_folder_and_statistics(sets):
     samples = sets / "gen" / "samples.npz"
-    got = [fidelity.evaluate(samples, sets / ref, extractor=EXTRACTOR)["fid"]
-           for ref in ("ref.npz", "ref", "stats.npz")]
-    assert got[0] > 0 and got[1] == pytest.approx(got[0], rel=1e-9) and got[2] == pytest.approx(got[0], rel=1e-6)
+    got = [fidelity.evaluate(samples, sets / ref, extractor=EXTRACTOR) for ref in ("ref.npz", "ref", "stats.npz")]
+    fid = [m["fid"] for m in got]
+    assert fid[0] > 0 and fid[1] == pytest.approx(fid[0], rel=1e-9) and fid[2] == pytest.approx(fid[0], rel=1e-6)
+    assert [m.get("reference_cache") for m in got] == ["miss", "miss", None]  # statistics need no features
 
 
 def test_all_metrics_and_their_provenance(sets):
@@ -67,6 +90,93 @@ def test_all_metrics_and_their_provenance(sets):
 def test_statistics_only_reference_cannot_give_kid(sets):
     with pytest.raises(ConfigError, match="statistics only"):
         fidelity.evaluate(sets / "gen" / "samples.npz", sets / "stats.npz", metrics=["kid"], extractor=EXTRACTOR)
+
+
+def test_adm_style_reference_gives_fid_from_its_statistics_and_kid_from_its_images(sets, tmp_path):
+    """ADM's reference batches hold mu/sigma and images: FID uses the former, KID the (cached) latter."""
+    with np.load(sets / "ref.npz") as r, np.load(sets / "stats.npz") as s:
+        np.savez(tmp_path / "adm.npz", arr_0=r["arr_0"], mu=s["mu"], sigma=s["sigma"])
+    samples = sets / "gen" / "samples.npz"
+    adm = fidelity.evaluate(samples, tmp_path / "adm.npz", metrics=["fid", "kid"], extractor=EXTRACTOR,
+                            kid_subset_size=50, cache_root=tmp_path)
+    stats = fidelity.evaluate(samples, sets / "stats.npz", extractor=EXTRACTOR, cache_root=tmp_path)
+    images = fidelity.evaluate(samples, sets / "ref.npz", metrics=["kid"], extractor=EXTRACTOR, kid_subset_size=50,
+                               cache_root=tmp_path)
+    assert adm["fid"] == stats["fid"] and adm["kid"] == images["kid"] and adm["reference_cache"] == "miss"
+
+
+def test_reference_features_are_extracted_once_then_read_from_the_cache(sets, tmp_path, extractions):
+    samples, options = sets / "gen" / "samples.npz", dict(metrics=["fid", "isc", "kid", "prc"], extractor=EXTRACTOR,
+                                                          kid_subset_size=50, cache_root=tmp_path / "cache")
+    for ref in ("ref.npz", "ref"):
+        first = fidelity.evaluate(samples, sets / ref, **options)
+        assert extractions == [96, 300] and first["reference_cache"] == "miss"
+        again = fidelity.evaluate(samples, sets / ref, **options)
+        assert extractions == [96, 300, 96] and again.pop("reference_cache") == "hit"  # the samples only
+        assert again == {k: v for k, v in first.items() if k != "reference_cache"}  # the same numbers
+        extractions.clear()
+    assert len(list((tmp_path / "cache").glob("reference-*.pt"))) == 2
+    assert not list((tmp_path / "cache").glob(".*"))  # no temporary files left behind
+    fid_only = fidelity.evaluate(samples, sets / "ref", extractor=EXTRACTOR, cache_root=tmp_path / "cache")
+    assert fid_only["reference_cache"] == "hit" and fid_only["fid"] == first["fid"]  # the same feature layer
+
+
+def test_a_changed_reference_is_a_cache_miss(sets, tmp_path, extractions):
+    samples, ref, folder = sets / "gen" / "samples.npz", tmp_path / "ref.npz", tmp_path / "ref"
+    shutil.copy(sets / "ref.npz", ref)
+    shutil.copytree(sets / "ref", folder)
+
+    def run():
+        return [fidelity.evaluate(samples, path, extractor=EXTRACTOR, cache_root=tmp_path / "cache")
+                for path in (ref, folder)]
+
+    before = run()
+    assert [m["reference_cache"] for m in before + run()] == ["miss", "miss", "hit", "hit"]
+    with np.load(sets / "ref.npz") as z:
+        np.savez(ref, arr_0=z["arr_0"][1:])  # new content: the first image dropped, from both
+    (folder / "0000.png").unlink()
+    changed = run()
+    assert [m["reference_cache"] for m in changed] == ["miss", "miss"]
+    assert changed[0]["fid"] == pytest.approx(changed[1]["fid"], rel=1e-9) and changed[0]["fid"] != before[0]["fid"]
+    os.utime(ref, ns=(0, 0))  # the same bytes, another mtime
+    os.utime(folder / "0001.png", ns=(0, 0))
+    touched = run()
+    assert [m["reference_cache"] for m in touched] == ["miss", "miss"] and touched[0]["fid"] == changed[0]["fid"]
+    assert len(extractions) == 8 + 6  # the samples every time, the reference on each of the 6 misses
+
+
+def test_features_agree_with_torch_fidelity_calculate_metrics(sets, tmp_path):
+    samples, ref = sets / "gen" / "samples.npz", sets / "ref.npz"
+    expected = torch_fidelity.calculate_metrics(
+        input1=Images(fidelity.npz_member(samples, "arr_0"), nhwc=True),
+        input2=Images(fidelity.npz_member(ref, "arr_0"), nhwc=True), fid=True, isc=True, kid=True, prc=True,
+        feature_extractor=EXTRACTOR, kid_subset_size=50, cuda=False, cache=False, save_cpu_ram=True, verbose=False)
+    for _ in ("miss", "hit"):
+        got = fidelity.evaluate(samples, ref, metrics=["fid", "isc", "kid", "prc"], extractor=EXTRACTOR,
+                                kid_subset_size=50, cache_root=tmp_path)
+        assert got["fid"] == pytest.approx(expected["frechet_inception_distance"], rel=1e-12)
+        assert got["isc"] == pytest.approx(expected["inception_score_mean"], rel=1e-12)
+        assert got["kid"] == pytest.approx(expected["kernel_inception_distance_mean"], rel=1e-12, abs=1e-15)
+        assert (got["precision"], got["recall"]) == (expected["precision"], expected["recall"])
+
+
+def test_reference_of_another_size_is_refused_before_any_extraction(sets, tmp_path, monkeypatch, extractions):
+    np.savez(tmp_path / "big.npz", arr_0=np.zeros((4, 32, 32, 3), np.uint8))
+    (tmp_path / "big").mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "big" / "0.png")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no Inception weights here
+    for ref in (tmp_path / "big.npz", tmp_path / "big"):
+        for extractor in (EXTRACTOR, fidelity.INCEPTION):
+            with pytest.raises(ConfigError, match=rf"^samples are 28x28x1 but reference {ref} holds 32x32x3 images; "
+                                                  "give a reference at the samples' resolution$"):
+                fidelity.evaluate(sets / "gen" / "samples.npz", ref, extractor=extractor, cache_root=tmp_path)
+    assert extractions == [] and not list(tmp_path.glob("reference-*"))
+
+
+def test_isc_needs_an_extractor_with_logits(sets, tmp_path):
+    with pytest.raises(ConfigError, match="extractor vgg16 has no logits layer"):
+        fidelity.evaluate(sets / "gen" / "samples.npz", sets / "ref.npz", metrics=["isc"], extractor="vgg16",
+                          cache_root=tmp_path)
 
 
 def test_missing_inception_weights_offline_name_the_path(tmp_path, monkeypatch):
@@ -87,14 +197,20 @@ def test_unknown_metric_and_bad_paths(sets):
         fidelity.evaluate(sets / "ref.npz", sets / "ref.npz", metrics=["fd"], extractor=EXTRACTOR)
     with pytest.raises(ConfigError, match="neither an image folder nor an .npz"):
         fidelity.evaluate(sets / "nope.png", sets / "ref.npz", extractor=EXTRACTOR)
+    with pytest.raises(ConfigError, match="unknown extractor fashion; choose a registered one: .*tstitch-fashion"):
+        fidelity.evaluate(sets / "ref.npz", sets / "ref.npz", extractor="fashion")
+    with pytest.raises(ConfigError, match="samples .*stats.npz hold no images"):
+        fidelity.evaluate(sets / "stats.npz", sets / "ref.npz", extractor=EXTRACTOR)
 
 
 def test_evaluate_command(sets, tmp_path):
     exe = str(Path(sys.executable).parent / "tstitch-evaluate")
-    r = subprocess.run([exe, f"samples={sets / 'gen' / 'samples.npz'}", f"reference={sets / 'stats.npz'}",
-                        f"extractor={EXTRACTOR}", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run([exe, f"samples={sets / 'gen' / 'samples.npz'}", f"reference={sets / 'ref.npz'}",
+                        f"extractor={EXTRACTOR}", f"cache_root={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path}"],
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert json.loads((tmp_path / "metrics.json").read_text())["fid"] > 0
+    result = json.loads((tmp_path / "metrics.json").read_text())
+    assert result["fid"] > 0 and result["reference_cache"] == "miss"
+    assert len(list((tmp_path / "cache").glob("reference-*.pt"))) == 1
     r = subprocess.run([exe, f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "give samples=PATH" in r.stderr

@@ -1,5 +1,5 @@
 """`tstitch-generate`: every image a function of its seed (batch size, device count, restarts), atomic shards,
-resume, and an ADM-style samples.npz."""
+resume, an ADM-style samples.npz, timing per member and against the last member alone, metric, W&B, errors."""
 import json
 import os
 import subprocess
@@ -10,12 +10,16 @@ import numpy as np
 import pytest
 
 EXE = str(Path(sys.executable).parent / "tstitch-generate")
-COMMON = ["solver.steps=4", "stitch.fractions=[0.5,0.5]"]
+COMMON = ["solver.steps=4", "stitch.fractions=[0.5,0.5]", "metric=none", "logger=none"]
+
+
+def run(run_dir, *args):
+    return subprocess.run([EXE, *COMMON, f"hydra.run.dir={run_dir}", *args], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def generate(run_dir, *args):
-    r = subprocess.run([EXE, *COMMON, f"hydra.run.dir={run_dir}", *args], capture_output=True, text=True,
-                       timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    r = run(run_dir, *args)
     assert r.returncode == 0, r.stderr[-2000:]
     with np.load(run_dir / "samples.npz") as z:
         return z["arr_0"], z["arr_1"], json.loads((run_dir / "manifest.json").read_text()), run_dir
@@ -23,38 +27,88 @@ def generate(run_dir, *args):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """12 seeds in batches of 5 on one process."""
-    return generate(tmp_path_factory.mktemp("ref"), "num_samples=12", "batch_size=5", "png=true")
+    """13 seeds in batches of 5 on one process."""
+    return generate(tmp_path_factory.mktemp("ref"), "num_samples=13", "batch_size=5", "png=true")
 
 
 def test_npz_is_adm_layout_and_manifest_is_complete(reference):
     images, labels, manifest, run_dir = reference
-    assert sorted(p.name for p in (run_dir / "png").iterdir()) == [f"{s:06d}.png" for s in range(12)]
-    assert images.shape == (12, 28, 28, 1) and images.dtype == np.uint8 and labels.shape == (12,)
-    assert manifest["nfe_per_image"] == [2, 2] and manifest["generated"] == 12 and manifest["world_size"] == 1
+    assert sorted(p.name for p in (run_dir / "png").iterdir()) == [f"{s:06d}.png" for s in range(13)]
+    assert images.shape == (13, 28, 28, 1) and images.dtype == np.uint8 and labels.shape == (13,)
+    assert manifest["nfe_per_image"] == [2, 2] and manifest["generated"] == 13 and manifest["world_size"] == 1
     assert manifest["s_per_image"] > 0 and manifest["images_per_second"] == pytest.approx(1 / manifest["s_per_image"])
     assert manifest["config"]["stitch"]["fractions"] == [0.5, 0.5] and "git" in manifest
+    row = json.loads((run_dir / "results.jsonl").read_text())
+    assert row["fractions"] == [0.5, 0.5] and row["nfe"] == [2, 2] and (run_dir / "grid.png").exists()
+
+
+def test_timing_per_member_and_speedup_against_the_last_member_alone(reference):
+    manifest = reference[2]
+    per_member = manifest["s_per_image_per_member"]
+    assert list(per_member) == ["toy-dit-small", "toy-dit-large"] and all(v > 0 for v in per_member.values())
+    assert sum(per_member.values()) <= manifest["s_per_image"]  # member segments lie inside the sampling time
+    assert sum(per_member.values()) > 0.8 * manifest["s_per_image"]
+    assert per_member["toy-dit-small"] < per_member["toy-dit-large"]  # 109k vs 1.9M parameters, 2 steps each
+    assert manifest["baseline_s_per_image"] > manifest["s_per_image"]  # 4 large steps cost more than 2 + 2
+    assert manifest["speedup"] == pytest.approx(manifest["baseline_s_per_image"] / manifest["s_per_image"])
 
 
 def test_resume_generates_only_missing_seeds_and_gives_the_same_set(reference, tmp_path):
     images, labels, *_ = reference
     generate(tmp_path, "num_samples=7", "batch_size=3")
     (tmp_path / "shards" / ".000099-000100-r0.npz.123.tmp").write_bytes(b"half a shard from a killed run")
-    images2, labels2, manifest, _ = generate(tmp_path, "num_samples=12", "batch_size=4")
-    assert manifest["generated"] == 5 and manifest["resumed_from"] == 7
+    images2, labels2, manifest, _ = generate(tmp_path, "num_samples=13", "batch_size=4")
+    assert manifest["generated"] == 6 and manifest["resumed_from"] == 7
     assert np.array_equal(images2, images) and np.array_equal(labels2, labels)
 
 
 def test_two_processes_give_the_same_set(reference, tmp_path):
     images, labels, *_ = reference
-    images2, labels2, manifest, _ = generate(tmp_path, "num_samples=12", "batch_size=4", "trainer.devices=2",
-                                          "trainer.strategy=ddp")
+    images2, labels2, manifest, run_dir = generate(tmp_path, "num_samples=13", "batch_size=4", "trainer.devices=2",
+                                                "trainer.strategy=ddp")
     assert manifest["world_size"] == 2 and manifest["s_per_image"] > 0  # reduced over both ranks
+    assert manifest["images_timed"] == 13  # 7 + 6: no seed padded in twice to even out the ranks
     assert np.array_equal(images2, images) and np.array_equal(labels2, labels)
+    seeds = [s for p in (run_dir / "shards").glob("*.npz") for s in np.load(p)["seeds"]]
+    assert sorted(seeds) == list(range(13))
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):
     generate(tmp_path, "num_samples=2", "batch_size=2")
-    r = subprocess.run([EXE, *COMMON, f"hydra.run.dir={tmp_path}", "num_samples=4", "guidance.scale=1.5"],
-                       capture_output=True, text=True, timeout=300)
+    r = run(tmp_path, "num_samples=4", "guidance.scale=1.5")
     assert r.returncode == 2 and "holds samples of another configuration (differs in: options)" in r.stderr
+
+
+def test_metric_and_wandb_offline_run(tmp_path):
+    """The default metric (toy FD + accuracy) scores the finished set; W&B writes an offline run in the run dir
+    whose results table tstitch-report reads back."""
+    from tstitch import tracking
+
+    r = subprocess.run([EXE, "solver.steps=4", "stitch.fractions=[0.5,0.5]", "num_samples=20", "batch_size=10",
+                        "logger.mode=offline", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = json.loads((tmp_path / "results.jsonl").read_text())
+    assert row["fd"] > 0 and 0 <= row["accuracy"] <= 1 and row["speedup"] > 0
+    assert "tstitch-generate: 20 samples (20 new, 0 from earlier shards)" in r.stdout and "FD" not in r.stdout
+    (wandb_run,) = (tmp_path / "wandb").glob("offline-run-*")
+    rows, members = tracking.read_offline(wandb_run)
+    assert members == ["toy-dit-small", "toy-dit-large"] and rows[0]["fd"] == pytest.approx(row["fd"])
+    assert list(wandb_run.rglob("grid_*.png"))
+
+
+def test_logger_none_writes_no_wandb_files(reference):
+    assert not (reference[3] / "wandb").exists()
+
+
+@pytest.mark.parametrize("override,message", [
+    ("num_samples=0", "num_samples must be a positive integer, not 0"),
+    ("batch_size=-2", "batch_size must be a positive integer, not -2"),
+    ("metric=fid", "metric needs metric.reference: give metric.reference=... or metric=none"),
+    ("metric=fid metric.reference=/nonexistent/ref.npz", "metric reference not found: /nonexistent/ref.npz"),
+])
+def test_bad_input_is_one_line_error(tmp_path, override, message):
+    r = run(tmp_path, *override.split())
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and lines[-1].startswith("tstitch: error: ") and message in lines[-1], r.stderr[-1500:]
+    assert "Traceback" not in r.stderr and not (tmp_path / "shards").exists()

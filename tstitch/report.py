@@ -10,7 +10,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 COLUMNS = [("fractions", "fractions"), ("nfe", "NFE per member"), ("s_per_image", "s/image"),
-           ("speedup", "speedup"), ("fd", "FD"), ("accuracy", "class acc.")]
+           ("speedup", "speedup"), ("fd", "FD"), ("accuracy", "class acc."), ("fid", "FID"), ("isc", "IS"),
+           ("kid", "KID"), ("precision", "precision"), ("recall", "recall")]
+AXIS = {"fd": "FD (lower is better)", "accuracy": "class accuracy (higher is better)",
+        "fid": "FID (lower is better)", "isc": "Inception Score (higher is better)"}
 
 
 def fmt(key, value):
@@ -24,6 +27,8 @@ def fmt(key, value):
         return f"{value:.2f}x"
     if key == "accuracy":
         return f"{100 * value:.1f}%"
+    if key in ("kid", "precision", "recall"):
+        return f"{value:.4f}"
     return f"{value:.2f}"
 
 
@@ -66,19 +71,23 @@ def image_grid(grids, path, labels=None):
     plt.close(fig)
 
 
-def tradeoff_plot(rows, members, path, qualities=("fd", "accuracy")):
+def tradeoff_plot(rows, members, path, qualities=("fid", "isc", "fd", "accuracy")):
     """Seconds per image vs each quality metric, each point labelled with the first member's fraction."""
-    qualities = [q for q in qualities if any(r.get(q) is not None for r in rows)]
+    def points(q):  # rows that have both a time and the metric
+        return [r for r in rows if r.get(q) is not None and r.get("s_per_image") is not None]
+
+    qualities = [q for q in qualities if points(q)]
     if not qualities:
         return False
     fig, axes = plt.subplots(1, len(qualities), figsize=(4.5 * len(qualities), 3.5), dpi=120, squeeze=False)
-    t = [r["s_per_image"] * 1000 for r in rows]
     for ax, q in zip(axes[0], qualities):
-        ax.plot(t, [r[q] for r in rows], "o-", color="tab:blue")
-        for r, ti in zip(rows, t):
+        have = points(q)
+        t = [r["s_per_image"] * 1000 for r in have]
+        ax.plot(t, [r[q] for r in have], "o-", color="tab:blue")
+        for r, ti in zip(have, t):
             ax.annotate(f"{r['fractions'][0]:g}", (ti, r[q]), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set_xlabel("ms per image")
-        ax.set_ylabel({"fd": "FD (lower is better)", "accuracy": "class accuracy (higher is better)"}.get(q, q))
+        ax.set_ylabel(AXIS.get(q, q))
         ax.grid(alpha=0.3)
     fig.suptitle(f"T-Stitch {' -> '.join(members)}; labels: fraction of {members[0]}", fontsize=9)
     fig.tight_layout()

@@ -5,10 +5,9 @@ Plain functions over a resolved config; Hydra and W&B stay in ``tstitch.cli.main
 import time
 
 import torch
-from hydra.utils import instantiate
 from tqdm import tqdm
 
-from tstitch import seeds, zoo
+from tstitch import metrics, seeds, zoo
 from tstitch.codecs import load_codec
 from tstitch.errors import ConfigError
 from tstitch.sample import sample
@@ -68,7 +67,7 @@ def run(cfg):
     """Run the sweep; returns (table rows, the first images of each row, the members, the metric's description)."""
     torch.set_num_threads(cfg.threads)
     members, codec = load_stitch(cfg, cfg.device)
-    metric = instantiate(cfg.metric) if cfg.get("metric") else None
+    metric = metrics.build(cfg.get("metric"))
     rows_fractions = allocations(cfg, len(members))
     num_classes = members[-1].num_classes
     # warm-up at the real batch size (allocator, kernel choice, first calls) outside the timed region

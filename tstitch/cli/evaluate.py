@@ -21,7 +21,8 @@ def main(cfg):
             raise ConfigError(f"give {key}=PATH (an .npz or an image folder)")
     result = fidelity.evaluate(cfg.samples, cfg.reference, metrics=list(cfg.metrics), extractor=cfg.extractor,
                                weights=cfg.weights, kid_subset_size=cfg.kid_subset_size,
-                               prc_neighborhood=cfg.prc_neighborhood, batch_size=cfg.batch_size)
+                               prc_neighborhood=cfg.prc_neighborhood, batch_size=cfg.batch_size,
+                               cache_root=cfg.cache_root)
     result["samples"] = str(cfg.samples)
     out = Path(HydraConfig.get().runtime.output_dir) / "metrics.json"
     out.write_text(json.dumps(result, indent=2))

@@ -1,15 +1,21 @@
-"""`tstitch-generate`: one allocation's sample set on Lightning (any devices/nodes), resumable, as samples.npz."""
+"""`tstitch-generate`: one allocation's sample set on Lightning (any devices/nodes), resumable, as samples.npz,
+scored by the configured metric, logged to W&B and to results.jsonl like one row of the `tstitch` table."""
 import json
 import subprocess
 import time
 from pathlib import Path
 
 import hydra
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from tstitch.cli import CONF, entry_point, guard
+from tstitch.errors import ConfigError
+
+TIMING = ("s_per_image", "images_per_second", "s_per_image_per_member", "decode_s_per_image", "images_timed",
+          "baseline_s_per_image", "speedup")
 
 
 def git_sha():
@@ -23,8 +29,6 @@ def git_sha():
 
 def check_identity(out, identity):
     """Shards in a run directory must come from one sampling configuration: refuse to resume with another."""
-    from tstitch.errors import ConfigError
-
     path = out / "identity.json"
     identity = json.loads(json.dumps(identity))  # tuples -> lists, as stored
     if path.exists():
@@ -37,46 +41,100 @@ def check_identity(out, identity):
         path.write_text(json.dumps(identity, indent=2))
 
 
+def check_sizes(cfg):
+    for key in ("num_samples", "batch_size"):
+        if not isinstance(cfg[key], int) or cfg[key] <= 0:
+            raise ConfigError(f"{key} must be a positive integer, not {cfg[key]!r} ({key}=...)")
+
+
+def previous(out):
+    """What an earlier session of this run measured (kept when a resumed run has nothing left to generate)."""
+    path = out / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def summary(row, names, manifest):
+    from tstitch import report
+
+    ms = " + ".join(f"{n} {v * 1000:.2f}" for n, v in manifest.get("s_per_image_per_member", {}).items())
+    parts = [f"{manifest['num_samples']} samples ({manifest['generated']} new, {manifest['resumed_from']} from "
+             f"earlier shards) on {manifest['world_size']} device(s) in {manifest['seconds']:.1f} s"]
+    if row.get("s_per_image"):
+        parts.append(f"{row['s_per_image'] * 1000:.2f} ms/image/device ({ms} ms), "
+                     f"{manifest['images_per_second']:.1f} images/s")
+    if row.get("speedup"):
+        parts.append(f"{row['speedup']:.2f}x vs {names[-1]} alone")
+    scores = {k: v for k, v in row.items() if k not in ("fractions", "nfe", "s_per_image", "speedup")}
+    if scores:
+        parts.append(", ".join(f"{k} {report.fmt(k, v)}" for k, v in scores.items()))
+    return "tstitch-generate: " + "; ".join(parts) + f"; {manifest['samples']}"
+
+
 @hydra.main(version_base=None, config_path=CONF, config_name="generate")
 @guard
 def main(cfg):
     import lightning as L
 
-    from tstitch.engine.module import Generation, Seeds
+    from tstitch import fidelity, metrics, report, tracking
+    from tstitch.engine.module import Generation, RankShare, Seeds
+    from tstitch.engine.progress import Progress
     from tstitch.engine.writer import ShardWriter, done, export_npz, write_manifest
     from tstitch.run import load_stitch, sample_options
     from tstitch.stitch import check_fractions
 
+    check_sizes(cfg)
     torch.set_num_threads(cfg.threads)
     out = Path(HydraConfig.get().runtime.output_dir)
     members, codec = load_stitch(cfg)
+    names = [m.name for m in members]
     fractions = check_fractions(cfg.stitch.fractions, len(members))
     options = sample_options(cfg, fractions)
+    metric = metrics.build(cfg.get("metric"))  # before sampling: a bad reference fails now, not after hours
     wanted = list(range(cfg.seed, cfg.seed + cfg.num_samples))
     check_identity(out, {"members": OmegaConf.to_container(cfg.stitch.members, resolve=True), "labels": cfg.labels,
                          "options": options})
     have = done(out)
     todo = [s for s in wanted if s not in have]
     writer = ShardWriter(out, png=cfg.png)
-    trainer = L.Trainer(**cfg.trainer, callbacks=[writer], logger=False, enable_checkpointing=False,
-                        enable_model_summary=False)
+    trainer = L.Trainer(**cfg.trainer, callbacks=[writer, Progress(len(wanted), len(wanted) - len(todo))],
+                        logger=False, enable_checkpointing=False, enable_model_summary=False,
+                        enable_progress_bar=False, use_distributed_sampler=False)
     start = time.perf_counter()
-    timing = {}
+    earlier = previous(out)
+    timing = {k: earlier[k] for k in TIMING if k in earlier}
+    nfe = earlier.get("nfe_per_image")
     if todo:
-        loader = torch.utils.data.DataLoader(Seeds(todo), batch_size=cfg.batch_size, shuffle=False)
-        module = Generation(members, codec, options, cfg.labels, warmup_batch=min(cfg.batch_size, len(todo)))
+        loader = torch.utils.data.DataLoader(Seeds(todo), batch_size=cfg.batch_size, sampler=RankShare(len(todo)))
+        module = Generation(members, codec, options, cfg.labels, warmup_batch=min(cfg.batch_size, len(todo)),
+                            baseline_batches=cfg.baseline_batches)
         trainer.predict(module, loader, return_predictions=False)
-        timing = module.timing()  # a collective: every rank calls it
+        timing, nfe = module.timing(), writer.nfe or nfe
     seconds = time.perf_counter() - start
-    if trainer.is_global_zero:
-        path = export_npz(out, wanted)
-        write_manifest(out, {"config": OmegaConf.to_container(cfg, resolve=True), "git": git_sha(),
-                             "members": [m.name for m in members], "fractions": fractions,
-                             "nfe_per_image": writer.nfe, "generated": len(todo), "resumed_from": len(wanted) - len(todo),
-                             "seconds": round(seconds, 2), **timing, "world_size": trainer.world_size,
-                             "samples": str(path)})
-        print(f"{len(wanted)} samples ({len(todo)} generated now, {len(wanted) - len(todo)} from earlier shards) "
-              f"in {path}")
+    if not trainer.is_global_zero:
+        return
+    path = export_npz(out, wanted)
+    row = {"fractions": [round(f, 6) for f in fractions], "nfe": nfe,
+           **{k: timing[k] for k in ("s_per_image", "speedup") if timing.get(k) is not None}}
+    if metric is not None:
+        row.update(metric.score_file(path))
+    config = OmegaConf.to_container(cfg, resolve=True)
+    manifest = {"config": config, "git": git_sha(), "members": names, "fractions": fractions, "nfe_per_image": nfe,
+                "num_samples": len(wanted), "generated": len(todo), "resumed_from": len(wanted) - len(todo),
+                "seconds": round(seconds, 2), **timing, "world_size": trainer.world_size, "samples": str(path),
+                "metric": metric.describe() if metric is not None else None,
+                "scores": {k: v for k, v in row.items() if k not in ("fractions", "nfe", "s_per_image", "speedup")}}
+    write_manifest(out, manifest)
+    report.write_table([row], names, out)
+    (out / "run.json").write_text(json.dumps({"members": names, "metric": manifest["metric"], "config": config},
+                                             indent=2))
+    if cfg.grid_columns:  # the first images, read off the memory map (not the whole set)
+        first = np.array(fidelity.npz_member(path, "arr_0")[: cfg.grid_columns])
+        report.image_grid([torch.from_numpy(first).permute(0, 3, 1, 2)], out / "grid.png",
+                          [report.fmt("fractions", fractions)])
+    tracking.log_results(tracking.wandb_logger(cfg.logger, out), config, [row], names,
+                         {k: manifest[k] for k in ("git", "world_size", "num_samples", "metric")},
+                         [out / "grid.png"])
+    print(summary(row, names, manifest))
 
 
 entry = entry_point(main)

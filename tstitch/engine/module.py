@@ -2,6 +2,7 @@ import time
 
 import lightning as L
 import torch
+import torch.distributed as dist
 
 from tstitch import seeds
 from tstitch.run import sync
@@ -21,45 +22,140 @@ class Seeds(torch.utils.data.Dataset):
         return self.todo[i]
 
 
+class RankShare(torch.utils.data.Sampler):
+    """This rank's share of the items: every ``world``-th from ``rank`` on. Unlike ``DistributedSampler`` it does
+    not pad ranks to equal length with repeated seeds, so no image is generated twice. Rank and world size are
+    read when iterating, i.e. after the launcher has set up the process group."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def _indices(self):
+        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+        return range(rank, self.n, world)
+
+    def __iter__(self):
+        return iter(self._indices())
+
+    def __len__(self):
+        return len(self._indices())
+
+
+class Clock:
+    """Seconds per member over stitched sampling. The clock is read (after a device sync) only when the member
+    in use changes and at ``stop()``: no host sync inside a member's run of steps."""
+
+    def __init__(self, n, device):
+        self.seconds, self.device = [0.0] * n, device
+        self.current = self.start = None
+
+    def enter(self, k):
+        if k != self.current:
+            self.stop()
+            self.current, self.start = k, time.perf_counter()
+
+    def stop(self):
+        if self.current is not None:
+            sync(self.device)
+            self.seconds[self.current] += time.perf_counter() - self.start
+            self.current = None
+
+
+class Timed:
+    """A member that tells ``clock`` when it is called; everything else is the member's own."""
+
+    def __init__(self, member, k, clock):
+        self.member, self.k, self.clock = member, k, clock
+
+    def __getattr__(self, name):
+        return getattr(self.member, name)
+
+    def __call__(self, x, t, cond):
+        self.clock.enter(self.k)
+        return self.member(x, t, cond)
+
+
 class Generation(L.LightningModule):
     """``predict_step(seeds) -> {"seeds", "labels", "images", "nfe"}``: samples drawn from each seed alone,
-    decoded to uint8 by ``codec``. ``options`` are ``tstitch.sample``'s keyword arguments."""
+    decoded to uint8 by ``codec``. ``options`` are ``tstitch.sample``'s keyword arguments.
 
-    def __init__(self, members, codec, options, labels="random", warmup_batch=None):
+    Timing (synchronised, warm-up excluded, summed over ranks in ``on_predict_end``): sampling seconds in all
+    and per member, decoding seconds, and, when ``baseline_batches`` > 0, the same batch size sampled with the
+    last member alone on the same devices, for the speedup of this allocation."""
+
+    def __init__(self, members, codec, options, labels="random", warmup_batch=None, baseline_batches=0):
         super().__init__()
         self.members, self.codec, self.options, self.labels = members, codec, dict(options), labels
         self.nets = torch.nn.ModuleList([m.net for m in members])  # so that Lightning moves them to the device
-        self.warmup_batch = warmup_batch
-        self.seconds, self.count = 0.0, 0  # sampling time (synchronised, warm-up excluded) and images, this rank
+        self.warmup_batch, self.baseline_batches = warmup_batch, baseline_batches
+        self.clock = None
+        self.timed = None
+        self.totals = torch.zeros(5 + len(members), dtype=torch.float64)  # see _timing's layout
+        self.result = {}
 
     def on_predict_start(self):
         if hasattr(self.codec, "vae"):  # a VAE decoder runs where the members run
             self.codec.vae.to(self.device)
             self.codec.device = self.device
+        self.clock = Clock(len(self.members), self.device)
+        self.timed = [Timed(m, k, self.clock) for k, m in enumerate(self.members)]
         if self.warmup_batch:  # kernels and allocator at the real batch size, outside the timed region
-            self._sample(list(range(self.warmup_batch)), steps=2)
+            warm = list(range(self.warmup_batch))
+            for k in range(len(self.members)):
+                self._sample(warm, self.members, steps=2, fractions=[float(j == k) for j in range(len(self.members))])
+            self.codec.decode(self._sample(warm, self.members, steps=2)[1].x)
 
-    def _sample(self, batch_seeds, **override):
-        first = self.members[0]
+    def _sample(self, batch_seeds, members, **override):
+        first = members[0]
         x, y, rng = seeds.draw(batch_seeds, first.space.shape, first.num_classes, self.labels, self.device)
-        return y, sample(self.members, x, y, randn_like=rng.randn_like, **{**self.options, **override})
+        return y, sample(members, x, y, randn_like=rng.randn_like, **{**self.options, **override})
 
     def predict_step(self, batch, batch_idx):
         batch_seeds = [int(s) for s in batch]
         sync(self.device)
         start = time.perf_counter()
-        y, r = self._sample(batch_seeds)
+        y, r = self._sample(batch_seeds, self.timed)
+        self.clock.stop()
+        sampled = time.perf_counter()
+        images = self.codec.decode(r.x)
         sync(self.device)
-        self.seconds += time.perf_counter() - start
-        self.count += len(batch_seeds)
-        return {"seeds": batch_seeds, "labels": y.cpu(), "images": self.codec.decode(r.x).cpu(), "nfe": r.nfe}
+        self.totals[0] += sampled - start
+        self.totals[1] += len(batch_seeds)
+        self.totals[2] += time.perf_counter() - sampled
+        if batch_idx == 0:
+            self.first_batch = batch_seeds
+        return {"seeds": batch_seeds, "labels": y.cpu(), "images": images.cpu(), "nfe": r.nfe}
+
+    def on_predict_end(self):
+        fractions = self.options["fractions"]
+        if self.baseline_batches and fractions[-1] != 1.0 and getattr(self, "first_batch", None):
+            alone = [0.0] * (len(self.members) - 1) + [1.0]
+            for _ in range(self.baseline_batches):
+                sync(self.device)
+                start = time.perf_counter()
+                self._sample(self.first_batch, self.members, fractions=alone)
+                sync(self.device)
+                self.totals[3] += time.perf_counter() - start
+                self.totals[4] += len(self.first_batch)
+        self.totals[5:] += torch.tensor(self.clock.seconds, dtype=torch.float64)
+        totals = self.trainer.strategy.reduce(self.totals.to(self.device), reduce_op="sum").cpu().tolist()
+        self.result = _timing(totals, [m.name for m in self.members], self.trainer.world_size, fractions)
 
     def timing(self):
-        """Sampling time over all ranks: seconds per image per device, and images per second in all."""
-        t = self.trainer.strategy.reduce(torch.tensor([self.seconds, float(self.count)], dtype=torch.float64,
-                                                      device=self.device), reduce_op="sum")
-        seconds, count = float(t[0]), float(t[1])
-        if not count:
-            return {}
-        world = self.trainer.world_size
-        return {"s_per_image": seconds / count, "images_per_second": count / (seconds / world)}
+        return self.result
+
+
+def _timing(totals, names, world, fractions):
+    """Summed [sampling s, images, decoding s, baseline s, baseline images, s per member...] -> the record."""
+    seconds, count, decode, base_seconds, base_count, *per_member = totals
+    if not count:
+        return {}
+    out = {"s_per_image": seconds / count, "images_per_second": count / (seconds / world),
+           "s_per_image_per_member": {n: s / count for n, s in zip(names, per_member)},
+           "decode_s_per_image": decode / count, "images_timed": int(count)}
+    if fractions[-1] == 1.0:
+        out["baseline_s_per_image"], out["speedup"] = out["s_per_image"], 1.0
+    elif base_count:
+        out["baseline_s_per_image"] = base_seconds / base_count
+        out["speedup"] = out["baseline_s_per_image"] / out["s_per_image"]
+    return out
