@@ -1,5 +1,4 @@
 """The toy feature net: a few training steps lower the loss, and torch-fidelity finds the registered extractor."""
-import torch
 import torch_fidelity
 
 from tstitch.fidelity import Images

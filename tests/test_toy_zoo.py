@@ -1,7 +1,6 @@
 """The shipped toy zoo is real: the large member beats the small one clearly, and guided samples are
 recognisably of their class, measured by the shipped feature net on a fixed seed set."""
 import pytest
-import torch
 
 import tstitch
 from tstitch.codecs import PixelCodec

@@ -1,7 +1,9 @@
 """`tstitch-generate`: one allocation's sample set on Lightning (any devices/nodes), resumable, as samples.npz,
 scored by the configured metric, logged to W&B and to results.jsonl like one row of the `tstitch` table."""
 import json
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -37,8 +39,10 @@ def check_identity(out, identity):
             diff = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
             raise ConfigError(f"{out} holds samples of another configuration (differs in: {', '.join(diff)}); "
                               "resume with the same settings or choose a new hydra.run.dir=...")
-    else:
-        path.write_text(json.dumps(identity, indent=2))
+    else:  # every rank of a torchrun/srun launch may get here at once: write whole files only
+        tmp = path.with_name(f".identity.json.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(identity, indent=2))
+        tmp.replace(path)
 
 
 def check_sizes(cfg):
@@ -105,7 +109,7 @@ def main(cfg):
     nfe = earlier.get("nfe_per_image")
     if todo:
         loader = torch.utils.data.DataLoader(Seeds(todo), batch_size=cfg.batch_size, sampler=RankShare(len(todo)))
-        module = Generation(members, codec, options, cfg.labels, warmup_batch=min(cfg.batch_size, len(todo)),
+        module = Generation(members, codec, options, cfg.labels, batch_size=min(cfg.batch_size, cfg.num_samples),
                             baseline_batches=cfg.baseline_batches)
         trainer.predict(module, loader, return_predictions=False)
         timing, nfe = module.timing(), writer.nfe or nfe
@@ -137,7 +141,31 @@ def main(cfg):
     print(summary(row, names, manifest))
 
 
-entry = entry_point(main)
+def launched_run_dir(argv, env=os.environ):
+    """The run directory override for ranks started by srun or torchrun, each of which runs this command: a
+    ``${now}`` directory could differ between ranks by a second, so the job id names it instead."""
+    if any(a.startswith("hydra.run.dir=") for a in argv) or {"-m", "--multirun"} & set(argv):
+        return None
+    if int(env.get("SLURM_NTASKS", "1")) > 1 and env.get("SLURM_JOB_ID"):
+        return f"hydra.run.dir=outputs/generate/slurm-{env['SLURM_JOB_ID']}"
+    if int(env.get("WORLD_SIZE", "1")) > 1:
+        run_id = env.get("TORCHELASTIC_RUN_ID", "none")
+        if run_id == "none":
+            raise ConfigError("several processes were launched without a shared run directory; "
+                              "give hydra.run.dir=... (the same for every rank)")
+        return f"hydra.run.dir=outputs/generate/torchrun-{run_id}"
+    return None
+
+
+def entry():
+    try:
+        shared = launched_run_dir(sys.argv[1:])
+    except ConfigError as e:
+        print(f"tstitch: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if shared:
+        sys.argv.append(shared)
+    entry_point(main)()
 
 if __name__ == "__main__":
     entry()

@@ -83,11 +83,11 @@ class Generation(L.LightningModule):
     and per member, decoding seconds, and, when ``baseline_batches`` > 0, the same batch size sampled with the
     last member alone on the same devices, for the speedup of this allocation."""
 
-    def __init__(self, members, codec, options, labels="random", warmup_batch=None, baseline_batches=0):
+    def __init__(self, members, codec, options, labels="random", batch_size=1, warmup=True, baseline_batches=0):
         super().__init__()
         self.members, self.codec, self.options, self.labels = members, codec, dict(options), labels
         self.nets = torch.nn.ModuleList([m.net for m in members])  # so that Lightning moves them to the device
-        self.warmup_batch, self.baseline_batches = warmup_batch, baseline_batches
+        self.batch_size, self.warmup, self.baseline_batches = batch_size, warmup, baseline_batches
         self.clock = None
         self.timed = None
         self.totals = torch.zeros(5 + len(members), dtype=torch.float64)  # see _timing's layout
@@ -99,8 +99,8 @@ class Generation(L.LightningModule):
             self.codec.device = self.device
         self.clock = Clock(len(self.members), self.device)
         self.timed = [Timed(m, k, self.clock) for k, m in enumerate(self.members)]
-        if self.warmup_batch:  # kernels and allocator at the real batch size, outside the timed region
-            warm = list(range(self.warmup_batch))
+        if self.warmup:  # kernels and allocator at the real batch size, outside the timed region
+            warm = list(range(self.batch_size))
             for k in range(len(self.members)):
                 self._sample(warm, self.members, steps=2, fractions=[float(j == k) for j in range(len(self.members))])
             self.codec.decode(self._sample(warm, self.members, steps=2)[1].x)
@@ -112,18 +112,23 @@ class Generation(L.LightningModule):
 
     def predict_step(self, batch, batch_idx):
         batch_seeds = [int(s) for s in batch]
+        # Matrix kernels are chosen by batch shape, and a last-bit difference can flip a uint8 value: every
+        # batch runs at the full batch size (a short tail is padded with its last seed), so which seeds share a
+        # batch (rank, restart) never changes an image. Another batch_size may differ by such rounding.
+        padded = batch_seeds + batch_seeds[-1:] * (self.batch_size - len(batch_seeds))
         sync(self.device)
         start = time.perf_counter()
-        y, r = self._sample(batch_seeds, self.timed)
+        y, r = self._sample(padded, self.timed)
         self.clock.stop()
         sampled = time.perf_counter()
-        images = self.codec.decode(r.x)
+        n = len(batch_seeds)
+        images, y = self.codec.decode(r.x[:n]), y[:n]
         sync(self.device)
         self.totals[0] += sampled - start
         self.totals[1] += len(batch_seeds)
         self.totals[2] += time.perf_counter() - sampled
         if batch_idx == 0:
-            self.first_batch = batch_seeds
+            self.first_batch = padded
         return {"seeds": batch_seeds, "labels": y.cpu(), "images": images.cpu(), "nfe": r.nfe}
 
     def on_predict_end(self):
@@ -133,24 +138,27 @@ class Generation(L.LightningModule):
             for _ in range(self.baseline_batches):
                 sync(self.device)
                 start = time.perf_counter()
-                self._sample(self.first_batch, self.members, fractions=alone)
+                self._sample(self.first_batch, self.members, fractions=alone)  # a full batch (padded)
                 sync(self.device)
                 self.totals[3] += time.perf_counter() - start
                 self.totals[4] += len(self.first_batch)
         self.totals[5:] += torch.tensor(self.clock.seconds, dtype=torch.float64)
-        totals = self.trainer.strategy.reduce(self.totals.to(self.device), reduce_op="sum").cpu().tolist()
-        self.result = _timing(totals, [m.name for m in self.members], self.trainer.world_size, fractions)
+        reduce = self.trainer.strategy.reduce
+        totals = reduce(self.totals.to(self.device), reduce_op="sum").cpu().tolist()
+        slowest = float(reduce(self.totals[:1].to(self.device), reduce_op="max"))  # ranks run side by side
+        self.result = _timing(totals, slowest, [m.name for m in self.members], fractions)
 
     def timing(self):
         return self.result
 
 
-def _timing(totals, names, world, fractions):
-    """Summed [sampling s, images, decoding s, baseline s, baseline images, s per member...] -> the record."""
+def _timing(totals, slowest, names, fractions):
+    """Summed [sampling s, images, decoding s, baseline s, baseline images, s per member...] and the slowest
+    rank's sampling seconds -> the record (images/s in all: every image over the slowest rank's time)."""
     seconds, count, decode, base_seconds, base_count, *per_member = totals
     if not count:
         return {}
-    out = {"s_per_image": seconds / count, "images_per_second": count / (seconds / world),
+    out = {"s_per_image": seconds / count, "images_per_second": count / slowest,
            "s_per_image_per_member": {n: s / count for n, s in zip(names, per_member)},
            "decode_s_per_image": decode / count, "images_timed": int(count)}
     if fractions[-1] == 1.0:

@@ -42,7 +42,10 @@ class ShardWriter(BasePredictionWriter):
 
 
 def done(out_dir):
-    """Seeds already held by whole shards in ``out_dir``."""
+    """Seeds already held by whole shards in ``out_dir``; temporary files a killed run left are removed (call it
+    before any rank starts writing)."""
+    for tmp in (Path(out_dir) / "shards").glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
     seen = set()
     for path in sorted((Path(out_dir) / "shards").glob("*.npz")):
         with np.load(path) as z:

@@ -1,0 +1,115 @@
+"""Scaling of `tstitch-generate` over CPU processes (Lightning DDP, gloo) on the toy zoo.
+
+Runs the same sample set (same seeds and settings) once per process count, each in its own run directory, reads
+each run's manifest.json and prints one row per run:
+
+- images/s: sampling rate from the manifest (synchronised, warm-up excluded, all ranks together);
+- efficiency: (images/s with n processes) / (n x images/s with the fewest processes);
+- predict s: the manifest's ``seconds`` (trainer.predict, including the DDP launch and warm-up);
+- wall s and end-to-end images/s: num_samples / wall time of the whole command, start-up included, since
+  Lightning's subprocess DDP launcher starts every rank as a new Python process.
+
+It also checks that every run's samples.npz is byte-identical to the first (image i depends only on seed i),
+and exits 1 if not. Each process uses one torch thread (threads=1, OMP_NUM_THREADS=1). By default the quality
+metric, W&B logger, speedup baseline and grid are switched off (where the config has them) so that only
+generation is timed; pass Hydra overrides after the options to change any setting.
+
+On a 2-core machine 2 processes cannot exceed 2x (efficiency 1.0), and any other load on the machine changes
+the numbers from run to run: compare rows of one invocation, not across invocations.
+
+    .venv/bin/python benchmarks/generate_scaling.py --num-samples 400 --batch-size 50 --steps 20 --devices 1 2
+"""
+import argparse
+import filecmp
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+EXE = str(Path(sys.executable).parent / "tstitch-generate")
+
+
+def timing_only():
+    """Overrides that leave only generation to time, for the keys generate.yaml has."""
+    cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "generate.yaml"))
+    keys = [next(iter(d)) if isinstance(d, dict) else d for d in cfg.get("defaults", [])]
+    groups = {k.split()[-1].lstrip("/").split("@")[0] for k in keys}  # "override /logger@x" -> "logger"
+    out = [f"{g}=none" for g in ("logger", "metric") if g in groups]
+    return out + [f"{k}=0" for k in ("baseline_batches", "grid_columns") if k in cfg]
+
+
+def run(processes, run_dir, args):
+    cmd = [EXE, f"num_samples={args.num_samples}", f"batch_size={args.batch_size}", f"solver.steps={args.steps}",
+           "threads=1", f"trainer.devices={processes}", f"trainer.strategy={'ddp' if processes > 1 else 'auto'}",
+           *timing_only(), *args.overrides, f"hydra.run.dir={run_dir}"]
+    log = run_dir.with_suffix(".log")
+    start = time.perf_counter()
+    with open(log, "w") as f:
+        r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    wall = time.perf_counter() - start
+    if r.returncode != 0:
+        sys.exit(f"{' '.join(cmd)}\nfailed (exit {r.returncode}):\n{log.read_text()[-3000:]}")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    if manifest["world_size"] != processes or manifest["generated"] != args.num_samples:
+        sys.exit(f"{run_dir}: expected a fresh run on {processes} processes, manifest says world_size "
+                 f"{manifest['world_size']}, generated {manifest['generated']}")
+    return {"processes": processes, "ips": manifest["images_per_second"], "predict": manifest["seconds"],
+            "wall": wall, "e2e": args.num_samples / wall, "samples": run_dir / "samples.npz"}
+
+
+def same_samples(a, b):
+    if filecmp.cmp(a, b, shallow=False):
+        return True
+    with np.load(a) as x, np.load(b) as y:  # to say which array differs
+        print(f"  {b} differs from {a}: arr_0 equal {np.array_equal(x['arr_0'], y['arr_0'])}, "
+              f"arr_1 equal {np.array_equal(x['arr_1'], y['arr_1'])}")
+    return False
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--num-samples", type=int, default=400)
+    p.add_argument("--batch-size", type=int, default=50, help="per process")
+    p.add_argument("--steps", type=int, default=20, help="solver steps")
+    p.add_argument("--devices", type=int, nargs="+", default=[1, 2], help="process counts, in this order")
+    p.add_argument("--keep", action="store_true", help="keep the run directories (printed at the end)")
+    p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run, e.g. stitch.fractions=[0.5,0.5]")
+    args = p.parse_args(argv)
+    if any(n < 1 for n in args.devices) or args.num_samples < 1 or args.batch_size < 1 or args.steps < 1:
+        p.error("--devices, --num-samples, --batch-size and --steps must be positive")
+
+    base = Path(tempfile.mkdtemp(prefix="tstitch-scaling-"))
+    try:
+        rows = []
+        for n in args.devices:
+            print(f"running {n} process(es)...", flush=True)
+            rows.append(run(n, base / f"p{n}", args))
+        ref = min(rows, key=lambda r: r["processes"])  # efficiency relative to the fewest processes
+        print(f"\n{args.num_samples} samples, batch {args.batch_size}/process, {args.steps} steps, "
+              f"{os.cpu_count()} CPUs, 1 torch thread/process")
+        print(f"{'processes':>9} {'images/s':>9} {'efficiency':>10} {'predict s':>9} {'wall s':>7} "
+              f"{'e2e images/s':>12} {'e2e efficiency':>14}")
+        for r in rows:
+            scale = r["processes"] / ref["processes"]
+            print(f"{r['processes']:>9} {r['ips']:>9.1f} {r['ips'] / (scale * ref['ips']):>10.2f} "
+                  f"{r['predict']:>9.2f} {r['wall']:>7.2f} {r['e2e']:>12.1f} {r['e2e'] / (scale * ref['e2e']):>14.2f}")
+        identical = all([same_samples(rows[0]["samples"], r["samples"]) for r in rows[1:]])
+        print(f"samples.npz byte-identical across runs: {'yes' if identical else 'NO'}")
+    finally:
+        if args.keep:
+            print(f"run directories kept in {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+    return 0 if identical else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
