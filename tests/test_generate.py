@@ -69,6 +69,8 @@ def test_two_processes_give_the_same_set(reference, tmp_path):
                                                 "trainer.strategy=ddp")
     assert manifest["world_size"] == 2 and manifest["s_per_image"] > 0  # reduced over both ranks
     assert manifest["images_timed"] == 13  # 7 + 6: no seed padded in twice to even out the ranks
+    # images/s in all is every image over the slowest rank's time: above the per-device rate (not the sum's)
+    assert manifest["images_per_second"] > 1.2 / manifest["s_per_image"]
     assert np.array_equal(images2, images) and np.array_equal(labels2, labels)
     seeds = [s for p in (run_dir / "shards").glob("*.npz") for s in np.load(p)["seeds"]]
     assert sorted(seeds) == list(range(13))

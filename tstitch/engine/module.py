@@ -144,8 +144,9 @@ class Generation(L.LightningModule):
                 self.totals[4] += len(self.first_batch)
         self.totals[5:] += torch.tensor(self.clock.seconds, dtype=torch.float64)
         reduce = self.trainer.strategy.reduce
-        totals = reduce(self.totals.to(self.device), reduce_op="sum").cpu().tolist()
-        slowest = float(reduce(self.totals[:1].to(self.device), reduce_op="max"))  # ranks run side by side
+        # all_reduce works in place: reduce copies, so that the max sees this rank's own time
+        totals = reduce(self.totals.to(self.device, copy=True), reduce_op="sum").cpu().tolist()
+        slowest = float(reduce(self.totals[:1].to(self.device, copy=True), reduce_op="max"))  # ranks run side by side
         self.result = _timing(totals, slowest, [m.name for m in self.members], fractions)
 
     def timing(self):
