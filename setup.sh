@@ -9,7 +9,10 @@ if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq dataset-fashion-mnist >/dev/null
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
-if ! .venv/bin/python -c "import tstitch, pytest" 2>/dev/null; then
+# (re)install when the venv lacks tstitch or pyproject.toml changed since the last install
+stamp=".venv/.pyproject.sha256"
+if ! .venv/bin/python -c "import tstitch, pytest" 2>/dev/null || ! sha256sum -c --status "$stamp" 2>/dev/null; then
   .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+  sha256sum pyproject.toml > "$stamp"
 fi
 .venv/bin/python -c "import tstitch" || { echo "setup.sh: tstitch failed to install" >&2; exit 1; }

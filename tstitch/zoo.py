@@ -24,9 +24,15 @@ def entry(name):
 
 
 def families():
-    from tstitch.adapters import dit
+    """Family name -> its adapter's ``load(entry, schedule, space, device, dtype)``: every module in
+    ``tstitch/adapters/`` is one family."""
+    import importlib
+    import pkgutil
 
-    return {"dit": dit.load}
+    import tstitch.adapters
+
+    return {m.name: importlib.import_module(f"tstitch.adapters.{m.name}").load
+            for m in pkgutil.iter_modules(tstitch.adapters.__path__) if not m.name.startswith("_")}
 
 
 def load(spec, checkpoint=None, device="cpu", **kwargs):
