@@ -46,7 +46,7 @@ def test_wandb_offline_run_is_written(tmp_path):
     ("sweep=null stitch.fractions=[1.0]", "1 stitch fractions for 2 members"),
     ("solver.name=euler", "unknown solver 'euler'"),
     ("stitch.members.large.checkpoint=/nonexistent/dit.pt", "checkpoint not found: /nonexistent/dit.pt"),
-    ("stitch.members.small.schedule.name=cosine", "cannot stitch toy-dit-small with toy-dit-large: different schedule"),
+    ("stitch.members.small.space.name=mnist-pixels", "cannot stitch toy-dit-small with toy-dit-large: different space"),
     ("stitch.members.small.space.shape=[1,32,32]", "different space"),
 ])
 def test_bad_input_is_one_line_error(tmp_path, override, message):

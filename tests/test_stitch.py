@@ -268,10 +268,10 @@ def test_nfe_follows_the_plan(dits, n_members, fractions, nfe):
 @pytest.mark.parametrize("other,what", [
     (dict(space=Space("test", (4, 16, 16))), "space"),
     (dict(space=Space("other", (4, 8, 8))), "space"),
-    (dict(schedule="cosine"), "schedule"),
+    (dict(space=Space("test", (4, 8, 8), scale=0.13025)), "space"),
 ])
 def test_incompatible_members_are_refused(dits, other, what):
-    """A member with another Space (shape or name) or Schedule is refused with a message naming both."""
+    """A member with another Space (identity, shape or scale) is refused with a message naming both."""
     small = dits[0]
     odd = tiny_dit(4, "odd-one", **other)
     with pytest.raises(ConfigError, match=f"cannot stitch tiny-s with odd-one: different {what}"):
@@ -304,3 +304,72 @@ def test_sample_is_per_seed(dits):
     alone = run(list(dits), seeds=[8], **kw).x
     torch.testing.assert_close(batched[1:2], alone, rtol=1e-5, atol=1e-5)
     assert (batched[0] - batched[1]).abs().max() > 1e-2
+
+
+# --- stitching across noise schedules ----------------------------------------------------------------------------
+
+GAUSS = Space("gauss", (4,))
+MU, STD = torch.tensor([1.5, -0.5, 0.0, 0.8], dtype=torch.float64), torch.tensor([0.3, 1.0, 0.6, 0.1],
+                                                                                  dtype=torch.float64)
+
+
+class ExactMember:
+    """E[eps | x_t] of x_0 ~ N(MU, STD^2) behind the member protocol, on its own schedule: ``t`` is its own
+    (possibly fractional) timestep, turned into a noise level by that schedule. ``declared`` is the schedule it
+    claims (default: its own)."""
+
+    space, cfg_channels, num_classes = GAUSS, None, 1
+
+    def __init__(self, name, schedule, declared=None):
+        self.name, self.own, self.calls = name, Schedule(schedule), []
+        self.schedule = Schedule(declared or schedule)
+
+    def __call__(self, x, t, cond):
+        self.calls.append(t)
+        abar = self.own.abar_at(t)
+        a, var = abar ** 0.5, 1 - abar
+        x0 = MU + a * STD ** 2 / (a ** 2 * STD ** 2 + var) * (x - a * MU)
+        return Output((x - a * x0) / var ** 0.5)
+
+    def condition(self, labels):
+        return labels
+
+    def null(self, cond):
+        return cond
+
+
+@pytest.mark.parametrize("first,second", [("linear", "vp_continuous"), ("vp_continuous", "linear"),
+                                          ("scaled_linear", "cosine")])
+def test_members_on_different_schedules_stitch_exactly(first, second):
+    """The exact denoiser wrapped once per schedule: stitched, the samples equal either alone (each member gets
+    its own timestep of the grid's noise level); a member that misdeclares its schedule, and so is fed the grid's
+    timestep as-is, gives other samples (the check has teeth)."""
+    noise = torch.randn(64, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.zeros(64, dtype=torch.long)
+    a, b = ExactMember("a", first), ExactMember("b", second)
+    alone = sample([a, b], noise, y, fractions=[1.0, 0.0], solver="ddim", steps=50).x
+    for fractions in ([0.4, 0.6], [0.0, 1.0]):
+        got = sample([a, b], noise, y, fractions=fractions, solver="ddim", steps=50)
+        assert torch.allclose(got.x, alone, atol=1e-6, rtol=0), (fractions, (got.x - alone).abs().max())
+    assert all(isinstance(t, float) for t in b.calls) and all(isinstance(t, int) for t in a.calls)
+    naive = ExactMember("naive", second, declared=first)
+    bad = sample([a, naive], noise, y, fractions=[0.4, 0.6], solver="ddim", steps=50).x
+    assert (bad - alone).abs().max() > 1e-3
+
+
+def test_schedule_time_of_and_abar_at_are_inverse():
+    for name in ("linear", "scaled_linear", "cosine", "vp_continuous"):
+        s = Schedule(name)
+        for t in (0, 1, 17.25, 500, 998.5, 999):
+            assert s.time_of(s.abar_at(t)) == pytest.approx(t, abs=1e-6)
+            assert s.abar_at(int(t)) == pytest.approx(s.alphas_cumprod[int(t)], rel=1e-9) if t == int(t) else True
+    v = Schedule("vp_continuous")  # s = (t + 1) / T on the linear VP-SDE, beta 0.1 ... 20
+    assert v.alphas_cumprod[999] == pytest.approx(math.exp(-(0.1 + 0.5 * 19.9)))
+
+
+def test_ddpm_learned_variance_is_refused_for_a_retimed_member(dits):
+    """The learned-range variance belongs to the member's own schedule: on another grid, ask for small/large."""
+    other = tiny_dit(5, "tiny-cos", schedule="cosine")
+    with pytest.raises(ConfigError, match="variance=small"):
+        run([dits[0], other], fractions=[0.5, 0.5], solver="ddpm", steps=4, variance="learned")
+    run([dits[0], other], fractions=[0.5, 0.5], solver="ddpm", steps=4, variance="small")

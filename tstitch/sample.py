@@ -13,7 +13,7 @@ from tstitch import solvers
 from tstitch.errors import ConfigError
 from tstitch.guidance import guided
 from tstitch.schedules import grid
-from tstitch.stitch import Stitch, check_compatible, check_fractions, plan
+from tstitch.stitch import Stitch, check_compatible, check_fractions, on_schedule, plan
 
 
 @dataclass
@@ -41,7 +41,9 @@ def sample(members, noise, labels, *, fractions=None, solver="ddim", steps=50, g
     timesteps, abar = grid(schedule, steps)
     timesteps = timesteps.tolist()
     steps_plan = plan(fractions, timesteps, rule, schedule.num_timesteps)
-    denoisers = [guided(m, m.condition(labels), guidance, _channels(channels, m)) for m in members]
+    # the grid is the first member's schedule; a member trained on another is fed its own timestep of equal noise
+    denoisers = [guided(on_schedule(m, schedule), m.condition(labels), guidance, _channels(channels, m))
+                 for m in members]
     stitched = Stitch(denoisers, timesteps, steps_plan)
     x = solvers.get(solver)(stitched, noise, timesteps, abar, randn_like=randn_like, clip=members[0].space.clip,
                             callback=callback, **solver_options)

@@ -1,8 +1,10 @@
 """Noise schedules and timestep respacing, as pure functions.
 
-A schedule is the ``alphas_cumprod`` (alpha-bar) of a discrete-time forward process over T steps; the
-sampling grid is a descending subset of those T timesteps (ADM/DiT "respacing"). Solvers receive both and
-never see a model.
+A schedule is the ``alphas_cumprod`` (alpha-bar) of a forward process at T timesteps; the sampling grid is a
+descending subset of those T timesteps (ADM/DiT "respacing"). Solvers receive both and never see a model.
+A continuous-time VP-SDE (``vp_continuous``, as U-ViT's 64x64 models) is read at s = (t + 1) / T, so the same
+grid machinery serves it. ``time_of`` maps a noise level to a (fractional) timestep of a schedule with the same
+log-SNR, which is how members trained on different schedules are stitched.
 """
 import math
 from dataclasses import dataclass
@@ -32,26 +34,69 @@ def cosine_betas(num_timesteps=1000, s=0.008, max_beta=0.999):
 
 
 BETAS = {"linear": linear_betas, "scaled_linear": scaled_linear_betas, "cosine": cosine_betas}
+VP_BETA_MIN, VP_BETA_MAX = 0.1, 20.0  # Song et al. (2021) VP-SDE, as U-ViT's continuous-time models
+
+
+def vp_log_abar(s, beta_min=VP_BETA_MIN, beta_max=VP_BETA_MAX):
+    """log alpha-bar of the linear VP-SDE at continuous time s in [0, 1]."""
+    return -(beta_min * s + 0.5 * (beta_max - beta_min) * s ** 2)
+
+
+def vp_time(log_abar, beta_min=VP_BETA_MIN, beta_max=VP_BETA_MAX):
+    """The continuous time s with ``vp_log_abar(s) == log_abar`` (the positive root of the quadratic)."""
+    d = beta_max - beta_min
+    return (-beta_min + np.sqrt(beta_min ** 2 - 2 * d * log_abar)) / d
+
+
+CONTINUOUS = ("vp_continuous",)
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """A discrete-time VP forward process: q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)."""
+    """A VP forward process, q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I), at timesteps t = 0 ... T-1
+    (for ``vp_continuous``: at continuous time s = (t + 1) / T)."""
 
     name: str
     num_timesteps: int = 1000
 
     def __post_init__(self):
-        if self.name not in BETAS:
-            raise ValueError(f"unknown noise schedule {self.name!r}; choose one of {sorted(BETAS)}")
+        if self.name not in BETAS and self.name not in CONTINUOUS:
+            raise ValueError(f"unknown noise schedule {self.name!r}; choose one of {sorted([*BETAS, *CONTINUOUS])}")
 
     @property
-    def betas(self):
-        return BETAS[self.name](self.num_timesteps)
+    def continuous(self):
+        return self.name in CONTINUOUS
 
     @property
     def alphas_cumprod(self):
-        return np.cumprod(1.0 - self.betas)
+        if self.continuous:
+            return np.exp(vp_log_abar((np.arange(self.num_timesteps) + 1) / self.num_timesteps))
+        return np.cumprod(1.0 - BETAS[self.name](self.num_timesteps))
+
+    @property
+    def betas(self):
+        ac = self.alphas_cumprod
+        return 1.0 - ac / np.append(1.0, ac[:-1])
+
+    def log_snr(self):
+        ac = self.alphas_cumprod
+        return np.log(ac) - np.log1p(-ac)
+
+    def time_of(self, abar):
+        """The timestep of this schedule at noise level ``abar`` (same log-SNR): fractional in general; exact
+        for a continuous schedule, linear in log-SNR between neighbouring timesteps of a discrete one (clamped
+        to 0 ... T-1 outside its range)."""
+        if self.continuous:
+            return float(vp_time(np.log(abar)) * self.num_timesteps - 1)
+        lam = float(np.log(abar) - np.log1p(-abar))
+        return float(np.interp(-lam, -self.log_snr(), np.arange(self.num_timesteps, dtype=np.float64)))
+
+    def abar_at(self, t):
+        """Alpha-bar at a (fractional) timestep: the inverse of ``time_of``."""
+        if self.continuous:
+            return float(np.exp(vp_log_abar((t + 1) / self.num_timesteps)))
+        lam = float(np.interp(t, np.arange(self.num_timesteps, dtype=np.float64), self.log_snr()))
+        return float(1.0 / (1.0 + np.exp(-lam)))
 
 
 def space_timesteps(num_timesteps, section_counts):

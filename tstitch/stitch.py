@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from tstitch.errors import ConfigError
+from tstitch.protocols import Output
 
 
 def check_fractions(fractions, members=None):
@@ -56,14 +57,37 @@ def plan(fractions, timesteps, rule="steps", num_timesteps=1000):
 
 
 def check_compatible(members):
-    """Members must share the schedule and the data space; otherwise name the two and the mismatch."""
+    """Members must share the data space (its identity, e.g. the latent space of one VAE encoder, the shape, the
+    scale and clipping); noise schedules may differ (see ``on_schedule``). Otherwise name the two and the mismatch."""
     first = members[0]
     for m in members[1:]:
-        for what in ("schedule", "space"):
-            if getattr(m, what) != getattr(first, what):
-                raise ConfigError(f"cannot stitch {first.name} with {m.name}: different {what} "
-                                  f"({getattr(first, what)} vs {getattr(m, what)}); stitch only models trained "
-                                  "on the same data space and noise schedule")
+        if m.space != first.space:
+            raise ConfigError(f"cannot stitch {first.name} with {m.name}: different space ({first.space} vs "
+                              f"{m.space}); stitch only models trained in the same data space (latent space, "
+                              "shape and scale)")
+
+
+class Retimed:
+    """``member`` driven on the timesteps of another ``schedule``: grid timestep t becomes the member's own
+    (fractional) timestep at the same noise level. Its learned-range variance is dropped (it interpolates
+    variances of the member's own schedule), so DDPM needs ``variance=small|large`` there."""
+
+    def __init__(self, member, schedule):
+        self.member, self.abar, self.own = member, schedule.alphas_cumprod, {}
+
+    def __getattr__(self, name):
+        return getattr(self.member, name)
+
+    def __call__(self, x, t, cond):
+        t = int(t)
+        if t not in self.own:
+            self.own[t] = self.member.schedule.time_of(self.abar[t])
+        return Output(self.member(x, self.own[t], cond).eps)
+
+
+def on_schedule(member, schedule):
+    """``member`` as seen on ``schedule``'s timesteps: itself when it was trained on that schedule."""
+    return member if member.schedule == schedule else Retimed(member, schedule)
 
 
 class Stitch:
