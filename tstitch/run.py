@@ -55,16 +55,23 @@ def sample_options(cfg, fractions):
 
 
 def load_stitch(cfg, device="cpu"):
-    """The configured members (checked to be stitchable) and the last member's codec."""
+    """The configured members (checked to be stitchable) and the decoder: ``stitch.codec`` when set (any decoder
+    of the members' data space, e.g. another fine-tuned VAE decoder), else the last member's own."""
     names = list(cfg.stitch.members)
     members = [zoo.load(dict(cfg.stitch.members[n]), device=device) for n in names]
     check_compatible(members)
-    codec = load_codec(cfg.stitch.members[names[-1]].get("codec", "pixels"), members[-1].space, device)
-    return members, codec
+    spec = cfg.stitch.get("codec") or cfg.stitch.members[names[-1]].get("codec", "pixels")
+    return members, load_codec(spec, members[-1].space, device)
+
+
+def codec_name(codec):
+    """What decoded the samples, for the records."""
+    return getattr(codec, "source", "pixels")
 
 
 def run(cfg):
-    """Run the sweep; returns (table rows, the first images of each row, the members, the metric's description)."""
+    """Run the sweep; returns (table rows, the first images of each row, the members, the metric's description,
+    the decoder's name)."""
     torch.set_num_threads(cfg.threads)
     members, codec = load_stitch(cfg, cfg.device)
     metric = metrics.build(cfg.get("metric"))
@@ -91,5 +98,5 @@ def run(cfg):
     base = next((r for r in rows if r["fractions"][-1] == 1.0), None)
     for r in rows:
         r["speedup"] = base["s_per_image"] / r["s_per_image"] if base else None
-    return rows, grids, members, (metric.describe() if metric is not None else None)
+    return rows, grids, members, (metric.describe() if metric is not None else None), codec_name(codec)
 

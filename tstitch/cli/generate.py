@@ -83,7 +83,7 @@ def main(cfg):
     from tstitch.engine.module import Generation, RankShare, Seeds
     from tstitch.engine.progress import Progress
     from tstitch.engine.writer import ShardWriter, done, export_npz, write_manifest
-    from tstitch.run import load_stitch, sample_options
+    from tstitch.run import codec_name, load_stitch, sample_options
     from tstitch.stitch import check_fractions
 
     check_sizes(cfg)
@@ -122,21 +122,22 @@ def main(cfg):
     if metric is not None:
         row.update(metric.score_file(path))
     config = OmegaConf.to_container(cfg, resolve=True)
-    manifest = {"config": config, "git": git_sha(), "members": names, "fractions": fractions, "nfe_per_image": nfe,
+    manifest = {"config": config, "git": git_sha(), "members": names, "decoder": codec_name(codec),
+                "fractions": fractions, "nfe_per_image": nfe,
                 "num_samples": len(wanted), "generated": len(todo), "resumed_from": len(wanted) - len(todo),
                 "seconds": round(seconds, 2), **timing, "world_size": trainer.world_size, "samples": str(path),
                 "metric": metric.describe() if metric is not None else None,
                 "scores": {k: v for k, v in row.items() if k not in ("fractions", "nfe", "s_per_image", "speedup")}}
     write_manifest(out, manifest)
     report.write_table([row], names, out)
-    (out / "run.json").write_text(json.dumps({"members": names, "metric": manifest["metric"], "config": config},
-                                             indent=2))
+    (out / "run.json").write_text(json.dumps({"members": names, "metric": manifest["metric"],
+                                              "decoder": manifest["decoder"], "config": config}, indent=2))
     if cfg.grid_columns:  # the first images, read off the memory map (not the whole set)
         first = np.array(fidelity.npz_member(path, "arr_0")[: cfg.grid_columns])
         report.image_grid([torch.from_numpy(first).permute(0, 3, 1, 2)], out / "grid.png",
                           [report.fmt("fractions", fractions)])
     tracking.log_results(tracking.wandb_logger(cfg.logger, out), config, [row], names,
-                         {k: manifest[k] for k in ("git", "world_size", "num_samples", "metric")},
+                         {k: manifest[k] for k in ("git", "world_size", "num_samples", "metric", "decoder")},
                          [out / "grid.png"])
     print(summary(row, names, manifest))
 

@@ -16,14 +16,16 @@ def main(cfg):
     from tstitch.run import run
 
     out = Path(HydraConfig.get().runtime.output_dir)
-    rows, grids, members, metric = run(cfg)
+    rows, grids, members, metric, decoder = run(cfg)
     names = [m.name for m in members]
     report.write_table(rows, names, out)
     report.image_grid(grids, out / "grid.png", [report.fmt("fractions", r["fractions"]) for r in rows])
     report.tradeoff_plot(rows, names, out / "tradeoff.png")
     config = OmegaConf.to_container(cfg, resolve=True)
-    (out / "run.json").write_text(json.dumps({"members": names, "metric": metric, "config": config}, indent=2))
-    tracking.log_results(tracking.wandb_logger(cfg.logger, out), config, rows, names, {"metric": metric},
+    (out / "run.json").write_text(json.dumps({"members": names, "metric": metric, "decoder": decoder,
+                                              "config": config}, indent=2))
+    tracking.log_results(tracking.wandb_logger(cfg.logger, out), config, rows, names,
+                         {"metric": metric, "decoder": decoder},
                          [out / "grid.png", out / "tradeoff.png"])
     print()
     print(report.markdown(rows, names))
