@@ -1,5 +1,9 @@
 """Codecs between a model's data space and uint8 images (edm2 ``Encoder`` role): raw pixels, or a
 diffusers ``AutoencoderKL`` whose ``scaling_factor`` is read from its config, never written as a literal.
+The AutoencoderKL is a diffusers directory or hub id, or one file in the original CompVis/LDM key layout
+(``encoder.down.0.block.0...``, as Stable Diffusion's kl-f8 and U-ViT's ``autoencoder_kl.pth``), converted
+offline by diffusers' own single-file code; such a file carries no scale, so it is the zoo entry's
+``codec.scaling_factor`` (default: diffusers' Stable Diffusion value, 0.18215).
 
 Images are uint8 NCHW. The float -> uint8 rounding is DiT's, ``clamp(127.5 x + 128, 0, 255)`` truncated,
 so that samples decoded here are byte-identical to the official scripts'.
@@ -13,7 +17,10 @@ from urllib.parse import urlparse
 
 import torch
 
+from tstitch.checkpoints import load_state_dict
 from tstitch.errors import ConfigError
+
+SINGLE_FILE = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")  # a codec source with these suffixes is one file
 
 
 def to_uint8(x):
@@ -38,11 +45,13 @@ class PixelCodec:
 
 class VAECodec:
     """A latent space: ``decode(z)`` is ``vae.decode(z / scale)``, ``encode(images)`` the posterior mean times
-    ``scale``, in chunks of ``chunk_size`` so that a large batch does not hold every activation at once."""
+    ``scale``, in chunks of ``chunk_size`` so that a large batch does not hold every activation at once.
+    ``scaling_factor`` is for a single-file (CompVis-layout) VAE only."""
 
-    def __init__(self, source, subfolder=None, device="cpu", dtype=torch.float32, chunk_size=16):
+    def __init__(self, source, subfolder=None, device="cpu", dtype=torch.float32, chunk_size=16, scaling_factor=None):
         self.source, self.device, self.dtype, self.chunk_size = str(source), device, dtype, chunk_size
-        self.vae = _load_vae(self.source, subfolder).to(device=device, dtype=dtype).eval().requires_grad_(False)
+        vae = _load_vae(self.source, subfolder, scaling_factor)
+        self.vae = vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
         self.scale = float(self.vae.config.scaling_factor)
 
     @torch.inference_mode()
@@ -78,9 +87,14 @@ def load_codec(spec, space, device="cpu", dtype=torch.float32):
     return codec
 
 
-def _load_vae(source, subfolder=None):
-    """``AutoencoderKL`` from a local directory or the hub cache; the network is tried only when it answers,
-    so an offline machine gets a one-line error at once instead of after the hub's retries."""
+def _load_vae(source, subfolder=None, scaling_factor=None):
+    """``AutoencoderKL`` from one CompVis-layout file, a local directory or the hub cache; the network is tried
+    only when it answers, so an offline machine gets a one-line error at once instead of after the hub's retries."""
+    if Path(urlparse(source).path).suffix in SINGLE_FILE:
+        return _from_single_file(source, scaling_factor)
+    if scaling_factor is not None:
+        raise ConfigError(f"VAE {source} has its scaling_factor in its config.json; remove codec.scaling_factor "
+                          "(it is for a single .pth/.ckpt/.safetensors file)")
     path = Path(source).expanduser()
     if path.exists() or source.startswith(("/", ".", "~")) or source.count("/") > 1:
         if not path.is_dir():
@@ -111,6 +125,53 @@ def _from_pretrained(source, subfolder, **kwargs):
         first = (str(e).strip().splitlines() or [""])[0][:160]
         raise ConfigError(f"cannot load VAE {source} ({type(e).__name__}: {first}); set codec to a hub id such as "
                           "stabilityai/sd-vae-ft-ema or to a local AutoencoderKL directory") from None
+
+
+def _from_single_file(source, scaling_factor=None):
+    """``AutoencoderKL`` from one CompVis/LDM-layout file (a bare VAE, or a whole LDM checkpoint whose VAE is
+    under ``first_stage_model.``), converted by diffusers' single-file code with the architecture read off the
+    weights, so nothing is fetched; every diffusers parameter must be filled (a mismatch names its keys)."""
+    from diffusers import AutoencoderKL
+    from diffusers.loaders.single_file_utils import (LDM_VAE_DEFAULT_SCALING_FACTOR, LDM_VAE_KEYS,
+                                                     convert_ldm_vae_checkpoint, create_vae_diffusers_config_from_ldm)
+
+    if urlparse(source).scheme not in ("http", "https") and not Path(source).expanduser().exists():
+        raise ConfigError(f"VAE file not found: {Path(source).expanduser()}; put the autoencoder there (the zoo "
+                          "entry's comment says where to get it) or fix codec")
+    sd = load_state_dict(source)
+    prefix = next((p for p in LDM_VAE_KEYS if any(k.startswith(p) for k in sd)), "")
+    sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    try:
+        ddconfig = _ldm_ddconfig(sd)
+    except KeyError as e:
+        raise ConfigError(f"VAE file {source} is not an AutoencoderKL in CompVis/LDM layout (no {e.args[0]}); set "
+                          "codec to such a file, a diffusers directory or a hub id") from None
+    original = {"model": {"params": {"first_stage_config": {"params": {"ddconfig": ddconfig}}}}}
+    config = create_vae_diffusers_config_from_ldm(original, sd, scaling_factor=scaling_factor or
+                                                  LDM_VAE_DEFAULT_SCALING_FACTOR)
+    vae = AutoencoderKL(**config)
+    weights, expected = convert_ldm_vae_checkpoint(sd, config), vae.state_dict()
+    missing = [k for k in expected if k not in weights]
+    shapes = [f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in weights and weights[k].shape != v.shape]
+    unexpected = [k for k in weights if k not in expected]
+    if missing or shapes or unexpected:
+        parts = [f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)) if keys]
+        raise ConfigError(f"VAE file {source} does not fit a kl AutoencoderKL ({'; '.join(parts)}); set codec to "
+                          "the autoencoder the model was trained with")
+    vae.load_state_dict(weights, strict=True)
+    return vae
+
+
+def _ldm_ddconfig(sd):
+    """The CompVis ``ddconfig`` of a VAE state dict, from its shapes (GroupNorm is always 32 groups there)."""
+    ch = sd["encoder.down.0.block.0.conv1.weight"].shape[1]  # a KeyError for any other layout
+    levels = sorted({int(k.split(".")[2]) for k in sd if k.startswith("encoder.down.")})
+    blocks = {k.split(".")[4] for k in sd if k.startswith("encoder.down.0.block.")}
+    return dict(ch=ch, ch_mult=[sd[f"encoder.down.{i}.block.0.conv2.weight"].shape[0] // ch for i in levels],
+                num_res_blocks=len(blocks), in_channels=sd["encoder.conv_in.weight"].shape[1],
+                out_ch=sd["decoder.conv_out.weight"].shape[0], z_channels=sd["decoder.conv_in.weight"].shape[1])
 
 
 def _offline(timeout=3.0):
