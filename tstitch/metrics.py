@@ -26,8 +26,9 @@ from tstitch.fidelity import Images
 
 
 def build(cfg):
-    """The configured metric, or None for ``metric=none``; a missing mandatory key is a one-line error."""
-    if not cfg:
+    """The configured metric, or None for ``metric=none`` (also when an experiment left options for the metric
+    it would have used); a missing mandatory key is a one-line error."""
+    if not cfg or "_target_" not in cfg:
         return None
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:

@@ -37,9 +37,49 @@ def check_run_dir(argv, default="outputs"):
         sys.exit(2)
 
 
-def entry_point(main):
-    """The console-script function for a Hydra ``main``: checks the run directory first."""
+def preflight(config_name, argv):
+    """Compose the config once before Hydra runs or launches anything, so that an unknown group option or key
+    (also inside an ``+experiment=...``) and every swept ``stitch.fractions`` value fail now, in one line:
+    a multirun is composed with the first value of each swept override."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from tstitch.stitch import check_fractions
+
+    args = [a for a in argv if not a.startswith("-")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(args)
+        first, others = [], []  # each override at its first value; the other values of swept ones
+        for o in overrides:
+            values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+            if o.key_or_group == "stitch.fractions":
+                for v in values:
+                    check_fractions(OverridesParser.create().parse_override(f"x={v}").value())
+            elif not o.key_or_group.startswith("hydra"):
+                others += [(len(first), f"{o.get_key_element()}={v}") for v in values[1:]]
+            if not o.key_or_group.startswith("hydra"):
+                first.append(f"{o.get_key_element()}={values[0]}" if o.is_sweep_override() else o.input_line)
+        with initialize_config_dir(CONF, version_base=None):
+            compose(config_name, first)
+            for k, line in others:
+                compose(config_name, first[:k] + [line] + first[k + 1:])
+    except (HydraException, OmegaConfBaseException) as e:
+        message = " ".join(str(e).split("Config search path")[0].split())
+        print(f"tstitch: error: {message}", file=sys.stderr)
+        sys.exit(2)
+    except ConfigError as e:
+        print(f"tstitch: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def entry_point(main, config_name=None):
+    """The console-script function for a Hydra ``main``: checks the run directory and, given the config's
+    name, the composed config first."""
     def entry():
         check_run_dir(sys.argv[1:])
+        if config_name and not {"--help", "-h", "--cfg", "-c", "--info", "--hydra-help"} & set(sys.argv[1:]):
+            preflight(config_name, sys.argv[1:])
         main()
     return entry

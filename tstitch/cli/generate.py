@@ -68,7 +68,7 @@ def summary(row, names, manifest):
                      f"{manifest['images_per_second']:.1f} images/s")
     if row.get("speedup"):
         parts.append(f"{row['speedup']:.2f}x vs {names[-1]} alone")
-    scores = {k: v for k, v in row.items() if k not in ("fractions", "nfe", "s_per_image", "speedup")}
+    scores = {k: v for k, v in row.items() if k in ("fd", "accuracy", "fid", "isc", "kid", "precision", "recall")}
     if scores:
         parts.append(", ".join(f"{k} {report.fmt(k, v)}" for k, v in scores.items()))
     return "tstitch-generate: " + "; ".join(parts) + f"; {manifest['samples']}"
@@ -129,7 +129,7 @@ def main(cfg):
                 "metric": metric.describe() if metric is not None else None,
                 "scores": {k: v for k, v in row.items() if k not in ("fractions", "nfe", "s_per_image", "speedup")}}
     write_manifest(out, manifest)
-    report.write_table([row], names, out)
+    report.write_table([row], names, out, report.add_paper([row], config))
     (out / "run.json").write_text(json.dumps({"members": names, "metric": manifest["metric"],
                                               "decoder": manifest["decoder"], "config": config}, indent=2))
     if cfg.grid_columns:  # the first images, read off the memory map (not the whole set)
@@ -166,7 +166,7 @@ def entry():
         sys.exit(2)
     if shared:
         sys.argv.append(shared)
-    entry_point(main)()
+    entry_point(main, "generate")()
 
 if __name__ == "__main__":
     entry()

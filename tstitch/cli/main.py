@@ -18,22 +18,23 @@ def main(cfg):
     out = Path(HydraConfig.get().runtime.output_dir)
     rows, grids, members, metric, decoder = run(cfg)
     names = [m.name for m in members]
-    report.write_table(rows, names, out)
-    report.image_grid(grids, out / "grid.png", [report.fmt("fractions", r["fractions"]) for r in rows])
-    report.tradeoff_plot(rows, names, out / "tradeoff.png")
     config = OmegaConf.to_container(cfg, resolve=True)
+    label = report.add_paper(rows, config)
+    report.write_table(rows, names, out, label)
+    report.image_grid(grids, out / "grid.png", [report.fmt("fractions", r["fractions"]) for r in rows])
+    report.tradeoff_plot(rows, names, out / "tradeoff.png", paper_label=label)
     (out / "run.json").write_text(json.dumps({"members": names, "metric": metric, "decoder": decoder,
                                               "config": config}, indent=2))
     tracking.log_results(tracking.wandb_logger(cfg.logger, out), config, rows, names,
                          {"metric": metric, "decoder": decoder},
                          [out / "grid.png", out / "tradeoff.png"])
     print()
-    print(report.markdown(rows, names))
+    print(report.markdown(rows, names, label))
     print(f"\n{len(rows)} allocations x {cfg.num_samples} samples, {cfg.solver.name} {cfg.solver.steps} steps, "
           f"guidance {cfg.guidance.scale}; metric: {metric}; outputs in {out}")
 
 
-entry = entry_point(main)
+entry = entry_point(main, "tstitch")
 
 if __name__ == "__main__":
     entry()

@@ -8,38 +8,54 @@ import json
 import sys
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 
 def _runs(d):
-    """(run directory, rows, member names) for every run below ``d``; W&B copies first, so that a run's own
-    results.jsonl wins where both exist."""
+    """(run directory, rows, member names, config, overrides) for every run below ``d``; W&B copies first, so
+    that a run's own results.jsonl wins where both exist."""
     from tstitch import tracking
 
     for table in sorted(Path(d).rglob(f"files/media/table/{tracking.TABLE}_*.table.json")):
         run = table.parents[3]
         rows, names = tracking.read_offline(run)
-        yield run, rows, names
+        yield run, rows, names, {}, []
     for path in sorted(Path(d).rglob("results.jsonl")):
         run = json.loads((path.parent / "run.json").read_text()) if (path.parent / "run.json").exists() else {}
-        yield path.parent, [json.loads(line) for line in path.read_text().splitlines()], run.get("members")
+        overrides = path.parent / ".hydra" / "overrides.yaml"
+        overrides = [str(o) for o in OmegaConf.load(overrides)] if overrides.exists() else []
+        yield (path.parent, [json.loads(line) for line in path.read_text().splitlines()], run.get("members"),
+               run.get("config", {}), [o for o in overrides if not o.startswith(("stitch.fractions=", "hydra."))])
 
 
 def collect(dirs):
-    """Rows of every run below ``dirs``, each tagged with its run directory; one row per allocation (a later
-    run's row replaces an earlier one with the same fractions)."""
-    rows, names = {}, None
-    for d in dirs:
-        for run, found, members in _runs(d):
-            names = names or members
-            for row in found:
-                rows[tuple(row["fractions"])] = {**row, "run": str(run)}
+    """Rows of every run below ``dirs``, each tagged with its run directory and, when the runs differ in more
+    than the allocation (e.g. a multirun over solvers), its ``setting`` (the overrides that differ); one row
+    per setting and allocation (a later run's row replaces an earlier one). Returns (rows, member names, the
+    paper column's label or None)."""
+    from tstitch import report
+
+    runs = [r for d in dirs for r in _runs(d)]
+    common = set.intersection(*(set(r[4]) for r in runs)) if runs else set()
+    rows, names, label = {}, None, None
+    for run, found, members, config, overrides in runs:
+        names = names or members
+        label = report.add_paper(found, config) or label
+        setting = " ".join(o for o in overrides if o not in common) or None
+        for row in found:
+            row = {**row, "run": str(run)}
+            if setting:
+                row["setting"] = setting
+            rows[(setting or "", tuple(row["fractions"]))] = row
     if not rows:
         raise FileNotFoundError(f"no results.jsonl below {', '.join(map(str, dirs))}; give tstitch run directories")
-    out = sorted(rows.values(), key=lambda r: r["fractions"][::-1], reverse=True)
-    base = next((r for r in out if r["fractions"][-1] == 1.0 and r.get("s_per_image")), None)
-    for r in out:  # a speedup measured within its own run stands; else against the all-last-member row
+    out = [rows[k] for k in sorted(rows, key=lambda k: (k[0], [-f for f in k[1][::-1]]))]
+    for r in out:  # a speedup measured within its own run stands; else against the setting's all-last-member row
+        base = next((b for b in out if b.get("setting") == r.get("setting") and b["fractions"][-1] == 1.0
+                     and b.get("s_per_image")), None)
         if r.get("speedup") is None and r.get("s_per_image"):
             r["speedup"] = base["s_per_image"] / r["s_per_image"] if base else None
-    return out, names or [f"member {k}" for k in range(len(out[0]["fractions"]))]
+    return out, names or [f"member {k}" for k in range(len(out[0]["fractions"]))], label
 
 
 def main(argv=None):
@@ -49,14 +65,14 @@ def main(argv=None):
     p.add_argument("dirs", nargs="+", help="run, multirun or W&B directories")
     args = p.parse_args(argv)
     try:
-        rows, names = collect(args.dirs)
+        rows, names, label = collect(args.dirs)
     except FileNotFoundError as e:
         print(f"tstitch-report: error: {e}", file=sys.stderr)
         sys.exit(2)
     out = Path(args.dirs[0])
-    report.write_table(rows, names, out)
-    report.tradeoff_plot(rows, names, out / "tradeoff.png")
-    print(report.markdown(rows, names))
+    report.write_table(rows, names, out, label)
+    report.tradeoff_plot(rows, names, out / "tradeoff.png", paper_label=label)
+    print(report.markdown(rows, names, label))
     print(f"\n{len(rows)} allocations from {len({r['run'] for r in rows})} runs; report in {out}")
 
 
