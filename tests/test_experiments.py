@@ -39,7 +39,7 @@ def test_experiment_composes_with_valid_sweeps_paper_values_and_readme(name):
         (override,) = OverridesParser.create().parse_overrides([f"stitch.fractions={params['stitch.fractions']}"])
         rows = [OverridesParser.create().parse_override(f"x={v}").value() for v in override.sweep_string_iterator()]
         assert all(check_fractions(r, len(cfg.stitch.members)) for r in rows)
-        assert len(rows) == (66 if name == "dit_s_b_xl_grid" else 11)
+        assert len(rows) == {"dit_s_b_xl_grid": 66, "cross_family": 5}.get(name, 11)
     for curve in (cfg.get("paper") or {}).get("curves", []):
         assert len(curve.first) == len(curve["values"]) == 11
     readme = (ROOT / "experiments" / name / "README.md").read_text()

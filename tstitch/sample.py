@@ -37,11 +37,12 @@ def sample(members, noise, labels, *, fractions=None, solver="ddim", steps=50, g
     if tuple(noise.shape[1:]) != tuple(members[0].space.shape):
         raise ConfigError(f"noise of shape {tuple(noise.shape[1:])} for members trained on "
                           f"{tuple(members[0].space.shape)}")
-    schedule = members[0].schedule
+    # The grid is the schedule of the first member that runs (so a member with no steps changes nothing); a
+    # member trained on another schedule is fed its own timestep of equal noise level.
+    schedule = next(m.schedule for m, f in zip(members, fractions) if f > 0)
     timesteps, abar = grid(schedule, steps)
     timesteps = timesteps.tolist()
     steps_plan = plan(fractions, timesteps, rule, schedule.num_timesteps)
-    # the grid is the first member's schedule; a member trained on another is fed its own timestep of equal noise
     denoisers = [guided(on_schedule(m, schedule), m.condition(labels), guidance, _channels(channels, m))
                  for m in members]
     stitched = Stitch(denoisers, timesteps, steps_plan)
