@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 COLUMNS = [("setting", "setting"), ("fractions", "fractions"), ("nfe", "NFE per member"), ("s_per_image", "s/image"),
-           ("speedup", "speedup"), ("fd", "FD"), ("accuracy", "class acc."), ("fid", "FID"), ("isc", "IS"),
+           ("predicted_s_per_image", "predicted s/image"), ("speedup", "speedup"), ("fd", "FD"), ("accuracy", "class acc."), ("fid", "FID"), ("isc", "IS"),
            ("kid", "KID"), ("precision", "precision"), ("recall", "recall"), ("paper", "paper")]
 AXIS = {"fd": "FD (lower is better)", "accuracy": "class accuracy (higher is better)",
         "fid": "FID (lower is better)", "isc": "Inception Score (higher is better)"}
@@ -23,7 +23,7 @@ def fmt(key, value):
         return str(value)
     if key in ("fractions", "nfe"):
         return " : ".join(f"{v:g}" for v in value)
-    if key == "s_per_image":
+    if key in ("s_per_image", "predicted_s_per_image"):
         return f"{value * 1000:.2f} ms" if value < 1 else f"{value:.3f}"
     if key == "speedup":
         return f"{value:.2f}x"
@@ -143,3 +143,28 @@ def tradeoff_plot(rows, members, path, qualities=("fid", "isc", "fd", "accuracy"
     fig.savefig(path)
     plt.close(fig)
     return True
+
+
+def frontier_plot(candidates, confirmed, quality, members, path):
+    """Allocation search: every candidate at its predicted time and small-set quality, their Pareto front, and
+    the front confirmed on the larger seed set at measured time."""
+    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
+    ax.scatter([r["predicted_s_per_image"] * 1000 for r in candidates], [r[quality] for r in candidates], s=10,
+               color="0.6", label="candidates (predicted time)")
+    front = sorted((r for r in candidates if r["front"]), key=lambda r: r["predicted_s_per_image"])
+    ax.plot([r["predicted_s_per_image"] * 1000 for r in front], [r[quality] for r in front], "o-", ms=4,
+            color="tab:blue", label="front (small seed set)")
+    final = sorted(confirmed, key=lambda r: r["s_per_image"])
+    ax.plot([r["s_per_image"] * 1000 for r in final], [r[quality] for r in final], "s--", ms=4, color="tab:red",
+            label="confirmed (measured time)")
+    for r in final:
+        ax.annotate(fmt("fractions", r["fractions"]), (r["s_per_image"] * 1000, r[quality]),
+                    textcoords="offset points", xytext=(4, 4), fontsize=6)
+    ax.set_xlabel("ms per image")
+    ax.set_ylabel(AXIS.get(quality, quality))
+    ax.set_title(f"allocations of {' : '.join(members)}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

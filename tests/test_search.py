@@ -1,0 +1,61 @@
+"""Allocation search: grid candidates, cost prediction, Pareto fronts, and `tstitch-search` end to end."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tstitch.errors import ConfigError
+from tstitch.search import candidates, pareto, predict
+
+EXE = str(Path(sys.executable).parent / "tstitch-search")
+
+
+def test_candidates_cover_the_grid():
+    three = candidates(3, 0.1)
+    assert len(three) == 66 and all(abs(sum(a) - 1) < 1e-9 and min(a) >= 0 for a in three)
+    assert len({tuple(a) for a in three}) == 66 and [0.0, 0.0, 1.0] in three and [0.4, 0.2, 0.4] in three
+    assert candidates(2, 0.25) == [[0.0, 1.0], [0.25, 0.75], [0.5, 0.5], [0.75, 0.25], [1.0, 0.0]]
+    with pytest.raises(ConfigError, match="grid that divides 1"):
+        candidates(2, 0.3)
+
+
+def test_predicted_cost_is_steps_times_cost_per_step():
+    assert predict([1.0, 10.0], [0.4, 0.6], 10) == pytest.approx(4 * 1 + 6 * 10)
+    assert predict([1.0, 2.0, 4.0], [0.2, 0.3, 0.5], 10) == pytest.approx(2 + 6 + 20)
+
+
+def test_pareto_keeps_what_nothing_beats():
+    rows = [{"t": 1, "q": 9}, {"t": 2, "q": 5}, {"t": 3, "q": 6}, {"t": 4, "q": 1}, {"t": 2, "q": 7}]
+    assert [(r["t"], r["q"]) for r in pareto(rows, "t", "q")] == [(1, 9), (2, 5), (4, 1)]
+    assert [(r["t"], r["q"]) for r in pareto(rows, "t", "q", maximize=True)] == [(1, 9)]
+
+
+def run(tmp_path, *args):
+    return subprocess.run([EXE, "search.grid=0.5", "search.cost_samples=8", "search.num_samples=16",
+                           "search.confirm_samples=24", "solver.steps=4", "threads=1", "batch_size=16",
+                           f"hydra.run.dir={tmp_path}", *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_search_finds_and_confirms_a_front(tmp_path):
+    r = run(tmp_path, "search.target=1000")
+    assert r.returncode == 0, r.stderr[-2000:]
+    pool = [json.loads(line) for line in (tmp_path / "candidates.jsonl").read_text().splitlines()]
+    assert [p["fractions"] for p in pool] == [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]
+    assert pool[0]["predicted_s_per_image"] > pool[1]["predicted_s_per_image"] > pool[2]["predicted_s_per_image"]
+    front = [p["fractions"] for p in pool if p["front"]]
+    confirmed = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert sorted(c["fractions"] for c in confirmed) == sorted(front) and all(c["fd"] > 0 for c in confirmed)
+    assert [1.0, 0.0] in front  # the cheapest allocation is always on the front
+    best = json.loads((tmp_path / "search.json").read_text())["best"]
+    assert best is not None and best["fd"] <= 1000 and (tmp_path / "frontier.png").exists()
+
+
+def test_search_errors_are_one_line(tmp_path):
+    r = run(tmp_path, "search.budget=0.0000001")
+    assert r.returncode == 2 and "no allocation fits search.budget" in r.stderr.strip().splitlines()[-1]
+    r = run(tmp_path / "b", "search.objective=fid")
+    assert r.returncode == 2 and "search.objective='fid' is not a value of the metric" in r.stderr

@@ -1,0 +1,41 @@
+"""`tstitch-search`: Pareto-optimal stitch allocations by measured cost and sampled quality."""
+import json
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+
+from tstitch.cli import CONF, entry_point, guard
+
+
+@hydra.main(version_base=None, config_path=CONF, config_name="search")
+@guard
+def main(cfg):
+    from tstitch import report
+    from tstitch.run import run
+    from tstitch.search import search
+
+    out = Path(HydraConfig.get().runtime.output_dir)
+    result = search(cfg, run)
+    names, objective = result["members"], cfg.search.objective
+    report.write_table(result["confirmed"], names, out)
+    with open(out / "candidates.jsonl", "w") as f:
+        for r in result["candidates"]:
+            f.write(json.dumps(r) + "\n")
+    (out / "search.json").write_text(json.dumps({k: result[k] for k in ("costs", "members", "metric", "best")},
+                                                indent=2))
+    report.frontier_plot(result["candidates"], result["confirmed"], objective, names, out / "frontier.png")
+    print(report.markdown(result["confirmed"], names))
+    costs = ", ".join(f"{n} {c * 1000:.3f} ms" for n, c in result["costs"].items())
+    best = result["best"]
+    print(f"\ncost per step and image: {costs}; {len(result['candidates'])} candidates scored on "
+          f"{cfg.search.num_samples} seeds, {len(result['confirmed'])} on the front confirmed on "
+          f"{cfg.search.confirm_samples}"
+          + (f"; cheapest meeting {objective} target {cfg.search.target}: {report.fmt('fractions', best['fractions'])}"
+             if best else "") + f"; outputs in {out}")
+
+
+entry = entry_point(main, "search")
+
+if __name__ == "__main__":
+    entry()
