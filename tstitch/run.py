@@ -7,7 +7,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from tstitch import metrics, seeds, zoo
+from tstitch import fast, metrics, seeds, zoo
 from tstitch.codecs import load_codec
 from tstitch.errors import ConfigError
 from tstitch.sample import sample
@@ -60,6 +60,7 @@ def load_stitch(cfg, device="cpu"):
     names = list(cfg.stitch.members)
     members = [zoo.load(dict(cfg.stitch.members[n]), device=device) for n in names]
     check_compatible(members)
+    members = fast.speed_up(members, device, **cfg.get("fast", {}))
     spec = cfg.stitch.get("codec") or cfg.stitch.members[names[-1]].get("codec", "pixels")
     return members, load_codec(spec, members[-1].space, device)
 
