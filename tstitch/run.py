@@ -65,6 +65,15 @@ def load_stitch(cfg, device="cpu"):
     return members, load_codec(spec, members[-1].space, device)
 
 
+def prompt_list(cfg):
+    """The configured prompt set (``prompts=demo|file|coco``) for text-conditioned members, or None."""
+    if not cfg.get("prompts"):
+        return None
+    from tstitch import prompts
+
+    return prompts.load(**cfg.prompts)
+
+
 def codec_name(codec):
     """What decoded the samples, for the records."""
     return getattr(codec, "source", "pixels")
@@ -80,7 +89,8 @@ def run(cfg):
     num_classes = members[-1].num_classes
     # warm-up at the real batch size (allocator, kernel choice, first calls) outside the timed region
     n = min(cfg.batch_size, cfg.num_samples)
-    wx, wy, _ = seeds.draw(range(n), members[0].space.shape, num_classes, cfg.labels, cfg.device)
+    prompts = prompt_list(cfg)
+    wx, wy, _ = seeds.draw(range(n), members[0].space.shape, num_classes, cfg.labels, cfg.device, prompts)
     for k in range(len(members)):
         sample(members, wx, wy, fractions=[float(j == k) for j in range(len(members))], solver="ddim", steps=2,
                guidance=cfg.guidance.scale, channels=cfg.guidance.channels)
@@ -88,7 +98,8 @@ def run(cfg):
     rows, grids = [], []
     with tqdm(total=len(rows_fractions) * cfg.num_samples, desc="sampling", unit="img", dynamic_ncols=True) as bar:
         for fractions in rows_fractions:
-            x, y, rng = seeds.draw(seed_range, members[0].space.shape, num_classes, cfg.labels, cfg.device)
+            x, y, rng = seeds.draw(seed_range, members[0].space.shape, num_classes, cfg.labels, cfg.device, prompts,
+                                   cfg.seed)
             samples, nfe, seconds = _sample_all(members, cfg, fractions, x, y, rng, bar)
             images = codec.decode(samples)
             row = {"fractions": [round(f, 6) for f in fractions], "nfe": nfe, "s_per_image": seconds / cfg.num_samples}

@@ -29,13 +29,22 @@ class SeedNoise:
         return self.randn(x.shape[1:], dtype=x.dtype).to(x.device)
 
 
-def draw(seeds, shape, num_classes, labels="random", device="cpu"):
-    """Initial noise, class labels and the per-sample noise source for ``seeds``.
+def draw(seeds, shape, num_classes, labels="random", device="cpu", prompts=None, base_seed=0):
+    """Initial noise, conditions and the per-sample noise source for ``seeds``.
 
-    ``labels="random"``: uniform from each seed's generator (as DiT); ``"balanced"``: seed % num_classes.
+    Class-conditional members: ``labels="random"``: uniform from each seed's generator (as DiT); ``"balanced"``:
+    seed % num_classes. Text-conditioned members (``num_classes`` None): the prompt of each seed from the list
+    ``prompts`` (``tstitch.prompts.assign``: seed ``base_seed + i`` gets prompt i mod its length).
     """
     rng = SeedNoise(seeds, device)
     x = rng.randn(tuple(shape))
+    if num_classes is None:
+        if not prompts:
+            raise ConfigError("text-conditioned members need a prompt set: prompts=demo, or prompts=file "
+                              "prompts.path=...")
+        from tstitch.prompts import assign
+
+        return x, assign(seeds, prompts, base_seed), rng
     y = rng.randint(num_classes)
     if labels == "balanced":
         y = torch.as_tensor([int(s) % num_classes for s in seeds], device=device)

@@ -83,7 +83,7 @@ def main(cfg):
     from tstitch.engine.module import Generation, RankShare, Seeds
     from tstitch.engine.progress import Progress
     from tstitch.engine.writer import ShardWriter, done, export_npz, write_manifest
-    from tstitch.run import codec_name, load_stitch, sample_options
+    from tstitch.run import codec_name, load_stitch, prompt_list, sample_options
     from tstitch.stitch import check_fractions
 
     check_sizes(cfg)
@@ -95,8 +95,9 @@ def main(cfg):
     options = sample_options(cfg, fractions)
     metric = metrics.build(cfg.get("metric"))  # before sampling: a bad reference fails now, not after hours
     wanted = list(range(cfg.seed, cfg.seed + cfg.num_samples))
+    prompts = prompt_list(cfg)
     check_identity(out, {"members": OmegaConf.to_container(cfg.stitch.members, resolve=True), "labels": cfg.labels,
-                         "options": options})
+                         "options": options, **({"prompts": prompts} if prompts else {})})
     have = done(out)
     todo = [s for s in wanted if s not in have]
     writer = ShardWriter(out, png=cfg.png)
@@ -110,7 +111,7 @@ def main(cfg):
     if todo:
         loader = torch.utils.data.DataLoader(Seeds(todo), batch_size=cfg.batch_size, sampler=RankShare(len(todo)))
         module = Generation(members, codec, options, cfg.labels, batch_size=min(cfg.batch_size, cfg.num_samples),
-                            baseline_batches=cfg.baseline_batches)
+                            baseline_batches=cfg.baseline_batches, prompts=prompts, base_seed=cfg.seed)
         trainer.predict(module, loader, return_predictions=False)
         timing, nfe = module.timing(), writer.nfe or nfe
     seconds = time.perf_counter() - start

@@ -83,11 +83,13 @@ class Generation(L.LightningModule):
     and per member, decoding seconds, and, when ``baseline_batches`` > 0, the same batch size sampled with the
     last member alone on the same devices, for the speedup of this allocation."""
 
-    def __init__(self, members, codec, options, labels="random", batch_size=1, warmup=True, baseline_batches=0):
+    def __init__(self, members, codec, options, labels="random", batch_size=1, warmup=True, baseline_batches=0,
+                 prompts=None, base_seed=0):
         super().__init__()
         self.members, self.codec, self.options, self.labels = members, codec, dict(options), labels
         self.nets = torch.nn.ModuleList([m.net for m in members])  # so that Lightning moves them to the device
         self.batch_size, self.warmup, self.baseline_batches = batch_size, warmup, baseline_batches
+        self.prompts, self.base_seed = prompts, base_seed  # text-conditioned members: seed base + i gets prompt i
         self.clock = None
         self.timed = None
         self.totals = torch.zeros(5 + len(members), dtype=torch.float64)  # see _timing's layout
@@ -107,7 +109,8 @@ class Generation(L.LightningModule):
 
     def _sample(self, batch_seeds, members, **override):
         first = members[0]
-        x, y, rng = seeds.draw(batch_seeds, first.space.shape, first.num_classes, self.labels, self.device)
+        x, y, rng = seeds.draw(batch_seeds, first.space.shape, first.num_classes, self.labels, self.device,
+                               self.prompts, self.base_seed)
         return y, sample(members, x, y, randn_like=rng.randn_like, **{**self.options, **override})
 
     def predict_step(self, batch, batch_idx):
@@ -129,6 +132,8 @@ class Generation(L.LightningModule):
         self.totals[2] += time.perf_counter() - sampled
         if batch_idx == 0:
             self.first_batch = padded
+        if self.prompts:  # the stored label of a text-conditioned sample is its prompt's index in the set
+            y = torch.tensor([(s - self.base_seed) % len(self.prompts) for s in batch_seeds])
         return {"seeds": batch_seeds, "labels": y.cpu(), "images": images.cpu(), "nfe": r.nfe}
 
     def on_predict_end(self):

@@ -1,0 +1,426 @@
+"""Stable Diffusion family: tiny random SD-1, SD-2-style (v-prediction), SDXL and LCM models saved as diffusers
+pipelines with ``save_pretrained`` and loaded through ``tstitch.zoo.load`` as users do; each member encodes prompts
+with its own text encoder, conditions, null conditions and whole samples match diffusers' own pipelines, stitching
+(two widths, three members, [0, 1]), refusals and one-line errors; every sd yaml composes."""
+import json
+import shutil
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import huggingface_hub.constants
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import tstitch
+from tstitch import zoo
+from tstitch.cli import CONF
+from tstitch.errors import ConfigError
+from tstitch.protocols import Space
+from tstitch.schedules import Schedule
+from tstitch.seeds import SeedNoise
+from tstitch.stitch import check_compatible
+
+PROMPTS = ["a cat", "two red boats", "a tree"]
+SD_SCALE, XL_SCALE = 0.18215, 0.13025
+SHAPE = (4, 8, 8)  # latents; the tiny VAE downsamples 2x, so images are 16x16
+BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _quiet():
+    from diffusers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    yield
+    logging.set_verbosity(level)
+
+
+def vocab():
+    """A byte-level CLIP vocabulary without merges: every character is a token (514 ids)."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    chars = list(bytes_to_unicode().values())
+    v = {c: i for i, c in enumerate(chars)}
+    v.update({c + "</w>": i + len(chars) for i, c in enumerate(chars)})
+    v["<|startoftext|>"], v["<|endoftext|>"] = len(v), len(v) + 1
+    return v
+
+
+def tokenizer(max_length=16):
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer(vocab=vocab(), merges=[], model_max_length=max_length)
+
+
+def write_hub_tokenizer(folder, max_length=16):
+    """The files a hub SD repo's tokenizer/ holds (vocab.json, merges.txt, tokenizer_config.json)."""
+    for f in Path(folder).iterdir():
+        f.unlink()
+    (folder / "vocab.json").write_text(json.dumps(vocab()))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": max_length,
+                                                              "tokenizer_class": "CLIPTokenizer"}))
+
+
+def text_encoder(width, projection=None):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(vocab_size=514, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+                            num_attention_heads=4, max_position_embeddings=16, bos_token_id=512, eos_token_id=513,
+                            pad_token_id=513, projection_dim=projection or width)
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
+
+
+def vae(scale):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                         up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, latent_channels=4,
+                         norm_num_groups=8, sample_size=16, scaling_factor=scale)
+
+
+def unet(cross, **kwargs):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
+                                layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=cross,
+                                attention_head_dim=4, norm_num_groups=8, **kwargs)
+
+
+def save_sd(root, width, seed, prediction_type="epsilon", hub_tokenizer=False, **unet_kwargs):
+    """A tiny SD-1/2-like StableDiffusionPipeline (scheduler config as SD's: PNDM, leading, steps_offset 1)."""
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+
+    torch.manual_seed(seed)
+    pipe = StableDiffusionPipeline(vae=vae(SD_SCALE), text_encoder=text_encoder(width), tokenizer=tokenizer(),
+                                   unet=unet(width, **unet_kwargs), safety_checker=None, feature_extractor=None,
+                                   scheduler=PNDMScheduler(**BETAS, prediction_type=prediction_type, steps_offset=1,
+                                                           skip_prk_steps=True),
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(root)
+    if hub_tokenizer:
+        write_hub_tokenizer(root / "tokenizer")
+    return root
+
+
+def save_sdxl(root, seed=5):
+    """A tiny SDXL-like pipeline: text encoders 16 + 32 wide (the second projects to 16), text_time conditioning."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    net = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
+                               layers_per_block=1, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                               up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+                               use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=4,
+                               projection_class_embeddings_input_dim=6 * 4 + 16, cross_attention_dim=48,
+                               norm_num_groups=8)
+    pipe = StableDiffusionXLPipeline(vae=vae(XL_SCALE), text_encoder=text_encoder(16), tokenizer=tokenizer(),
+                                     text_encoder_2=text_encoder(32, projection=16), tokenizer_2=tokenizer(), unet=net,
+                                     scheduler=EulerDiscreteScheduler(**BETAS, steps_offset=1))
+    pipe.save_pretrained(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sd")
+    return SimpleNamespace(
+        small=save_sd(root / "small", 32, seed=0),
+        large=save_sd(root / "large", 48, seed=1, hub_tokenizer=True),  # wider text encoder, hub tokenizer files
+        v=save_sd(root / "v", 32, seed=2, prediction_type="v_prediction"),
+        lcm=save_sd(root / "lcm", 32, seed=3, time_cond_proj_dim=8),
+        xl=save_sdxl(root / "xl"),
+    )
+
+
+def entry(path, name="tiny-sd", space="sd-kl-f8", scale=SD_SCALE, **extra):
+    return {"name": name, "family": "sd", "checkpoint": str(path), "net": extra.pop("net", {"in_channels": 4}),
+            "schedule": {"name": "scaled_linear", "num_timesteps": 1000},
+            "space": {"name": space, "shape": list(SHAPE), "scale": scale},
+            "codec": {"source": str(path), "subfolder": "vae"}, **extra}
+
+
+@pytest.fixture(scope="module")
+def members(dirs):
+    return SimpleNamespace(
+        small=zoo.load(entry(dirs.small, "tiny-small", net={"cross_attention_dim": 32})),
+        large=zoo.load(entry(dirs.large, "tiny-large", net={"cross_attention_dim": 48})),
+        v=zoo.load(entry(dirs.v, "tiny-v")),
+        lcm=zoo.load(entry(dirs.lcm, "tiny-lcm", embedded_guidance=8.0, net={"time_cond_proj_dim": 8})),
+        xl=zoo.load(entry(dirs.xl, "tiny-xl", space="sdxl-vae", scale=XL_SCALE,
+                          net={"addition_embed_type": "text_time"})),
+    )
+
+
+def noise(n=len(PROMPTS)):
+    return SeedNoise(range(n)).randn(SHAPE)
+
+
+def ddim_pipeline(cls, path):
+    """A diffusers pipeline whose DDIM grid is ours for steps="ddim4": leading spacing without offset, last step to
+    abar = 1."""
+    from diffusers import DDIMScheduler
+
+    pipe = cls.from_pretrained(path)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing="leading", steps_offset=0,
+                                               set_alpha_to_one=True, clip_sample=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# --- members: conditions and predictions as diffusers computes them ------------------------------------------------
+
+def test_sd_member_reproduces_diffusers_pipeline(dirs, members):
+    """Conditions equal StableDiffusionPipeline.encode_prompt; DDIM-4 with w = 7.5 equals the pipeline's latents."""
+    from diffusers import StableDiffusionPipeline
+
+    m = members.large
+    pipe = ddim_pipeline(StableDiffusionPipeline, dirs.large)
+    cond, uncond = pipe.encode_prompt(PROMPTS, "cpu", 1, True)
+    ours = m.condition(PROMPTS)
+    assert set(ours) == {"encoder_hidden_states"} and ours["encoder_hidden_states"].shape == (3, 16, 48)
+    assert torch.equal(ours["encoder_hidden_states"], cond)
+    assert torch.allclose(m.null(ours)["encoder_hidden_states"], uncond, atol=1e-6)
+    assert m.family == "sd" and m.cfg_channels is None and m.num_classes is None and m.prediction_type == "epsilon"
+    assert list(m.net) == ["unet", "text_encoder"] and list(members.xl.net) == ["unet", "text_encoder", "text_encoder_2"]
+    expected = pipe(PROMPTS, num_inference_steps=4, guidance_scale=7.5, latents=noise(), output_type="latent").images
+    got = tstitch.sample([m], noise(), PROMPTS, solver="ddim", steps="ddim4", guidance=7.5).x
+    assert got.shape == (3, *SHAPE) and torch.allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def test_sdxl_member_reproduces_diffusers_pipeline(dirs, members):
+    """Both encoders' penultimate states, the pooled embedding, time ids for 16x16 images, zeros as null condition."""
+    from diffusers import StableDiffusionXLPipeline
+
+    m = members.xl
+    pipe = ddim_pipeline(StableDiffusionXLPipeline, dirs.xl)
+    cond, uncond, pooled, uncond_pooled = pipe.encode_prompt(PROMPTS, device="cpu", do_classifier_free_guidance=True)
+    ours, null = m.condition(PROMPTS), m.null(m.condition(PROMPTS))
+    assert torch.equal(ours["encoder_hidden_states"], cond) and ours["encoder_hidden_states"].shape == (3, 16, 48)
+    assert torch.equal(ours["added_cond_kwargs"]["text_embeds"], pooled) and pooled.shape == (3, 16)
+    assert ours["added_cond_kwargs"]["time_ids"].tolist() == [[16, 16, 0, 0, 16, 16]] * 3
+    assert torch.equal(null["encoder_hidden_states"], uncond) and not uncond.any()  # force_zeros_for_empty_prompt
+    assert torch.equal(null["added_cond_kwargs"]["text_embeds"], uncond_pooled)
+    assert m.space == Space("sdxl-vae", SHAPE, XL_SCALE)
+    expected = pipe(PROMPTS, num_inference_steps=4, guidance_scale=5.0, latents=noise(), height=16, width=16,
+                    output_type="latent").images
+    got = tstitch.sample([m], noise(), PROMPTS, solver="ddim", steps="ddim4", guidance=5.0).x
+    assert torch.allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def test_lcm_member_gets_its_timestep_cond(dirs, members):
+    """An LCM UNet gets diffusers' guidance embedding of w - 1 as timestep_cond, and is not CFG-guided."""
+    from diffusers import LatentConsistencyModelPipeline
+
+    m = members.lcm
+    cond = m.condition(PROMPTS)
+    w_embedding = LatentConsistencyModelPipeline.get_guidance_scale_embedding(None, torch.tensor([7.0] * 3), 8)
+    assert torch.equal(cond["timestep_cond"], w_embedding) and cond["timestep_cond"].shape == (3, 8)
+    x = noise()
+    with torch.no_grad():
+        raw = m.unet(x, 500, encoder_hidden_states=cond["encoder_hidden_states"], timestep_cond=w_embedding).sample
+        without = m.unet(x, 500, encoder_hidden_states=cond["encoder_hidden_states"]).sample
+        assert torch.equal(m(x, 500, cond).eps, raw) and not torch.allclose(raw, without)
+    assert m.null(cond) is cond  # its guidance is embedded: CFG leaves its prediction unchanged
+    guided = tstitch.sample([m], x, PROMPTS, steps=4, guidance=7.5).x
+    assert torch.allclose(guided, tstitch.sample([m], x, PROMPTS, steps=4).x, atol=1e-5)
+    with pytest.raises(ConfigError, match="LCM UNet .* set the zoo entry's embedded_guidance"):
+        zoo.load(entry(dirs.lcm))
+    with pytest.raises(ConfigError, match="not an LCM"):
+        zoo.load(entry(dirs.small, embedded_guidance=8.0))
+
+
+def test_v_prediction_and_float_timesteps(members):
+    """v-prediction (read from the scheduler config) becomes eps = sqrt(a) v + sqrt(1 - a) x; a float t is passed
+    to the UNet as is, and an integral float gives the int's prediction exactly."""
+    m, x = members.v, noise()
+    cond = m.condition(PROMPTS)
+    assert m.prediction_type == "v_prediction"
+    a = float(m.schedule.alphas_cumprod[500])
+    with torch.no_grad():
+        v = m.unet(x, torch.tensor(500), encoder_hidden_states=cond["encoder_hidden_states"]).sample
+        assert torch.allclose(m(x, 500, cond).eps, a ** 0.5 * v + (1 - a) ** 0.5 * x, atol=1e-6)
+        assert torch.equal(m(x, 500.0, cond).eps, m(x, 500, cond).eps)
+        half = m(x, 500.5, cond).eps
+    assert torch.isfinite(half).all() and not torch.equal(half, m(x, 500, cond).eps)
+    assert m.abar(500) > m.abar(500.5) > m.abar(501)
+
+
+def test_moving_net_moves_the_whole_member(dirs):
+    """The engine hands ``member.net`` to Lightning, which moves it: conditions and fixed tensors follow."""
+    m = zoo.load(entry(dirs.xl, "tiny-xl", space="sdxl-vae", scale=XL_SCALE))
+    m.net.to(torch.float64)
+    cond = m.condition(PROMPTS)
+    assert cond["added_cond_kwargs"]["time_ids"].dtype == torch.float64 == m.null(cond)["encoder_hidden_states"].dtype
+    out = tstitch.sample([m], noise(), PROMPTS, steps=2, guidance=5.0).x
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+# --- stitching ------------------------------------------------------------------------------------------------------
+
+def test_members_with_different_text_widths_stitch(members):
+    """768- vs 1024-wide text encoders at tiny size (32 vs 48): each member encodes the prompts itself."""
+    small, large = members.small, members.large
+    assert small.condition(PROMPTS)["encoder_hidden_states"].shape[-1] == 32
+    out = tstitch.sample([small, large], noise(), PROMPTS, fractions=[0.5, 0.5], solver="ddim", steps=4, guidance=7.5)
+    assert out.nfe == [2, 2] and out.plan == [0, 0, 1, 1] and torch.isfinite(out.x).all()
+    alone = tstitch.sample([large], noise(), PROMPTS, solver="ddim", steps=4, guidance=7.5).x
+    assert not torch.allclose(out.x, alone)
+
+
+@pytest.mark.parametrize("solver", ["ddim", "ddpm", "dpmpp_2m"])
+def test_fractions_0_1_and_1_0_reproduce_one_member(members, solver):
+    small, large = members.small, members.large
+    options = dict(solver=solver, steps=4, guidance=7.5)
+    if solver == "ddpm":
+        options["variance"] = "small"
+
+    def run(ms, fractions=None):
+        rng = SeedNoise(range(3))
+        return tstitch.sample(ms, rng.randn(SHAPE), PROMPTS, fractions=fractions, randn_like=rng.randn_like,
+                              **options).x
+
+    assert torch.equal(run([small, large], [0, 1]), run([large]))
+    assert torch.equal(run([small, large], [1, 0]), run([small]))
+
+
+def test_three_members(members):
+    out = tstitch.sample([members.small, members.v, members.large], noise(), PROMPTS, fractions=[0.25, 0.25, 0.5],
+                         solver="dpmpp_2m", steps=4, guidance=7.5)
+    assert out.nfe == [1, 1, 2] and torch.isfinite(out.x).all()
+
+
+def test_different_latent_spaces_are_refused(members):
+    with pytest.raises(ConfigError, match="cannot stitch tiny-small with tiny-xl: different space") as err:
+        tstitch.sample([members.small, members.xl], noise(), PROMPTS, fractions=[0.5, 0.5], steps=4)
+    assert "sd-kl-f8" in str(err.value) and "sdxl-vae" in str(err.value) and "\n" not in str(err.value)
+
+
+# --- errors ---------------------------------------------------------------------------------------------------------
+
+def one_line(match, spec, **kwargs):
+    with pytest.raises(ConfigError, match=match) as err:
+        zoo.load(spec, **kwargs)
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+def test_wrong_family_and_missing_checkpoints(dirs, tmp_path):
+    torch.save({"pos_embed": torch.zeros(1, 4, 8)}, tmp_path / "dit_s_256.pt")
+    one_line("is a file, but the sd family loads diffusers model directories", entry(tmp_path / "dit_s_256.pt"))
+    one_line("checkpoint directory not found", entry(tmp_path / "missing"))
+    (tmp_path / "transformer").mkdir()
+    (tmp_path / "transformer" / "config.json").write_text(json.dumps({"_class_name": "DiTTransformer2DModel"}))
+    one_line(r"holds no diffusers UNet \(unet/config.json missing\)", entry(tmp_path))
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel"}))
+    one_line("holds a UNet2DModel, not a UNet2DConditionModel", entry(tmp_path))
+    with pytest.raises(ConfigError, match="condition it on a list of prompts"):
+        zoo.load(entry(dirs.small)).condition(torch.tensor([1, 2]))
+
+
+def test_entry_must_fit_the_checkpoint(dirs):
+    # the real zoo entry pointed at the tiny directory: its net says 768-wide cross-attention
+    msg = one_line("does not fit sd-v1-4", "sd/v1_4", checkpoint=str(dirs.small))
+    assert "cross_attention_dim 32 vs 768" in msg
+    one_line("VAE has scaling_factor 0.18215 but space 'sdxl-vae' declares scale 0.13025",
+             entry(dirs.small, space="sdxl-vae", scale=XL_SCALE))
+    one_line(r"VAE latent channels 4, UNet in/out channels 4/4 and space shape \(8, 8, 8\) disagree",
+             {**entry(dirs.small), "space": {"name": "sd-kl-f8", "shape": [8, 8, 8], "scale": SD_SCALE}})
+    one_line("is not the zoo entry's schedule", {**entry(dirs.small), "schedule": {"name": "linear"}})
+    one_line("net.cross_dim is not a UNet2DConditionModel config key", entry(dirs.small, net={"cross_dim": 32}))
+
+
+def test_directory_without_vae_uses_the_codec_directory(dirs, tmp_path):
+    shutil.copytree(dirs.small, tmp_path / "m", ignore=shutil.ignore_patterns("vae"))
+    with_codec = {**entry(tmp_path / "m"), "codec": {"source": str(dirs.small), "subfolder": "vae"}}
+    assert zoo.load(with_codec).space == Space("sd-kl-f8", SHAPE, SD_SCALE)
+    one_line("has no vae/config.json and its codec names no diffusers VAE directory",
+             {**entry(tmp_path / "m"), "codec": "pixels"})
+
+
+@pytest.mark.parametrize("how", ["HF_HUB_OFFLINE", "no route"])
+def test_uncached_hub_id_fails_fast_offline(how, monkeypatch):
+    if how == "HF_HUB_OFFLINE":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:  # no env flag, but the hub does not answer
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(key, raising=False)
+
+        def refuse(*args, **kwargs):
+            raise OSError("network is unreachable")
+
+        monkeypatch.setattr("tstitch.codecs.socket.create_connection", refuse)
+    start = time.monotonic()
+    msg = one_line("the UNet config of tstitch-tests/no-such-sd is not in the Hugging Face cache",
+                   entry("tstitch-tests/no-such-sd"))
+    assert "hf download tstitch-tests/no-such-sd" in msg and time.monotonic() - start < 5
+
+
+# --- configs --------------------------------------------------------------------------------------------------------
+
+SD_ENTRIES = [n for n in zoo.names() if n.startswith("sd/")]
+SD_STITCHES = sorted(p.stem for p in (Path(CONF) / "stitch").glob("sd_*.yaml"))
+KEYS = {"name", "family", "checkpoint", "net", "schedule", "space", "codec", "unet", "variant", "embedded_guidance"}
+WIDTH = {"sd-kl-f8": (768, 1024), "sdxl-vae": (2048,)}
+
+
+def test_zoo_has_the_issue_checkpoints():
+    ids = {zoo.entry(n)["checkpoint"] for n in SD_ENTRIES} | {(zoo.entry(n).get("unet") or {}).get("source")
+                                                            for n in SD_ENTRIES}
+    assert {"CompVis/stable-diffusion-v1-4", "stable-diffusion-v1-5/stable-diffusion-v1-5", "nota-ai/bk-sdm-tiny",
+            "nota-ai/bk-sdm-small", "nota-ai/bk-sdm-base", "stabilityai/stable-diffusion-xl-base-1.0",
+            "segmind/SSD-1B", "latent-consistency/lcm-sdxl", "stabilityai/stable-diffusion-2-1-base",
+            "nota-ai/bk-sdm-v2-tiny"} <= ids
+    assert {"sd_bk_tiny_v1_4", "sd_bk_tiny_v1_5", "sd_ssd1b_sdxl", "sd_bk_v2_tiny_v2_1_base",
+            "sd_bk_tiny_small_v1_4"} <= set(SD_STITCHES)
+
+
+@pytest.mark.parametrize("name", SD_ENTRIES)
+def test_sd_zoo_entry(name):
+    """Known keys only; the VAE is the checkpoint's (or its base's); space and text width agree with the family;
+    LCM UNets carry their embedded guidance."""
+    from diffusers import UNet2DConditionModel
+    import inspect
+
+    e = zoo.entry(name)
+    assert set(e) <= KEYS and e["family"] == "sd" and e["schedule"] == {"name": "scaled_linear", "num_timesteps": 1000}
+    assert e["codec"] == {"source": e["checkpoint"], "subfolder": "vae"}
+    assert set(e["net"]) <= set(inspect.signature(UNet2DConditionModel.__init__).parameters)
+    space = e["space"]
+    assert space["scale"] == {"sd-kl-f8": SD_SCALE, "sdxl-vae": XL_SCALE}[space["name"]] and space["shape"][0] == 4
+    assert e["net"]["cross_attention_dim"] in WIDTH[space["name"]]
+    assert ("time_cond_proj_dim" in e["net"]) == ("embedded_guidance" in e)
+
+
+@pytest.mark.parametrize("name", SD_STITCHES)
+def test_sd_stitch_preset_composes(name):
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        cfg = compose(config_name="tstitch", overrides=[f"stitch={name}", "+prompts=demo"])
+    OmegaConf.resolve(cfg)
+    members = cfg.stitch.members
+    assert len(cfg.stitch.fractions) == len(members) >= 2 and abs(sum(cfg.stitch.fractions) - 1) < 1e-9
+    stand_ins = [SimpleNamespace(name=m.name, schedule=Schedule(**m.schedule),
+                                 space=Space(m.space.name, tuple(m.space.shape), m.space.scale, m.space.clip))
+                 for m in members.values()]
+    check_compatible(stand_ins)  # what the engine checks before loading any weights
+    assert all(m.family == "sd" and m.codec.source == m.checkpoint for m in members.values())
+
+
+@pytest.mark.parametrize("name", SD_ENTRIES)
+def test_sd_zoo_entry_composes_as_a_member(name):
+    """Each entry swapped into a preset from the command line resolves (its codec follows its checkpoint)."""
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        cfg = compose(config_name="tstitch", overrides=["stitch=sd_bk_tiny_v1_4", f"model@stitch.members.large={name}",
+                                                        "stitch.members.large.checkpoint=/models/x"])
+    OmegaConf.resolve(cfg)
+    large = OmegaConf.to_container(cfg.stitch.members.large)
+    assert {**large, "checkpoint": None, "codec": None} == {**zoo.entry(name), "checkpoint": None, "codec": None}
+    assert large["codec"] == {"source": "/models/x", "subfolder": "vae"}

@@ -1,0 +1,60 @@
+"""Text-to-image through the commands: a tiny BK-SDM -> SD pair (diffusers save_pretrained dirs, each with its own
+text encoder) from the sd_bk_tiny_v1_4 preset, prompts from the shipped demo set, CLIP score from a tiny CLIP."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_prompts import save_tiny_clip
+from test_sd import save_sd
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sdcli")
+    save_sd(root / "small", 32, seed=0)
+    save_sd(root / "large", 48, seed=1, hub_tokenizer=True)
+    save_tiny_clip(root / "clip")
+    overrides = ["stitch=sd_bk_tiny_v1_4", "prompts=demo", "guidance.scale=7.5", "solver.steps=3",
+                 "metric=clip", f"metric.model={root / 'clip'}", "logger=none"]
+    for name, width in (("small", 32), ("large", 48)):
+        m = f"stitch.members.{name}"
+        overrides += [f"{m}.checkpoint={root / name}", f"{m}.net.cross_attention_dim={width}", f"{m}.space.shape=[4,8,8]"]
+    return root, overrides
+
+
+def test_generate_text_to_image_with_clip_score(tiny, tmp_path):
+    root, overrides = tiny
+    r = subprocess.run([str(BIN / "tstitch-generate"), *overrides, "num_samples=10", "batch_size=4",
+                        f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300, env=ENV)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with np.load(tmp_path / "samples.npz") as z:
+        assert z["arr_0"].shape == (10, 16, 16, 3) and z["arr_1"].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 0, 1]
+    row = json.loads((tmp_path / "results.jsonl").read_text())
+    assert row["nfe"] == [1, 2] and row["clip_score"] >= 0
+    assert json.loads((tmp_path / "identity.json").read_text())["prompts"][0] == (
+        Path(__file__).resolve().parents[1] / "conf" / "prompts" / "demo.txt").read_text().splitlines()[0]
+
+
+def test_main_sweep_text_to_image(tiny, tmp_path):
+    root, overrides = tiny
+    r = subprocess.run([str(BIN / "tstitch"), *overrides, "num_samples=4", "batch_size=4", "threads=1",
+                        "sweep.first=[0.0,1.0]", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True,
+                       timeout=300, env=ENV)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["nfe"] for r in rows] == [[0, 3], [3, 0]] and all("clip_score" in r for r in rows)
+
+
+def test_text_members_without_prompts_are_one_line(tiny, tmp_path):
+    root, overrides = tiny
+    r = subprocess.run([str(BIN / "tstitch-generate"), *[o for o in overrides if not o.startswith(("prompts", "metric"))],
+                        "metric=none", "num_samples=2", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True,
+                       timeout=300, env=ENV)
+    assert r.returncode == 2 and "text-conditioned members need a prompt set: prompts=demo" in r.stderr
