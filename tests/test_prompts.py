@@ -95,7 +95,7 @@ def test_assign_seed_to_prompt():
 @pytest.mark.parametrize("name", sorted(p.stem for p in (Path(CONF) / "prompts").glob("*.yaml")))
 def test_prompts_group_composes(name, tmp_path):
     with initialize_config_dir(config_dir=CONF, version_base=None):
-        cfg = compose(config_name="tstitch", overrides=[f"+prompts={name}"])
+        cfg = compose(config_name="tstitch", overrides=[f"prompts={name}"])
     kwargs = OmegaConf.to_container(cfg.prompts, resolve=True)
     assert set(kwargs) == {"path", "column", "captions", "limit", "seed"}
     if kwargs["path"] == "???":  # a required path: the user gives it

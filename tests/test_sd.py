@@ -403,7 +403,7 @@ def test_sd_zoo_entry(name):
 @pytest.mark.parametrize("name", SD_STITCHES)
 def test_sd_stitch_preset_composes(name):
     with initialize_config_dir(config_dir=CONF, version_base=None):
-        cfg = compose(config_name="tstitch", overrides=[f"stitch={name}", "+prompts=demo"])
+        cfg = compose(config_name="tstitch", overrides=[f"stitch={name}", "prompts=demo"])
     OmegaConf.resolve(cfg)
     members = cfg.stitch.members
     assert len(cfg.stitch.fractions) == len(members) >= 2 and abs(sum(cfg.stitch.fractions) - 1) < 1e-9
