@@ -17,7 +17,7 @@ from tstitch.cli import CONF, entry_point, guard
 from tstitch.errors import ConfigError
 
 TIMING = ("s_per_image", "images_per_second", "s_per_image_per_member", "decode_s_per_image", "images_timed",
-          "baseline_s_per_image", "speedup")
+          "baseline_s_per_image", "speedup", "warmup_seconds", "peak_memory_gb")
 
 
 def git_sha():

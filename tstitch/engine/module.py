@@ -101,11 +101,16 @@ class Generation(L.LightningModule):
             self.codec.device = self.device
         self.clock = Clock(len(self.members), self.device)
         self.timed = [Timed(m, k, self.clock) for k, m in enumerate(self.members)]
-        if self.warmup:  # kernels and allocator at the real batch size, outside the timed region
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        start = time.perf_counter()
+        if self.warmup:  # kernels, compilation and allocator at the real batch size, outside the timed region
             warm = list(range(self.batch_size))
             for k in range(len(self.members)):
                 self._sample(warm, self.members, steps=2, fractions=[float(j == k) for j in range(len(self.members))])
             self.codec.decode(self._sample(warm, self.members, steps=2)[1].x)
+        sync(self.device)
+        self.warmup_seconds = time.perf_counter() - start  # includes torch.compile when fast.compile is on
 
     def _sample(self, batch_seeds, members, **override):
         first = members[0]
@@ -153,6 +158,9 @@ class Generation(L.LightningModule):
         totals = reduce(self.totals.to(self.device, copy=True), reduce_op="sum").cpu().tolist()
         slowest = float(reduce(self.totals[:1].to(self.device, copy=True), reduce_op="max"))  # ranks run side by side
         self.result = _timing(totals, slowest, [m.name for m in self.members], fractions)
+        self.result["warmup_seconds"] = getattr(self, "warmup_seconds", 0.0)
+        if self.device.type == "cuda":
+            self.result["peak_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
 
     def timing(self):
         return self.result
