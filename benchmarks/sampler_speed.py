@@ -19,11 +19,10 @@ import time
 
 import torch
 
-from tstitch import fast, seeds, zoo
+from tstitch import fast, seeds
 from tstitch.adapters.dit import DiTMember
 from tstitch.nets.dit import DiT
 from tstitch.protocols import Space
-from tstitch.run import sync
 from tstitch.sample import sample
 from tstitch.schedules import Schedule, space_timesteps
 
@@ -69,6 +68,11 @@ def reference_ddim(nets, noise, labels, fractions, steps, scale, null_class, cha
     return x[: len(noise)]
 
 
+def sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
 def timed(fn, device, repeats):
     fn()  # warm-up (and compilation)
     best = float("inf")
@@ -98,6 +102,8 @@ PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}  # 
 def pair(name, device):
     """Two members of one size: the toy zoo's small and large, or two random DiTs of a DiT size."""
     if name == "toy":
+        from tstitch import zoo
+
         return [zoo.load("toy/small", device=device), zoo.load("toy/large", device=device)]
     size = dict(input_size=32, patch_size=2, in_channels=4, num_classes=1000, **SIZES[name])
     space = Space("sd-kl-f8", (4, 32, 32), 0.18215)
