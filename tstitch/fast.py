@@ -13,19 +13,17 @@ guidance in one batched forward, no host sync inside the step loop, members resi
 import torch
 
 from tstitch.errors import ConfigError
-from tstitch.protocols import Output
+from tstitch.protocols import Output, Wrapped
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class Autocast:
+class Autocast(Wrapped):
     """``member`` run under autocast to ``dtype`` on ``device_type``; its outputs returned in float32."""
 
     def __init__(self, member, dtype, device_type):
-        self.member, self.dtype, self.device_type = member, dtype, device_type
-
-    def __getattr__(self, name):
-        return getattr(self.member, name)
+        super().__init__(member)
+        self.dtype, self.device_type = dtype, device_type
 
     def __call__(self, x, t, cond):
         with torch.autocast(self.device_type, dtype=self.dtype):

@@ -34,3 +34,16 @@ class Space:
     shape: tuple
     scale: float = 1.0
     clip: bool = False
+
+
+class Wrapped:
+    """A member seen through a wrapper (timing, autocast, another schedule's timesteps): every attribute is the
+    member's own; a subclass changes ``__call__``."""
+
+    def __init__(self, member):
+        self.member = member
+
+    def __getattr__(self, name):
+        if name == "member":  # not set yet (e.g. while unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.member, name)

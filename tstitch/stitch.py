@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from tstitch.errors import ConfigError
-from tstitch.protocols import Output
+from tstitch.protocols import Output, Wrapped
 
 
 def check_fractions(fractions, members=None):
@@ -67,16 +67,14 @@ def check_compatible(members):
                               "shape and scale)")
 
 
-class Retimed:
+class Retimed(Wrapped):
     """``member`` driven on the timesteps of another ``schedule``: grid timestep t becomes the member's own
     (fractional) timestep at the same noise level. Its learned-range variance is dropped (it interpolates
     variances of the member's own schedule), so DDPM needs ``variance=small|large`` there."""
 
     def __init__(self, member, schedule):
-        self.member, self.abar, self.own = member, schedule.alphas_cumprod, {}
-
-    def __getattr__(self, name):
-        return getattr(self.member, name)
+        super().__init__(member)
+        self.abar, self.own = schedule.alphas_cumprod, {}
 
     def __call__(self, x, t, cond):
         t = int(t)

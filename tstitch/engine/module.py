@@ -5,6 +5,7 @@ import torch
 import torch.distributed as dist
 
 from tstitch import seeds
+from tstitch.protocols import Wrapped
 from tstitch.run import sync
 from tstitch.sample import sample
 
@@ -61,14 +62,12 @@ class Clock:
             self.current = None
 
 
-class Timed:
+class Timed(Wrapped):
     """A member that tells ``clock`` when it is called; everything else is the member's own."""
 
     def __init__(self, member, k, clock):
-        self.member, self.k, self.clock = member, k, clock
-
-    def __getattr__(self, name):
-        return getattr(self.member, name)
+        super().__init__(member)
+        self.k, self.clock = k, clock
 
     def __call__(self, x, t, cond):
         self.clock.enter(self.k)

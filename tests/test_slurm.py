@@ -1,0 +1,448 @@
+"""SLURM: the launcher presets (conf/hydra/launcher/) and the task checks (tstitch/slurm.py) in one-line errors, then
+a real one-node SLURM cluster on localhost running the presets through hydra-submitit-launcher and the sbatch
+templates of slurm/.
+
+The cluster is Debian's slurmctld + slurmd + munge (installed by ./setup.sh), started by the ``cluster`` fixture
+as root in a temporary directory with its own munge key and socket, its own ports and no accounting database; it
+is stopped (by PID) after the module, also when a test fails. Without slurmdbd, ``sacct`` has no job states, so the
+fixture puts a small ``sacct`` on PATH that answers from slurmctld's job-completion log (jobcomp/filetxt) in sacct's
+format: submitit asks sacct whether a job that left no result (e.g. one that exited with an error) has ended."""
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, open_dict
+
+from tstitch.cli import CONF
+from tstitch.errors import ConfigError
+from tstitch.slurm import check_launcher, check_tasks, device_count, node_gpus
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PRESETS = sorted(p.stem for p in (Path(CONF) / "hydra" / "launcher").glob("*.yaml"))
+CPU = {"accelerator": "cpu", "devices": 1, "num_nodes": 1}
+
+
+def slurm(**env):
+    """A SLURM step's environment: job 7, one node, plus ``env``."""
+    return {"SLURM_JOB_ID": "7", "SLURM_NNODES": "1", "SLURM_STEP_ID": "0", **env}
+
+
+# ------------------------------------------------------------------------------------------------- task checks
+
+def test_tasks_are_not_checked_outside_slurm_or_without_a_task_count():
+    check_tasks({**CPU, "devices": 4}, env={})
+    check_tasks({**CPU, "devices": 4}, env={"SLURM_JOB_ID": "7"})  # sbatch without --ntasks: nothing to compare
+    check_tasks({**CPU, "devices": 4}, env=slurm(SLURM_NTASKS="1", SLURM_JOB_NAME="interactive"))  # Lightning's opt-out
+
+
+def test_one_task_for_two_devices_is_one_line_naming_the_fix():
+    with pytest.raises(ConfigError) as e:
+        check_tasks({**CPU, "devices": 2}, env=slurm(SLURM_NTASKS="1"))
+    assert str(e.value) == ("SLURM job has 1 task but trainer.devices=2 x trainer.num_nodes=1 need 2: launch with srun "
+                            "and --ntasks-per-node=2, or set trainer.devices=1")
+
+
+@pytest.mark.parametrize("trainer,env,message", [
+    ({"devices": 1, "num_nodes": 1}, slurm(SLURM_NTASKS="4", SLURM_NTASKS_PER_NODE="4"),
+     "SLURM job has 4 tasks but trainer.devices=1 x trainer.num_nodes=1 need 1: launch with srun and "
+     "--ntasks-per-node=1, or set trainer.devices=4"),
+    ({"devices": 4, "num_nodes": 1}, slurm(SLURM_NTASKS="8", SLURM_NTASKS_PER_NODE="4", SLURM_NNODES="2"),
+     "SLURM job has 8 tasks but trainer.devices=4 x trainer.num_nodes=1 need 4: launch with srun and "
+     "--ntasks-per-node=4 --nodes=1, or set trainer.devices=4 trainer.num_nodes=2"),
+    ({"accelerator": "gpu", "devices": -1, "num_nodes": 2}, slurm(SLURM_NTASKS="2", SLURM_NNODES="2",
+                                                                  SLURM_GPUS_ON_NODE="4"),
+     "SLURM job has 2 tasks but trainer.devices=-1 (4 devices) x trainer.num_nodes=2 need 8: launch with srun and "
+     "--ntasks-per-node=4, or set trainer.devices=1"),
+])
+def test_task_count_mismatches_name_both_fixes(trainer, env, message):
+    with pytest.raises(ConfigError) as e:
+        check_tasks(trainer, env=env)
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("trainer,env", [
+    ({**CPU, "devices": 2}, slurm(SLURM_NTASKS="2", SLURM_NTASKS_PER_NODE="2")),
+    ({**CPU, "devices": 2, "num_nodes": 2}, slurm(SLURM_NTASKS="4", SLURM_NNODES="2")),
+    ({"accelerator": "gpu", "devices": -1, "num_nodes": 1}, slurm(SLURM_NTASKS="4", SLURM_GPUS_ON_NODE="4")),
+    ({"accelerator": "gpu", "devices": -1, "num_nodes": 1}, slurm(SLURM_NTASKS="2", CUDA_VISIBLE_DEVICES="0,1")),
+    ({"accelerator": "gpu", "devices": -1, "num_nodes": 1}, slurm(SLURM_NTASKS="3")),  # GPUs unknown: skipped
+    ({"accelerator": "gpu", "devices": [0, 1], "num_nodes": 1}, slurm(SLURM_NTASKS="2")),
+    ({"accelerator": "gpu", "devices": "2", "num_nodes": 1}, slurm(SLURM_NTASKS="2")),
+])
+def test_matching_or_unknown_task_counts_pass(trainer, env):
+    check_tasks(trainer, env=env)
+
+
+def test_tasks_of_a_batch_script_without_srun_are_named():
+    env = slurm(SLURM_NTASKS="2")
+    del env["SLURM_STEP_ID"]
+    with pytest.raises(ConfigError, match=r"^SLURM job has 2 tasks but this process runs in the batch script, not "
+                                          r"as one of them: start the command with srun \(srun tstitch-generate"):
+        check_tasks({**CPU, "devices": 2}, env=env)
+
+
+def test_trainer_configs_are_checked_as_composed():
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        ddp = compose(config_name="generate", overrides=["trainer=ddp"]).trainer
+    check_tasks(ddp, env=slurm(SLURM_NTASKS="8", SLURM_GPUS_PER_NODE="8"))
+    with pytest.raises(ConfigError, match=r"trainer.devices=-1 \(8 devices\) x trainer.num_nodes=1 need 8"):
+        check_tasks(ddp, env=slurm(SLURM_NTASKS="1", SLURM_GPUS_PER_NODE="h100:8"))
+
+
+@pytest.mark.parametrize("env,gpus", [
+    ({"SLURM_GPUS_ON_NODE": "4"}, 4), ({"SLURM_GPUS_PER_NODE": "a100:2,v100:1"}, 3), ({"SLURM_GPUS_PER_NODE": "8"}, 8),
+    ({"CUDA_VISIBLE_DEVICES": "0,1,2"}, 3), ({"CUDA_VISIBLE_DEVICES": ""}, 0), ({}, None),
+])
+def test_node_gpus_from_slurm_or_cuda(env, gpus):
+    assert node_gpus(env) == gpus
+    assert device_count(-1, "gpu", env) == gpus and device_count(-1, "cpu", env) is None
+
+
+# --------------------------------------------------------------------------------------------- launcher presets
+
+def hydra_cfg(config_name, *overrides):
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+
+
+@pytest.mark.parametrize("config_name", ["tstitch", "generate"])
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_compose_as_submitit_slurm_with_the_check(preset, config_name):
+    cfg = hydra_cfg(config_name, f"hydra/launcher={preset}", "hydra.launcher.partition=p",
+                    "hydra.launcher.account=a", "hydra.launcher.qos=q", "hydra.launcher.timeout_min=5")
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.partition, launcher.account, launcher.qos, launcher.timeout_min) == ("p", "a", "q", 5)
+    assert cfg.hydra.callbacks.tstitch_slurm._target_ == "tstitch.slurm.LauncherCheck"
+    assert launcher.tasks_per_node == (launcher.gpus_per_node or 1) and launcher.nodes == 1
+    assert hydra_cfg(config_name, f"hydra/launcher={preset}").hydra.launcher.partition is None
+
+
+def test_preset_without_partition_is_one_line():
+    with pytest.raises(ConfigError) as e:
+        check_launcher(hydra_cfg("generate", "hydra/launcher=slurm_1gpu"))
+    assert str(e.value) == ("hydra/launcher=slurm_1gpu submits to SLURM but names no partition: add "
+                            "hydra.launcher.partition=NAME (sinfo lists them)")
+
+
+@pytest.mark.parametrize("overrides,error", [
+    (["hydra/launcher=slurm_multi", "trainer=ddp"], None),  # devices=-1: all 8 GPUs the launcher asks for
+    (["hydra/launcher=slurm_multi", "hydra.launcher.nodes=2", "hydra.launcher.gpus_per_node=4", "trainer=ddp",
+      "trainer.devices=4", "trainer.num_nodes=2"], None),
+    (["hydra/launcher=slurm_multi", "hydra.launcher.nodes=2", "trainer=ddp", "trainer.devices=${hydra:launcher.tasks_per_node}",
+      "trainer.num_nodes=${hydra:launcher.nodes}"], None),
+    (["hydra/launcher=slurm_1gpu", "trainer=gpu"], None),
+    (["hydra/launcher=slurm_multi", "trainer=gpu"],
+     "hydra.launcher.tasks_per_node=8 x hydra.launcher.nodes=1 start 8 tasks per job but trainer.devices=1 x "
+     "trainer.num_nodes=1 use 1: set trainer.devices=8 trainer.num_nodes=1, or hydra.launcher.tasks_per_node=1 "
+     "hydra.launcher.nodes=1"),
+    (["hydra/launcher=slurm_multi", "hydra.launcher.nodes=2", "trainer=ddp"], "trainer.num_nodes=1 use 8"),
+])
+def test_launcher_tasks_must_match_the_trainer(overrides, error, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    cfg = hydra_cfg("generate", "hydra.launcher.partition=gpu", *overrides)
+    with open_dict(cfg.hydra):
+        cfg.hydra.overrides.task = overrides
+    if error is None:
+        check_launcher(cfg)
+    else:
+        with pytest.raises(ConfigError) as e:
+            check_launcher(cfg)
+        assert error in str(e.value)
+    with open_dict(cfg.hydra):  # a swept trainer differs per job: not compared before submitting
+        cfg.hydra.overrides.task = [*overrides, "trainer.devices=1,2"]
+    check_launcher(cfg)
+
+
+def test_missing_sbatch_is_one_line(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(ConfigError, match=r"^hydra/launcher=local_slurm submits to SLURM, but sbatch is not on PATH"):
+        check_launcher(hydra_cfg("tstitch", "hydra/launcher=local_slurm", "hydra.launcher.partition=debug"))
+
+
+@pytest.mark.parametrize("exe,args,message", [
+    ("tstitch", ["hydra/launcher=slurm_1gpu", "+debug=tiny", "sweep=null"],
+     "tstitch: error: hydra/launcher=slurm_1gpu submits to SLURM but names no partition: add "
+     "hydra.launcher.partition=NAME (sinfo lists them)"),
+    ("tstitch-generate", ["hydra/launcher=slurm_multi", "hydra.launcher.partition=gpu", "trainer=gpu"],
+     "tstitch: error: hydra.launcher.tasks_per_node=8 x hydra.launcher.nodes=1 start 8 tasks per job but "
+     "trainer.devices=1 x trainer.num_nodes=1 use 1: set trainer.devices=8 trainer.num_nodes=1, or "
+     "hydra.launcher.tasks_per_node=1 hydra.launcher.nodes=1"),
+])
+def test_multirun_with_a_bad_preset_stops_before_submitting(tmp_path, exe, args, message):
+    r = subprocess.run([str(BIN / exe), "-m", *args, f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 2 and r.stderr.strip() == message, r.stderr[-2000:]
+    assert not (tmp_path / "sweep" / ".submitit").exists()
+
+
+# ----------------------------------------------------------------------------------------- a real SLURM cluster
+
+SACCT = '''#!{python}
+"""sacct -o JobID,State,NodeList --parsable2 -j ID ... from slurmctld's job-completion log (no slurmdbd here)."""
+import re, sys
+wanted = {{a for i, a in enumerate(sys.argv[1:]) if sys.argv[i] == "-j"}}
+print("JobID|State|NodeList")
+try:
+    lines = open({jobcomp!r}).read().splitlines()
+except FileNotFoundError:
+    lines = []
+for line in lines:
+    f = dict(re.findall(r"(\\w+)=(\\S*)", line))
+    main = f.get("ArrayJobId") or f.get("JobId")
+    if main in wanted:
+        print(("%s_%s" % (main, f["ArrayTaskId"]) if f.get("ArrayJobId") else main) + "|%s|%s" % (f["JobState"], f["NodeList"]))
+'''
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent():
+    """Runs in the daemon's process before exec: SIGTERM it if pytest dies without its finalizers."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class Cluster:
+    def __init__(self, root):
+        self.root, self.procs = root, []
+        self.work = root / "work"  # where commands run (submitit and sbatch jobs start there)
+        self.work.mkdir()
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}  # e.g. pytest inside a job
+        self.env.update(SLURM_CONF=str(root / "slurm.conf"), OMP_NUM_THREADS="1", WANDB_MODE="disabled",
+                        TSTITCH_CACHE=str(root / "cache"),
+                        PATH=os.pathsep.join([str(root / "bin"), self.env.get("PATH", ""), "/usr/sbin", "/sbin"]))
+
+    def start(self, name, *cmd):
+        log = open(self.root / f"{name}.out", "w")
+        self.procs.append((name, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                                  cwd=self.root, preexec_fn=_die_with_parent)))
+
+    def run(self, *cmd, timeout=240, check=True, **env):
+        r = subprocess.run([str(c) for c in cmd], cwd=self.work, env={**self.env, **env}, capture_output=True,
+                           text=True, timeout=timeout)
+        if check:
+            assert r.returncode == 0, f"{' '.join(map(str, cmd))}: exit {r.returncode}\n{r.stderr[-3000:]}"
+        return r
+
+    def logs(self):
+        return "\n".join(f"--- {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-15:])
+                         for p in sorted(self.root.glob("*.out")) + sorted(self.root.glob("*.log")))
+
+    def wait_idle(self, timeout=60):
+        """Until no job is queued or running (the node is idle again)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if not self.run("squeue", "-h", check=False).stdout.strip():
+                return
+            time.sleep(0.5)
+        pytest.fail(f"jobs still queued after {timeout} s:\n{self.run('squeue', check=False).stdout}\n{self.logs()}")
+
+    def stop(self):
+        if any(p.poll() is None for name, p in self.procs if name == "slurmctld"):
+            self.run("scancel", "--partition=debug", check=False, timeout=30)
+            try:
+                self.wait_idle(timeout=30)
+            except BaseException:
+                pass
+        for name, p in reversed(self.procs):  # slurmd, slurmctld, munged
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(timeout=10)
+        self.procs = []
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A one-node SLURM cluster (node `localhost`, partition `debug`, all CPUs of the machine), ready for jobs."""
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    missing = [exe for exe in ("munged", "slurmctld", "slurmd", "sbatch", "srun", "sinfo", "squeue", "scancel")
+               if shutil.which(exe, path=search) is None]
+    if missing:
+        pytest.skip(f"no local SLURM: {', '.join(missing)} not installed (./setup.sh installs Debian's slurmctld "
+                    "slurmd slurm-client munge)")
+    if os.geteuid() != 0:
+        pytest.fail("the local SLURM cluster runs slurmd, which starts the jobs, as root: run the tests as root")
+    root = tmp_path_factory.mktemp("slurm")
+    c = Cluster(root)
+    try:
+        munge = root / "munge"
+        munge.mkdir(mode=0o755)
+        key = munge / "munge.key"  # a key of this cluster alone: /etc/munge and any running munged are left alone
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o600)
+        (root / "bin").mkdir()
+        (root / "bin" / "sacct").write_text(SACCT.format(python=sys.executable, jobcomp=str(root / "jobcomp.txt")))
+        (root / "bin" / "sacct").chmod(0o755)
+        for d in ("state", "spool", "cache"):
+            (root / d).mkdir()
+        hw = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, env=c.env).stdout
+        cpus = int(re.search(r"CPUs=(\d+)", hw).group(1)) if "CPUs=" in hw else os.cpu_count()
+        (root / "slurm.conf").write_text(f"""\
+ClusterName=tstitch-test
+SlurmctldHost=localhost
+SlurmctldPort={_free_port()}
+SlurmdPort={_free_port()}
+SlurmUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={munge / "socket"}
+MpiDefault=none
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+ReturnToService=2
+StateSaveLocation={root / "state"}
+SlurmdSpoolDir={root / "spool"}
+SlurmctldPidFile={root / "slurmctld.pid"}
+SlurmdPidFile={root / "slurmd.pid"}
+SlurmctldLogFile={root / "slurmctld.log"}
+SlurmdLogFile={root / "slurmd.log"}
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/filetxt
+JobCompLoc={root / "jobcomp.txt"}
+NodeName=localhost CPUs={cpus} State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+""")
+        c.start("munged", "munged", "--foreground", "--force", f"--key-file={key}", f"--socket={munge / 'socket'}",
+                f"--pid-file={munge / 'munged.pid'}", f"--seed-file={munge / 'seed'}", f"--log-file={munge / 'log'}")
+        end = time.monotonic() + 30
+        while not (munge / "socket").exists() and time.monotonic() < end:
+            time.sleep(0.1)
+        c.start("slurmctld", "slurmctld", "-D", "-f", root / "slurm.conf")
+        c.start("slurmd", "slurmd", "-D", "-N", "localhost", "-f", root / "slurm.conf")
+        end = time.monotonic() + 60
+        while c.run("sinfo", "-h", "-N", "-o", "%T", check=False).stdout.strip() != "idle":
+            dead = [name for name, p in c.procs if p.poll() is not None]
+            if dead or time.monotonic() > end:
+                pytest.fail(f"local SLURM did not come up ({', '.join(dead) or 'node not idle'}):\n{c.logs()}")
+            time.sleep(0.3)
+        yield c
+    finally:
+        c.stop()
+
+
+def table(path):
+    return [line.split("|")[1].strip() for line in (path / "results.md").read_text().splitlines()[2:]]
+
+
+@pytest.mark.slow
+def test_multirun_on_slurm_is_one_array_and_reports_as_one_table(cluster):
+    sweep = cluster.work / "sweep"
+    r = cluster.run(BIN / "tstitch", "-m", "hydra/launcher=local_slurm", "hydra.launcher.partition=debug",
+                    "+debug=tiny", "sweep=null", "stitch.fractions=[0.0,1.0],[1.0,0.0]", "metric=none",
+                    f"hydra.sweep.dir={sweep}")
+    assert "Submitit 'slurm' sweep output dir" in r.stderr + r.stdout
+    script = next((sweep / ".submitit").glob("*/*_submission.sh")).read_text()
+    assert "#SBATCH --partition=debug" in script and "#SBATCH --array=0-1" in script and "srun " in script
+    cluster.wait_idle()  # submitit returns on the jobs' results; slurmctld logs their ends right after
+    done = (cluster.root / "jobcomp.txt").read_text()
+    assert len(re.findall(r"JobState=COMPLETED .* ArrayTaskId=[01] ", done)) == 2, done
+    cluster.run(BIN / "tstitch-report", sweep)
+    assert table(sweep) == ["0 : 1", "1 : 0"]
+
+
+@pytest.mark.slow
+def test_failed_configuration_leaves_the_others_results_intact(cluster):
+    sweep = cluster.work / "failing"
+    r = cluster.run(BIN / "tstitch", "-m", "hydra/launcher=local_slurm", "hydra.launcher.partition=debug",
+                    "+debug=tiny", "sweep=null", "stitch.fractions=[0.5,0.6],[1.0,0.0]", "metric=none",
+                    f"hydra.sweep.dir={sweep}", check=False)
+    assert r.returncode != 0  # the launcher reports the failed job, with the job's own one-line error
+    assert "tstitch: error: stitch fractions [0.5, 0.6] sum to 1.1" in r.stderr, r.stderr[-3000:]
+    cluster.wait_idle()
+    assert not (sweep / "0" / "results.jsonl").exists()
+    rows = [json.loads(line) for line in (sweep / "1" / "results.jsonl").read_text().splitlines()]
+    assert [row["fractions"] for row in rows] == [[1.0, 0.0]] and rows[0]["nfe"] == [3, 0]
+    cluster.run(BIN / "tstitch-report", sweep)
+    assert table(sweep) == ["1 : 0"]
+
+
+@pytest.mark.slow
+def test_multi_task_preset_is_one_ddp_run_over_srun_tasks(cluster):
+    """slurm_multi on CPUs: 2 tasks per node started by submitit's srun, joined by Lightning into one DDP run
+    (trainer.devices and num_nodes follow the launcher)."""
+    sweep = cluster.work / "multi"
+    cluster.run(BIN / "tstitch-generate", "-m", "hydra/launcher=slurm_multi", "hydra.launcher.partition=debug",
+                "hydra.launcher.gpus_per_node=null", "hydra.launcher.tasks_per_node=2",
+                "hydra.launcher.cpus_per_task=1", "trainer.accelerator=cpu", "trainer.strategy=ddp",
+                "trainer.devices=${hydra:launcher.tasks_per_node}", "trainer.num_nodes=${hydra:launcher.nodes}",
+                "num_samples=8", "batch_size=4", "solver.steps=3", "metric=none", "logger=none",
+                "stitch.fractions=[0.5,0.5]", f"hydra.sweep.dir={sweep}")
+    manifest = json.loads((sweep / "0" / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["num_samples"] == 8 and manifest["generated"] == 8
+    assert sorted(p.name[-6:] for p in (sweep / "0" / "shards").glob("*.npz")) == ["r0.npz", "r1.npz"]
+
+
+def sbatch(cluster, script, *options, overrides=(), check=True, **env):
+    """``sbatch --wait`` a template of slurm/ as CPU jobs: no GPUs, one CPU per task, the toy zoo at 3 steps."""
+    return cluster.run("sbatch", "--wait", "--partition=debug", "--gpus-per-node=0", "--cpus-per-task=1", "--time=10",
+                       *options, ROOT / "slurm" / script, "trainer.accelerator=cpu", "solver.steps=3", "metric=none",
+                       "logger=none", *overrides, check=check, TSTITCH_GENERATE=str(BIN / "tstitch-generate"), **env)
+
+
+@pytest.mark.slow
+def test_multinode_template_runs_ddp_and_resumes_from_its_shards(cluster):
+    run = cluster.work / "big"
+    sbatch(cluster, "generate_multinode.sbatch", "--nodes=1", "--ntasks-per-node=2",
+           overrides=["num_samples=8", "batch_size=4"], RUN_DIR=str(run))
+    first = json.loads((run / "manifest.json").read_text())
+    assert first["world_size"] == 2 and first["generated"] == 8
+    sbatch(cluster, "generate_multinode.sbatch", "--nodes=1", "--ntasks-per-node=2",
+           overrides=["num_samples=12", "batch_size=4"], RUN_DIR=str(run))  # a resubmission, e.g. after a timeout
+    second = json.loads((run / "manifest.json").read_text())
+    assert (second["resumed_from"], second["generated"], second["num_samples"]) == (8, 4, 12)
+
+
+@pytest.mark.slow
+def test_array_template_reruns_only_the_failed_task(cluster):
+    sweep = cluster.work / "array"
+    overrides = ["num_samples=8", "batch_size=8"]
+    r = sbatch(cluster, "sweep_array.sbatch", "--array=0-2", overrides=overrides, check=False, SWEEP_DIR=str(sweep),
+               ALLOCATIONS="[0.0,1.0] [0.5,0.6] [1.0,0.0]")
+    assert r.returncode != 0  # task 1 failed
+    cluster.wait_idle()
+    assert not (sweep / "1" / "results.jsonl").exists()
+    kept = {k: (sweep / k / "samples.npz").stat().st_mtime_ns for k in ("0", "2")}
+    cluster.run(BIN / "tstitch-report", sweep)
+    assert table(sweep) == ["0 : 1", "1 : 0"]
+    sbatch(cluster, "sweep_array.sbatch", "--array=1", overrides=overrides, SWEEP_DIR=str(sweep),
+           ALLOCATIONS="[0.0,1.0] [0.5,0.5] [1.0,0.0]")  # the fixed allocation, task 1 alone
+    assert {k: (sweep / k / "samples.npz").stat().st_mtime_ns for k in ("0", "2")} == kept
+    cluster.run(BIN / "tstitch-report", sweep)
+    assert table(sweep) == ["0 : 1", "0.5 : 0.5", "1 : 0"]
+
+
+@pytest.mark.slow
+def test_task_check_reads_real_srun_and_batch_environments(cluster):
+    code = ("import sys; from tstitch.slurm import check_tasks; "
+            "check_tasks({'accelerator': 'cpu', 'devices': int(sys.argv[1]), 'num_nodes': 1}); print('ok')")
+    r = cluster.run("srun", "--partition=debug", "--ntasks=1", sys.executable, "-c", code, "2", check=False)
+    assert r.returncode != 0 and ("SLURM job has 1 task but trainer.devices=2 x trainer.num_nodes=1 need 2: launch "
+                                  "with srun and --ntasks-per-node=2, or set trainer.devices=1") in r.stderr
+    r = cluster.run("srun", "--partition=debug", "--ntasks-per-node=2", sys.executable, "-c", code, "2")
+    assert r.stdout.split() == ["ok", "ok"]
+    out = cluster.work / "batch.out"
+    r = cluster.run("sbatch", "--wait", "--partition=debug", "--ntasks-per-node=2", f"--output={out}",
+                    f"--wrap={sys.executable} -c \"{code}\" 2", check=False)
+    assert r.returncode != 0 and "this process runs in the batch script, not as one of them" in out.read_text()
