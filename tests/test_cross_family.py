@@ -103,3 +103,12 @@ def test_cross_family_presets_compose_into_one_latent_space(preset):
     spaces = {(m.space.name, tuple(m.space.shape), m.space.scale) for m in cfg.stitch.members.values()}
     assert spaces == {("sd-kl-f8", (4, 32, 32), 0.18215)}
     assert {m.family for m in cfg.stitch.members.values()} == {"dit", "uvit"}
+
+
+def test_a_diffusers_scheduler_drives_the_stitch(members):
+    """solver=diffusers follows the stitch's grid: the plan and NFE hold, across families and schedules."""
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([3, 5])
+    out = sample([members["dit"], members["uvit"]], x, y, fractions=[0.5, 0.5], solver="diffusers", steps=6,
+                 guidance=1.5, scheduler="DPMSolverMultistepScheduler")
+    assert out.nfe == [3, 3] and torch.isfinite(out.x).all()

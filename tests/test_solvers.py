@@ -78,3 +78,31 @@ def test_ddim_is_deterministic_and_last_step_returns_x0():
 def test_unknown_solver_names_the_choices():
     with pytest.raises(ValueError, match="unknown solver 'euler'.*ddim"):
         solvers.get("euler")
+
+
+@pytest.mark.parametrize("ours,scheduler,config", [
+    ("ddim", "EulerDiscreteScheduler", {}),  # deterministic DDIM is Euler on the probability-flow ODE in sigma
+    ("dpmpp_2m", "DPMSolverMultistepScheduler",
+     {"algorithm_type": "dpmsolver++", "solver_order": 2, "lower_order_final": False}),
+])
+def test_diffusers_schedulers_on_our_grid_match_our_solvers(ours, scheduler, config):
+    """A diffusers scheduler built on the schedule and driven on our grid gives our solver's samples (float32)."""
+    schedule = Schedule("linear")
+    timesteps, abar = grid(schedule, 20)
+    x = exact_prior(abar[0], torch.Generator().manual_seed(0))[:256]
+    a = solvers.get(ours)(exact_denoiser(schedule), x, timesteps.tolist(), abar)
+    b = solvers.get("diffusers")(exact_denoiser(schedule), x, timesteps.tolist(), abar, schedule=schedule,
+                                 scheduler=scheduler, config=config)
+    assert (a - b).abs().max() < 2e-4
+
+
+def test_diffusers_scheduler_needs_custom_timesteps_and_determinism():
+    from tstitch.errors import ConfigError
+
+    schedule = Schedule("linear")
+    timesteps, abar = grid(schedule, 4)
+    for scheduler, match in (("DDIMScheduler", "cannot follow the stitch's timesteps"),
+                             ("NoSuchScheduler", "cannot follow"), ("EulerAncestralDiscreteScheduler", "cannot")):
+        with pytest.raises(ConfigError, match=match):
+            solvers.get("diffusers")(exact_denoiser(schedule), torch.zeros(2, 4), timesteps.tolist(), abar,
+                                     schedule=schedule, scheduler=scheduler)

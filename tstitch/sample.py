@@ -5,6 +5,7 @@
     out = tstitch.sample([small, large], x, y, fractions=[0.4, 0.6], solver="ddim", steps=20, guidance=3.0)
     out.x, out.nfe  # final samples in the data space, function evaluations per member
 """
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -46,8 +47,11 @@ def sample(members, noise, labels, *, fractions=None, solver="ddim", steps=50, g
     denoisers = [guided(on_schedule(m, schedule), m.condition(labels), guidance, _channels(channels, m))
                  for m in members]
     stitched = Stitch(denoisers, timesteps, steps_plan)
-    x = solvers.get(solver)(stitched, noise, timesteps, abar, randn_like=randn_like, clip=members[0].space.clip,
-                            callback=callback, **solver_options)
+    solve = solvers.get(solver)
+    if "schedule" in inspect.signature(solve).parameters:
+        solver_options = {**solver_options, "schedule": schedule}
+    x = solve(stitched, noise, timesteps, abar, randn_like=randn_like, clip=members[0].space.clip, callback=callback,
+              **solver_options)
     return Result(x, stitched.nfe, steps_plan, timesteps)
 
 
