@@ -364,12 +364,14 @@ def test_multirun_on_slurm_is_one_array_and_reports_as_one_table(cluster):
 
 @pytest.mark.slow
 def test_failed_configuration_leaves_the_others_results_intact(cluster):
+    """Job 0 fails on its node (its checkpoint is missing there; the command line itself is valid), job 1 runs."""
     sweep = cluster.work / "failing"
+    large = "stitch.members.large.checkpoint=/nonexistent/dit_large.safetensors,pkg://tstitch/toy/weights/dit_large.safetensors"
     r = cluster.run(BIN / "tstitch", "-m", "hydra/launcher=local_slurm", "hydra.launcher.partition=debug",
-                    "+debug=tiny", "sweep=null", "stitch.fractions=[0.5,0.6],[1.0,0.0]", "metric=none",
+                    "+debug=tiny", "sweep=null", "stitch.fractions=[1.0,0.0]", large, "metric=none",
                     f"hydra.sweep.dir={sweep}", check=False)
     assert r.returncode != 0  # the launcher reports the failed job, with the job's own one-line error
-    assert "tstitch: error: stitch fractions [0.5, 0.6] sum to 1.1" in r.stderr, r.stderr[-3000:]
+    assert "tstitch: error: checkpoint not found: /nonexistent/dit_large.safetensors" in r.stderr, r.stderr[-3000:]
     cluster.wait_idle()
     assert not (sweep / "0" / "results.jsonl").exists()
     rows = [json.loads(line) for line in (sweep / "1" / "results.jsonl").read_text().splitlines()]
