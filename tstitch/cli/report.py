@@ -36,14 +36,16 @@ def collect(dirs):
     from tstitch import report
 
     runs = [r for d in dirs for r in _runs(d)]
-    common = set.intersection(*(set(r[4]) for r in runs)) if runs else set()
+    known = [set(r[4]) for r in runs if r[4]]  # runs that recorded their overrides (not W&B copies or reports)
+    common = set.intersection(*known) if known else set()
     rows, names, label = {}, None, None
     for run, found, members, config, overrides in runs:
         names = names or members
         label = report.add_paper(found, config) or label
-        setting = " ".join(o for o in overrides if o not in common) or None
+        own = " ".join(o for o in overrides if o not in common) or None
         for row in found:
             row = {**row, "run": str(run)}
+            setting = own or row.get("setting")  # a report's own table keeps the settings it found
             if setting:
                 row["setting"] = setting
             rows[(setting or "", tuple(row["fractions"]))] = row
