@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# Set-up on a fresh machine (idempotent): Debian's Fashion-MNIST package for the toy zoo, and a virtual
-# environment .venv with tstitch installed in editable mode. torch 2.14.1 / torchvision 0.29.1 are pinned:
-# on this machine kind pip takes them from the local wheel store, so nothing multi-GB is downloaded.
+# Set-up on a fresh machine (idempotent): Debian packages (Fashion-MNIST for the toy zoo, SLURM and munge for the
+# SLURM tests) and a virtual environment .venv with tstitch installed in editable mode. torch 2.14.1 / torchvision
+# 0.29.1 are pinned: on this machine kind pip takes them from the local wheel store, so nothing multi-GB is downloaded.
 set -euo pipefail
 cd "$(dirname "$0")"
-if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+# slurmctld, slurmd, slurm-client and munge: the one-node cluster that tests/test_slurm.py starts on localhost
+# (nothing is started here); apt runs only for what is missing
+apt_pkgs=()
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || apt_pkgs+=(dataset-fashion-mnist)
+for p in slurmctld slurmd slurm-client munge; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || apt_pkgs+=("$p")
+done
+if [ ${#apt_pkgs[@]} -gt 0 ]; then
   sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
-  $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  $sudo_ apt-get update -qq
+  $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 # (re)install when the venv lacks tstitch or pyproject.toml changed since the last install

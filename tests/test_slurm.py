@@ -140,8 +140,8 @@ def test_preset_without_partition_is_one_line():
     (["hydra/launcher=slurm_multi", "trainer=ddp"], None),  # devices=-1: all 8 GPUs the launcher asks for
     (["hydra/launcher=slurm_multi", "hydra.launcher.nodes=2", "hydra.launcher.gpus_per_node=4", "trainer=ddp",
       "trainer.devices=4", "trainer.num_nodes=2"], None),
-    (["hydra/launcher=slurm_multi", "hydra.launcher.nodes=2", "trainer=ddp", "trainer.devices=${hydra:launcher.tasks_per_node}",
-      "trainer.num_nodes=${hydra:launcher.nodes}"], None),
+    (["hydra/launcher=slurm_multi", "hydra.launcher.nodes=2", "trainer=ddp",
+      "trainer.devices=${hydra:launcher.tasks_per_node}", "trainer.num_nodes=${hydra:launcher.nodes}"], None),
     (["hydra/launcher=slurm_1gpu", "trainer=gpu"], None),
     (["hydra/launcher=slurm_multi", "trainer=gpu"],
      "hydra.launcher.tasks_per_node=8 x hydra.launcher.nodes=1 start 8 tasks per job but trainer.devices=1 x "
@@ -187,6 +187,13 @@ def test_multirun_with_a_bad_preset_stops_before_submitting(tmp_path, exe, args,
     assert not (tmp_path / "sweep" / ".submitit").exists()
 
 
+def test_array_template_refuses_an_index_past_its_allocations():
+    r = subprocess.run(["bash", str(ROOT / "slurm" / "sweep_array.sbatch")], capture_output=True, text=True,
+                       timeout=30, env={**os.environ, "SLURM_ARRAY_TASK_ID": "11", "SLURM_ARRAY_JOB_ID": "5"})
+    assert r.returncode == 2 and r.stderr.strip() == ("sweep_array.sbatch: error: array index 11 but ALLOCATIONS has "
+                                                      "11 entries; submit with --array=0-10")
+
+
 # ----------------------------------------------------------------------------------------- a real SLURM cluster
 
 SACCT = '''#!{python}
@@ -202,7 +209,8 @@ for line in lines:
     f = dict(re.findall(r"(\\w+)=(\\S*)", line))
     main = f.get("ArrayJobId") or f.get("JobId")
     if main in wanted:
-        print(("%s_%s" % (main, f["ArrayTaskId"]) if f.get("ArrayJobId") else main) + "|%s|%s" % (f["JobState"], f["NodeList"]))
+        job = "%s_%s" % (main, f["ArrayTaskId"]) if f.get("ArrayJobId") else main
+        print("%s|%s|%s" % (job, f["JobState"], f["NodeList"]))
 '''
 
 
@@ -219,7 +227,7 @@ def _die_with_parent():
 
 class Cluster:
     def __init__(self, root):
-        self.root, self.procs = root, []
+        self.root, self.procs, self.logs_open = root, [], []
         self.work = root / "work"  # where commands run (submitit and sbatch jobs start there)
         self.work.mkdir()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}  # e.g. pytest inside a job
@@ -229,6 +237,7 @@ class Cluster:
 
     def start(self, name, *cmd):
         log = open(self.root / f"{name}.out", "w")
+        self.logs_open.append(log)
         self.procs.append((name, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
                                                   cwd=self.root, preexec_fn=_die_with_parent)))
 
@@ -243,14 +252,22 @@ class Cluster:
         return "\n".join(f"--- {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-15:])
                          for p in sorted(self.root.glob("*.out")) + sorted(self.root.glob("*.log")))
 
-    def wait_idle(self, timeout=60):
+    def wait_idle(self, timeout=120):
         """Until no job is queued or running (the node is idle again)."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if not self.run("squeue", "-h", check=False).stdout.strip():
                 return
-            time.sleep(0.5)
+            time.sleep(0.3)
         pytest.fail(f"jobs still queued after {timeout} s:\n{self.run('squeue', check=False).stdout}\n{self.logs()}")
+
+    def sbatch(self, *args, **env):
+        """Submit, wait for the job (sbatch --wait polls at growing intervals, up to half a minute late) and return
+        the final state of each of its tasks, e.g. {"8_0": "COMPLETED", "8_1": "FAILED"}."""
+        job = self.run("sbatch", "--parsable", *args, **env).stdout.strip().split(";")[0]
+        self.wait_idle()
+        states = self.run("sacct", "-o", "JobID,State,NodeList", "--parsable2", "-j", job).stdout.splitlines()[1:]
+        return dict(line.split("|")[:2] for line in states)
 
     def stop(self):
         if any(p.poll() is None for name, p in self.procs if name == "slurmctld"):
@@ -259,6 +276,9 @@ class Cluster:
                 self.wait_idle(timeout=30)
             except BaseException:
                 pass
+            end = time.monotonic() + 15  # job steps gone: slurmstepd removes its socket in the spool on exit
+            while any(p.is_socket() for p in (self.root / "spool").iterdir()) and time.monotonic() < end:
+                time.sleep(0.2)
         for name, p in reversed(self.procs):  # slurmd, slurmctld, munged
             if p.poll() is None:
                 p.terminate()
@@ -268,6 +288,8 @@ class Cluster:
                     p.kill()
                     p.wait(timeout=10)
         self.procs = []
+        for log in self.logs_open:
+            log.close()
 
 
 @pytest.fixture(scope="module")
@@ -366,7 +388,8 @@ def test_multirun_on_slurm_is_one_array_and_reports_as_one_table(cluster):
 def test_failed_configuration_leaves_the_others_results_intact(cluster):
     """Job 0 fails on its node (its checkpoint is missing there; the command line itself is valid), job 1 runs."""
     sweep = cluster.work / "failing"
-    large = "stitch.members.large.checkpoint=/nonexistent/dit_large.safetensors,pkg://tstitch/toy/weights/dit_large.safetensors"
+    large = ("stitch.members.large.checkpoint=/nonexistent/dit_large.safetensors,"
+             "pkg://tstitch/toy/weights/dit_large.safetensors")
     r = cluster.run(BIN / "tstitch", "-m", "hydra/launcher=local_slurm", "hydra.launcher.partition=debug",
                     "+debug=tiny", "sweep=null", "stitch.fractions=[1.0,0.0]", large, "metric=none",
                     f"hydra.sweep.dir={sweep}", check=False)
@@ -396,22 +419,25 @@ def test_multi_task_preset_is_one_ddp_run_over_srun_tasks(cluster):
     assert sorted(p.name[-6:] for p in (sweep / "0" / "shards").glob("*.npz")) == ["r0.npz", "r1.npz"]
 
 
-def sbatch(cluster, script, *options, overrides=(), check=True, **env):
-    """``sbatch --wait`` a template of slurm/ as CPU jobs: no GPUs, one CPU per task, the toy zoo at 3 steps."""
-    return cluster.run("sbatch", "--wait", "--partition=debug", "--gpus-per-node=0", "--cpus-per-task=1", "--time=10",
-                       *options, ROOT / "slurm" / script, "trainer.accelerator=cpu", "solver.steps=3", "metric=none",
-                       "logger=none", *overrides, check=check, TSTITCH_GENERATE=str(BIN / "tstitch-generate"), **env)
+def sbatch(cluster, script, *options, overrides=(), **env):
+    """Submit a template of slurm/ as CPU jobs (no GPUs, one CPU per task, the toy zoo at 3 steps) and wait for it:
+    the final state of each task."""
+    return cluster.sbatch("--partition=debug", "--gpus-per-node=0", "--cpus-per-task=1", "--time=10", *options,
+                          ROOT / "slurm" / script, "trainer.accelerator=cpu", "solver.steps=3", "metric=none",
+                          "logger=none", *overrides, TSTITCH_GENERATE=str(BIN / "tstitch-generate"), **env)
 
 
 @pytest.mark.slow
 def test_multinode_template_runs_ddp_and_resumes_from_its_shards(cluster):
     run = cluster.work / "big"
-    sbatch(cluster, "generate_multinode.sbatch", "--nodes=1", "--ntasks-per-node=2",
-           overrides=["num_samples=8", "batch_size=4"], RUN_DIR=str(run))
+    states = sbatch(cluster, "generate_multinode.sbatch", "--nodes=1", "--ntasks-per-node=2",
+                    overrides=["num_samples=8", "batch_size=4"], RUN_DIR=str(run))
+    assert list(states.values()) == ["COMPLETED"], states
     first = json.loads((run / "manifest.json").read_text())
     assert first["world_size"] == 2 and first["generated"] == 8
-    sbatch(cluster, "generate_multinode.sbatch", "--nodes=1", "--ntasks-per-node=2",
-           overrides=["num_samples=12", "batch_size=4"], RUN_DIR=str(run))  # a resubmission, e.g. after a timeout
+    states = sbatch(cluster, "generate_multinode.sbatch", "--nodes=1", "--ntasks-per-node=2",  # resubmitted,
+                    overrides=["num_samples=12", "batch_size=4"], RUN_DIR=str(run))  # e.g. after its time ran out
+    assert list(states.values()) == ["COMPLETED"], states
     second = json.loads((run / "manifest.json").read_text())
     assert (second["resumed_from"], second["generated"], second["num_samples"]) == (8, 4, 12)
 
@@ -420,18 +446,20 @@ def test_multinode_template_runs_ddp_and_resumes_from_its_shards(cluster):
 def test_array_template_reruns_only_the_failed_task(cluster):
     sweep = cluster.work / "array"
     overrides = ["num_samples=8", "batch_size=8"]
-    r = sbatch(cluster, "sweep_array.sbatch", "--array=0-2", overrides=overrides, check=False, SWEEP_DIR=str(sweep),
-               ALLOCATIONS="[0.0,1.0] [0.5,0.6] [1.0,0.0]")
-    assert r.returncode != 0  # task 1 failed
-    cluster.wait_idle()
-    assert not (sweep / "1" / "results.jsonl").exists()
+    states = sbatch(cluster, "sweep_array.sbatch", "--array=0-2", overrides=overrides, SWEEP_DIR=str(sweep),
+                    ALLOCATIONS="[0.0,1.0] [0.5,0.6] [1.0,0.0]")
+    assert sorted(states.values()) == ["COMPLETED", "COMPLETED", "FAILED"], states
+    job = next(iter(states)).split("_")[0]
+    assert states[f"{job}_1"] == "FAILED" and not (sweep / "1" / "results.jsonl").exists()
+    assert "sum to 1.1" in next(cluster.work.glob(f"slurm-tstitch-sweep-{job}_1.out")).read_text()
     kept = {k: (sweep / k / "samples.npz").stat().st_mtime_ns for k in ("0", "2")}
     cluster.run(BIN / "tstitch-report", sweep)
     assert table(sweep) == ["0 : 1", "1 : 0"]
-    sbatch(cluster, "sweep_array.sbatch", "--array=1", overrides=overrides, SWEEP_DIR=str(sweep),
-           ALLOCATIONS="[0.0,1.0] [0.5,0.5] [1.0,0.0]")  # the fixed allocation, task 1 alone
+    states = sbatch(cluster, "sweep_array.sbatch", "--array=1", overrides=overrides, SWEEP_DIR=str(sweep),
+                    ALLOCATIONS="[0.0,1.0] [0.5,0.5] [1.0,0.0]")  # the fixed allocation, task 1 alone
+    assert list(states.values()) == ["COMPLETED"], states
     assert {k: (sweep / k / "samples.npz").stat().st_mtime_ns for k in ("0", "2")} == kept
-    cluster.run(BIN / "tstitch-report", sweep)
+    cluster.run(BIN / "tstitch-report", sweep)  # over the first report's own table too
     assert table(sweep) == ["0 : 1", "0.5 : 0.5", "1 : 0"]
 
 
@@ -445,6 +473,7 @@ def test_task_check_reads_real_srun_and_batch_environments(cluster):
     r = cluster.run("srun", "--partition=debug", "--ntasks-per-node=2", sys.executable, "-c", code, "2")
     assert r.stdout.split() == ["ok", "ok"]
     out = cluster.work / "batch.out"
-    r = cluster.run("sbatch", "--wait", "--partition=debug", "--ntasks-per-node=2", f"--output={out}",
-                    f"--wrap={sys.executable} -c \"{code}\" 2", check=False)
-    assert r.returncode != 0 and "this process runs in the batch script, not as one of them" in out.read_text()
+    states = cluster.sbatch("--partition=debug", "--ntasks-per-node=2", f"--output={out}",
+                            f"--wrap={sys.executable} -c \"{code}\" 2")
+    assert list(states.values()) == ["FAILED"]
+    assert "this process runs in the batch script, not as one of them" in out.read_text()

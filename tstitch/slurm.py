@@ -10,6 +10,7 @@ import sys
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from tstitch.errors import ConfigError
 
@@ -60,7 +61,7 @@ def check_tasks(trainer, env=os.environ):
     tasks = int(env["SLURM_NTASKS"])
     if tasks > 1 and "SLURM_STEP_ID" not in env and "SLURM_STEPID" not in env:
         raise ConfigError(f"SLURM job has {tasks} tasks but this process runs in the batch script, not as one of "
-                          f"them: start the command with srun (srun tstitch-generate ...)")
+                          "them: start the command with srun (srun tstitch-generate ...)")
     devices = device_count(trainer.get("devices", 1), trainer.get("accelerator"), env)
     if devices is None:
         return
@@ -80,8 +81,8 @@ def check_tasks(trainer, env=os.environ):
 
 
 def check_launcher(config):
-    """A submitit SLURM launcher config (``hydra.launcher``) must name a partition, and sbatch must exist; for
-    ``tstitch-generate`` its tasks must match the trainer's devices x nodes (unless those are swept)."""
+    """A submitit SLURM launcher config (``hydra.launcher``) must name a partition, its tasks must match the
+    trainer's devices x nodes (``tstitch-generate``, unless the trainer is swept), and sbatch must exist."""
     launcher = OmegaConf.select(config, "hydra.launcher")
     if launcher is None or not str(launcher.get("_target_", "")).endswith("SlurmLauncher"):
         return
@@ -89,9 +90,14 @@ def check_launcher(config):
     if OmegaConf.is_missing(launcher, "partition") or launcher.partition is None:
         raise ConfigError(f"hydra/launcher={choice} submits to SLURM but names no partition: add "
                           "hydra.launcher.partition=NAME (sinfo lists them)")
+    _check_trainer(config, launcher)
     if shutil.which("sbatch") is None:
         raise ConfigError(f"hydra/launcher={choice} submits to SLURM, but sbatch is not on PATH: run this on a "
                           "machine of the cluster (a login node), or drop hydra/launcher")
+
+
+def _check_trainer(config, launcher):
+    """``tstitch-generate``'s trainer against the launcher: tasks per job = trainer.devices x trainer.num_nodes."""
     trainer = config.get("trainer")
     overrides = OmegaConf.select(config, "hydra.overrides.task", default=None)
     overrides = OverridesParser.create().parse_overrides(
@@ -117,7 +123,7 @@ def _value(config, node, key, default=None):
     ``config`` itself: Hydra resolves those only inside a job."""
     try:
         return node.get(key, default)
-    except Exception:  # e.g. "HydraConfig was not set" before the jobs start
+    except InterpolationResolutionError:  # "HydraConfig was not set": the jobs have not started
         raw = OmegaConf.to_container(node, resolve=False).get(key)
         match = re.fullmatch(r"\$\{hydra:([\w.]+)\}", str(raw))
         return OmegaConf.select(config, f"hydra.{match.group(1)}") if match else None

@@ -18,6 +18,8 @@ def guard(fn):
             return fn(*args, **kwargs)
         except ConfigError as e:
             print(f"tstitch: error: {e}", file=sys.stderr)
+            if os.environ.get("SUBMITIT_FOLDER"):  # a submitit job: let submitit record the failure itself
+                raise
             sys.exit(2)
     return wrapped
 

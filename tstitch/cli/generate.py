@@ -84,9 +84,11 @@ def main(cfg):
     from tstitch.engine.progress import Progress
     from tstitch.engine.writer import ShardWriter, done, export_npz, write_manifest
     from tstitch.run import codec_name, load_stitch, prompt_list, sample_options
+    from tstitch.slurm import check_tasks
     from tstitch.stitch import check_fractions
 
     check_sizes(cfg)
+    check_tasks(cfg.trainer)  # under SLURM: tasks must equal trainer.devices x trainer.num_nodes
     torch.set_num_threads(cfg.threads)
     out = Path(HydraConfig.get().runtime.output_dir)
     members, codec = load_stitch(cfg)
