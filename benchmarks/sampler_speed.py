@@ -27,6 +27,7 @@ from tstitch.sample import sample
 from tstitch.schedules import Schedule, space_timesteps
 
 
+@torch.no_grad()
 def reference_ddim(nets, noise, labels, fractions, steps, scale, null_class, channels=3, clip=False):
     """The official loop (see the module docstring). ``nets``: DiT networks, first runs first (two members);
     ``channels``: the guided channels (the official 3 of DiT's 4 latent channels; all of a 1-channel toy);
@@ -91,7 +92,7 @@ def random_dit(seed, device, **size):
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-    return net.to(device).eval()
+    return net.to(device).eval().requires_grad_(False)
 
 
 SIZES = {"dit-s2": dict(hidden_size=384, depth=12, num_heads=6), "dit-b2": dict(hidden_size=768, depth=12, num_heads=12),
