@@ -30,9 +30,11 @@ def tiny(tmp_path_factory):
 
 
 def test_generate_text_to_image_with_clip_score(tiny, tmp_path):
+    """The sd_bk_tiny_v1_4 experiment's settings, on the tiny pair, the demo prompts and the CPU."""
     root, overrides = tiny
-    r = subprocess.run([str(BIN / "tstitch-generate"), *overrides, "num_samples=10", "batch_size=4",
-                        f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300, env=ENV)
+    r = subprocess.run([str(BIN / "tstitch-generate"), "+experiment=sd_bk_tiny_v1_4", *overrides, "prompts.limit=null",
+                        "trainer=cpu", "num_samples=10", "batch_size=4", f"hydra.run.dir={tmp_path}"],
+                       capture_output=True, text=True, timeout=300, env=ENV)
     assert r.returncode == 0, r.stderr[-2000:]
     with np.load(tmp_path / "samples.npz") as z:
         assert z["arr_0"].shape == (10, 16, 16, 3) and z["arr_1"].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 0, 1]
