@@ -109,3 +109,51 @@ def test_dit_experiment_runs_on_tiny_official_format_weights(tmp_path, name):
         assert [(row[0], row[-1]) for row in rows] == [("0 : 1", paper[name][0]), ("0.5 : 0.5", paper[name][1])]
     else:  # the samplers' curves are for 10/20/50 steps (not 4); the three-model figure has no table
         assert len(rows) == 2 and "paper" not in head
+
+
+def tiny_members(tmp_path, experiment, extra=()):
+    """Overrides that shrink every member of an experiment to a tiny random model saved in its family's official
+    format (DiT train.py checkpoint, U-ViT plain state dict), at 8x8, with a tiny VAE for latent spaces."""
+    from diffusers import AutoencoderKL
+
+    from tstitch.nets.uvit import UViT
+
+    with initialize_config_dir(CONF, version_base=None):
+        cfg = compose("generate", [f"+experiment={experiment}", *extra])
+    out = []
+    for k, (member, e) in enumerate(cfg.stitch.members.items()):
+        channels, m = e.space.shape[0], f"stitch.members.{member}"
+        torch.manual_seed(k)
+        if e.family == "dit":
+            net = DiT(input_size=8, patch_size=2, in_channels=channels, hidden_size=32, depth=2, num_heads=4)
+            torch.save({"ema": net.state_dict(), "model": net.state_dict()}, tmp_path / f"{member}.pt")
+            out += [f"{m}.net.input_size=8", f"{m}.net.hidden_size=32", f"{m}.net.depth=2", f"{m}.net.num_heads=4"]
+        else:
+            net = UViT(img_size=8, patch_size=2, in_chans=channels, embed_dim=32, depth=2, num_heads=2,
+                       num_classes=e.net.num_classes, conv=e.net.conv)
+            torch.save(net.state_dict(), tmp_path / f"{member}.pt")
+            out += [f"{m}.net.img_size=8", f"{m}.net.patch_size=2", f"{m}.net.embed_dim=32", f"{m}.net.depth=2",
+                    f"{m}.net.num_heads=2"]
+        out += [f"{m}.checkpoint={tmp_path / member}.pt", f"{m}.space.shape=[{channels},8,8]"]
+    if cfg.stitch.members[list(cfg.stitch.members)[-1]].space.scale != 1.0:
+        AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                      up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, latent_channels=4,
+                      norm_num_groups=8, sample_size=16, scaling_factor=0.18215).save_pretrained(tmp_path / "vae")
+        out.append(f"stitch.codec={tmp_path / 'vae'}")
+    return out
+
+
+@pytest.mark.parametrize("name,extra", [("uvit_m4_l4_64", []), ("uvit_l2_h2_256", []),
+                                        ("cross_family", ["stitch=xf_dit_s2_uvit_h2"]),
+                                        ("cross_family", ["stitch=xf_uvit_l2_dit_xl2"])])
+def test_family_experiment_runs_on_tiny_official_format_weights(tmp_path, name, extra):
+    r = subprocess.run([str(BIN / "tstitch-generate"), "-m", f"+experiment={name}", *extra,
+                        *tiny_members(tmp_path, name, extra), "trainer=cpu", "metric=none", "logger=none",
+                        "num_samples=4", "batch_size=4", "solver.steps=4", "stitch.fractions=[0.0,1.0],[0.5,0.5]",
+                        f"hydra.sweep.dir={tmp_path / 'runs'}"], capture_output=True, text=True, timeout=300, env=ENV)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run([str(BIN / "tstitch-report"), str(tmp_path / "runs")], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    head, rows = table(tmp_path / "runs" / "results.md")
+    assert [(row[0], row[1]) for row in rows] == [("0 : 1", "0 : 4"), ("0.5 : 0.5", "2 : 2")]

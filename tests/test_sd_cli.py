@@ -60,3 +60,26 @@ def test_text_members_without_prompts_are_one_line(tiny, tmp_path):
                         "metric=none", "num_samples=2", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True,
                        timeout=300, env=ENV)
     assert r.returncode == 2 and "text-conditioned members need a prompt set: prompts=demo" in r.stderr
+
+
+def test_sdxl_timing_experiment_on_tiny_sdxl_members(tmp_path):
+    """+experiment=sd_ssd1b_sdxl (SSD-1B -> SDXL, timing with the demo's seconds as the paper column) on two tiny
+    SDXL-like pipelines (two text encoders, pooled embeddings, time ids), bf16 on the CPU."""
+    from test_sd import save_sdxl
+
+    overrides = []
+    for name, seed in (("small", 5), ("large", 6)):
+        save_sdxl(tmp_path / name, seed=seed)
+        m = f"stitch.members.{name}"
+        overrides += [f"{m}.checkpoint={tmp_path / name}", f"{m}.net.cross_attention_dim=48", f"{m}.space.shape=[4,8,8]"]
+    r = subprocess.run([str(BIN / "tstitch-generate"), "-m", "+experiment=sd_ssd1b_sdxl", *overrides, "trainer=cpu",
+                        "logger=none", "num_samples=2", "batch_size=2", "solver.steps=5",
+                        "stitch.fractions=[0.0,1.0],[0.4,0.6]", f"hydra.sweep.dir={tmp_path / 'runs'}"],
+                       capture_output=True, text=True, timeout=300, env=ENV)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run([str(BIN / "tstitch-report"), str(tmp_path / "runs")], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = (tmp_path / "runs" / "results.md").read_text().splitlines()
+    assert lines[0].endswith("| paper s/image (SDXL demo) |")
+    assert [line.split("|")[-2].strip() for line in lines[2:]] == ["13.60", "11.05"]
