@@ -81,7 +81,8 @@ def entry_point(main, config_name=None):
     name, the composed config first."""
     def entry():
         check_run_dir(sys.argv[1:])
-        if config_name and not {"--help", "-h", "--cfg", "-c", "--info", "--hydra-help"} & set(sys.argv[1:]):
+        flags = [a for a in sys.argv[1:] if a.startswith("-") and a not in ("-m", "--multirun")]
+        if config_name and not flags:  # Hydra's own flags (--help, --cfg, -cn NAME, ...): Hydra handles them
             preflight(config_name, sys.argv[1:])
         main()
     return entry
