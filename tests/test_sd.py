@@ -247,7 +247,7 @@ def test_v_prediction_and_float_timesteps(members):
         assert torch.equal(m(x, 500.0, cond).eps, m(x, 500, cond).eps)
         half = m(x, 500.5, cond).eps
     assert torch.isfinite(half).all() and not torch.equal(half, m(x, 500, cond).eps)
-    assert m.abar(500) > m.abar(500.5) > m.abar(501)
+    assert m.schedule.abar_at(500) > m.schedule.abar_at(500.5) > m.schedule.abar_at(501)
 
 
 def test_moving_net_moves_the_whole_member(dirs):

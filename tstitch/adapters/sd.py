@@ -43,7 +43,6 @@ class SDMember:
         self.unet, self.text, self.name, self.schedule, self.space = unet, text, name, schedule, space
         self.prediction_type, self.time_ids, self.w_embedding = prediction_type, time_ids, w_embedding
         self.zeros_for_empty = zeros_for_empty
-        self.alphas_cumprod = schedule.alphas_cumprod  # float64
         self._empty = None
         # every module of the member in one, so that whoever moves ``net`` (Lightning) moves them all
         encoders = {f"text_encoder{'_' + str(k + 1) if k else ''}": enc for k, (_, enc) in enumerate(text.pairs)}
@@ -65,19 +64,10 @@ class SDMember:
                         return_dict=False)[0].to(x.dtype)
         if self.prediction_type == "epsilon":
             return Output(out)
-        a = self.abar(t)
+        a = self.schedule.abar_at(t)  # between timesteps: linear in log-SNR (= log sigma, as k-diffusion)
         if self.prediction_type == "v_prediction":  # v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans & Ho, 2022)
             return Output(a ** 0.5 * out + (1 - a) ** 0.5 * x)
         return Output((x - a ** 0.5 * out) / (1 - a) ** 0.5)  # "sample": out is x0
-
-    def abar(self, t):
-        """alpha-bar at ``t``; between integer timesteps log sigma is interpolated linearly in t (k-diffusion's
-        ``DiscreteSchedule.t_to_sigma``), with sigma^2 = (1 - abar) / abar."""
-        ac = self.alphas_cumprod
-        if float(t).is_integer():
-            return float(ac[int(t)])
-        log_sigma = np.interp(float(t), np.arange(len(ac)), 0.5 * np.log((1 - ac) / ac))
-        return float(1 / (1 + np.exp(2 * log_sigma)))
 
     @property
     def guidance_embedded(self):
