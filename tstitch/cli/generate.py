@@ -68,7 +68,7 @@ def summary(row, names, manifest):
                      f"{manifest['images_per_second']:.1f} images/s")
     if row.get("speedup"):
         parts.append(f"{row['speedup']:.2f}x vs {names[-1]} alone")
-    scores = {k: v for k, v in row.items() if k in ("fd", "accuracy", "fid", "isc", "kid", "precision", "recall")}
+    scores = manifest["scores"]
     if scores:
         parts.append(", ".join(f"{k} {report.fmt(k, v)}" for k, v in scores.items()))
     return "tstitch-generate: " + "; ".join(parts) + f"; {manifest['samples']}"
@@ -122,15 +122,15 @@ def main(cfg):
     path = export_npz(out, wanted)
     row = {"fractions": [round(f, 6) for f in fractions], "nfe": nfe,
            **{k: timing[k] for k in ("s_per_image", "speedup") if timing.get(k) is not None}}
-    if metric is not None:
-        row.update(metric.score_file(path))
+    scores = metric.score_file(path) if metric is not None else {}
+    row.update(scores)
     config = OmegaConf.to_container(cfg, resolve=True)
     manifest = {"config": config, "git": git_sha(), "members": names, "decoder": codec_name(codec),
                 "fractions": fractions, "nfe_per_image": nfe,
                 "num_samples": len(wanted), "generated": len(todo), "resumed_from": len(wanted) - len(todo),
                 "seconds": round(seconds, 2), **timing, "world_size": trainer.world_size, "samples": str(path),
                 "metric": metric.describe() if metric is not None else None,
-                "scores": {k: v for k, v in row.items() if k not in ("fractions", "nfe", "s_per_image", "speedup")}}
+                "scores": scores}
     write_manifest(out, manifest)
     report.write_table([row], names, out, report.add_paper([row], config))
     (out / "run.json").write_text(json.dumps({"members": names, "metric": manifest["metric"],
