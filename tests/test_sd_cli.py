@@ -52,6 +52,7 @@ def test_main_sweep_text_to_image(tiny, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert [r["nfe"] for r in rows] == [[0, 3], [3, 0]] and all("clip_score" in r for r in rows)
+    assert "| CLIP score |" in (tmp_path / "results.md").read_text() and (tmp_path / "tradeoff.png").exists()
 
 
 def test_text_members_without_prompts_are_one_line(tiny, tmp_path):

@@ -45,7 +45,8 @@ def build(cfg):
 def read_samples(path):
     """(uint8 NCHW images, labels or None) of an ADM-style samples.npz."""
     with np.load(path) as z:
-        return torch.from_numpy(z["arr_0"]).permute(0, 3, 1, 2), (torch.from_numpy(z["arr_1"]) if "arr_1" in z else None)
+        labels = torch.from_numpy(z["arr_1"]) if "arr_1" in z else None
+        return torch.from_numpy(z["arr_0"]).permute(0, 3, 1, 2), labels
 
 
 class FashionMetric:
@@ -79,7 +80,8 @@ class FashionMetric:
         return self(images, labels)
 
     def describe(self):
-        return {"extractor": self.extractor, "weights": os.path.basename(self.weights), "reference": self.reference_name}
+        return {"extractor": self.extractor, "weights": os.path.basename(self.weights),
+                "reference": self.reference_name}
 
 
 class FidelityMetric:

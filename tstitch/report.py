@@ -10,10 +10,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 COLUMNS = [("setting", "setting"), ("fractions", "fractions"), ("nfe", "NFE per member"), ("s_per_image", "s/image"),
-           ("predicted_s_per_image", "predicted s/image"), ("speedup", "speedup"), ("fd", "FD"), ("accuracy", "class acc."), ("fid", "FID"), ("isc", "IS"),
-           ("kid", "KID"), ("precision", "precision"), ("recall", "recall"), ("paper", "paper")]
+           ("predicted_s_per_image", "predicted s/image"), ("speedup", "speedup"), ("fd", "FD"),
+           ("accuracy", "class acc."), ("fid", "FID"), ("isc", "IS"),
+           ("kid", "KID"), ("precision", "precision"), ("recall", "recall"), ("clip_score", "CLIP score"),
+           ("paper", "paper")]
 AXIS = {"fd": "FD (lower is better)", "accuracy": "class accuracy (higher is better)",
-        "fid": "FID (lower is better)", "isc": "Inception Score (higher is better)"}
+        "fid": "FID (lower is better)", "isc": "Inception Score (higher is better)",
+        "clip_score": "CLIP score (higher is better)"}
 
 
 def fmt(key, value):
@@ -97,7 +100,7 @@ def image_grid(grids, path, labels=None):
     plt.close(fig)
 
 
-def tradeoff_plot(rows, members, path, qualities=("fid", "isc", "fd", "accuracy"), paper_label=None):
+def tradeoff_plot(rows, members, path, qualities=("fid", "isc", "fd", "accuracy", "clip_score"), paper_label=None):
     """Seconds per image vs each quality metric, one line per setting (e.g. solver and steps of a multirun), each
     point labelled with the first member's fraction; with paper values, one more panel: ours and the paper's
     against the fraction of the first member (two y axes: the toy zoo's FD is not the paper's FID)."""

@@ -79,12 +79,13 @@ def codec_name(codec):
     return getattr(codec, "source", "pixels")
 
 
-def run(cfg):
+def run(cfg, stitch=None, metric=None):
     """Run the sweep; returns (table rows, the first images of each row, the members, the metric's description,
-    the decoder's name)."""
+    the decoder's name). ``stitch`` ((members, codec) from ``load_stitch``) and ``metric`` (from ``metrics.build``)
+    may be given already loaded, for callers that sweep several times (``tstitch.search``)."""
     torch.set_num_threads(cfg.threads)
-    members, codec = load_stitch(cfg, cfg.device)
-    metric = metrics.build(cfg.get("metric"))
+    members, codec = stitch or load_stitch(cfg, cfg.device)
+    metric = metric if metric is not None else metrics.build(cfg.get("metric"))
     rows_fractions = allocations(cfg, len(members))
     num_classes = members[-1].num_classes
     # warm-up at the real batch size (allocator, kernel choice, first calls) outside the timed region

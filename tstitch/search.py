@@ -47,14 +47,18 @@ def pareto(rows, time_key, quality, maximize=False):
 def search(cfg, run):
     """Rows of every candidate (predicted s/image, small-set quality, on the front or not) and of the confirmed
     front (measured s/image, large-set quality); ``run`` is ``tstitch.run.run``."""
+    from tstitch import metrics
+    from tstitch.run import load_stitch
+
     s = cfg.search
     k, steps = len(cfg.stitch.members), int(cfg.solver.steps)
+    loaded = {"stitch": load_stitch(cfg, cfg.device), "metric": metrics.build(cfg.get("metric"))}  # once, not per sweep
 
     def sweep(allocations, num_samples):
         with open_dict(cfg):
             cfg.sweep = {"first": None, "allocations": allocations}
             cfg.num_samples = num_samples
-        rows, _, members, metric, _ = run(cfg)
+        rows, _, members, metric, _ = run(cfg, **loaded)
         return rows, members, metric
 
     alone, members, _ = sweep([[float(i == j) for j in range(k)] for i in range(k)], s.cost_samples)

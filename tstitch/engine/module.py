@@ -32,7 +32,8 @@ class RankShare(torch.utils.data.Sampler):
         self.n = n
 
     def _indices(self):
-        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+        ready = dist.is_available() and dist.is_initialized()
+        rank, world = (dist.get_rank(), dist.get_world_size()) if ready else (0, 1)
         return range(rank, self.n, world)
 
     def __iter__(self):
