@@ -33,8 +33,10 @@ def rel(a, b):
     (dict(precision="bf16"), 0.05),      # 8-bit mantissa; guidance 3 amplifies it along the trajectory
     (dict(precision="fp16"), 0.01),
     (dict(channels_last=True), 1e-6),
+    (dict(offload=True), 0.0),           # the same weights, copied to where the input is
     pytest.param(dict(compile=True), 1e-5, marks=pytest.mark.slow),  # inductor's fused kernels: float32 rounding
-])
+    pytest.param(dict(graphs=True), 1e-5, marks=pytest.mark.slow),   # on a CPU: compile in reduce-overhead mode
+], ids=["bf16", "fp16", "channels_last", "offload", "compile", "graphs"])
 def test_fast_path_matches_plain_float32(plain, switches, tolerance):
     x, y, ref = plain
     out = sample(fast.speed_up(members(), "cpu", **switches), x, y, **OPTIONS).x
@@ -63,3 +65,42 @@ def test_main_job_runs_in_bf16(tmp_path):
                        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
     assert '"precision": "bf16"' in (tmp_path / "run.json").read_text()
+
+
+def test_offload_keeps_one_network_on_the_device_at_a_time():
+    """A second device without a GPU: ``meta`` (shapes only). Each call brings the caller's weights to the input's
+    device and sends the other member's back to their host copies, unchanged."""
+    small, large = fast.speed_up(members(), "cpu", offload=True)
+    before = {m.name: [p.clone() for p in m.net.parameters()] for m in (small, large)}
+    seen = []
+    for m in (small, large):
+        m.net.register_forward_pre_hook(lambda net, args, m=m: seen.append(
+            (m.name, {p.device.type for p in net.parameters()}, {p.device.type for p in other(m).net.parameters()})))
+
+    def other(m):
+        return large if m is small else small
+
+    x, y = torch.randn(4, 1, 28, 28, device="meta"), torch.zeros(4, dtype=torch.long, device="meta")
+    for m in (small, small, large, small):
+        assert m(x, 500, y).eps.device.type == "meta"
+    assert seen == [(n, {"meta"}, {"cpu"}) for n in ("toy-dit-small",) * 2 + ("toy-dit-large", "toy-dit-small")]
+    assert {p.device.type for m in (small, large) for p in m.net.parameters()} <= {"cpu", "meta"}
+    large(torch.randn(2, 1, 28, 28), 500, torch.tensor([1, 2]))  # back on the CPU: the weights as they were
+    for m in (small, large):
+        assert all(torch.equal(p, q) for p, q in zip(m.net.parameters(), before[m.name]))
+
+
+def test_offload_copies_each_network_once_per_stitched_batch(plain, monkeypatch):
+    loads = []
+    load = fast.Offloaded.load
+    monkeypatch.setattr(fast.Offloaded, "load", lambda self, device: (loads.append(self.name), load(self, device)))
+    x, y, _ = plain
+    offloaded = fast.speed_up(members(), "cpu", offload=True)
+    for _ in range(2):
+        sample(offloaded, x, y, **OPTIONS)
+    assert loads == ["toy-dit-small", "toy-dit-large"] * 2
+
+
+def test_offload_with_graphs_is_refused():
+    with pytest.raises(ConfigError, match="fast.offload and fast.graphs cannot be combined"):
+        fast.speed_up(members(), "cpu", offload=True, graphs=True)

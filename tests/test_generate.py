@@ -77,6 +77,14 @@ def test_two_processes_give_the_same_set(reference, tmp_path):
     assert sorted(seeds) == list(range(13))
 
 
+def test_offloaded_members_give_the_same_set(reference, tmp_path):
+    """fast=offload: Lightning moves no network; each moves itself to the device for its own steps."""
+    images, labels, *_ = reference
+    images2, labels2, manifest, _ = generate(tmp_path, "num_samples=13", "batch_size=4", "fast=offload")
+    assert manifest["config"]["fast"]["offload"] is True
+    assert np.array_equal(images2, images) and np.array_equal(labels2, labels)
+
+
 def test_resume_with_other_settings_is_refused(tmp_path):
     generate(tmp_path, "num_samples=2", "batch_size=2")
     r = run(tmp_path, "num_samples=4", "guidance.scale=1.5")

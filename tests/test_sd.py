@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import tstitch
-from tstitch import zoo
+from tstitch import fast, zoo
 from tstitch.cli import CONF
 from tstitch.errors import ConfigError
 from tstitch.protocols import Space
@@ -186,7 +186,7 @@ def test_sd_member_reproduces_diffusers_pipeline(dirs, members):
     assert torch.equal(ours["encoder_hidden_states"], cond)
     assert torch.allclose(m.null(ours)["encoder_hidden_states"], uncond, atol=1e-6)
     assert m.family == "sd" and m.cfg_channels is None and m.num_classes is None and m.prediction_type == "epsilon"
-    assert list(m.net) == ["unet", "text_encoder"] and list(members.xl.net) == ["unet", "text_encoder", "text_encoder_2"]
+    assert len(m.encoder) == 1 and len(members.xl.encoder) == 2
     expected = pipe(PROMPTS, num_inference_steps=4, guidance_scale=7.5, latents=noise(), output_type="latent").images
     got = tstitch.sample([m], noise(), PROMPTS, solver="ddim", steps="ddim4", guidance=7.5).x
     assert got.shape == (3, *SHAPE) and torch.allclose(got, expected, atol=1e-4, rtol=0)
@@ -222,8 +222,8 @@ def test_lcm_member_gets_its_timestep_cond(dirs, members):
     assert torch.equal(cond["timestep_cond"], w_embedding) and cond["timestep_cond"].shape == (3, 8)
     x = noise()
     with torch.no_grad():
-        raw = m.unet(x, 500, encoder_hidden_states=cond["encoder_hidden_states"], timestep_cond=w_embedding).sample
-        without = m.unet(x, 500, encoder_hidden_states=cond["encoder_hidden_states"]).sample
+        raw = m.net(x, 500, encoder_hidden_states=cond["encoder_hidden_states"], timestep_cond=w_embedding).sample
+        without = m.net(x, 500, encoder_hidden_states=cond["encoder_hidden_states"]).sample
         assert torch.equal(m(x, 500, cond).eps, raw) and not torch.allclose(raw, without)
     assert m.null(cond) is cond  # its guidance is embedded: CFG leaves its prediction unchanged
     guided = tstitch.sample([m], x, PROMPTS, steps=4, guidance=7.5).x
@@ -242,7 +242,7 @@ def test_v_prediction_and_float_timesteps(members):
     assert m.prediction_type == "v_prediction"
     a = float(m.schedule.alphas_cumprod[500])
     with torch.no_grad():
-        v = m.unet(x, torch.tensor(500), encoder_hidden_states=cond["encoder_hidden_states"]).sample
+        v = m.net(x, torch.tensor(500), encoder_hidden_states=cond["encoder_hidden_states"]).sample
         assert torch.allclose(m(x, 500, cond).eps, a ** 0.5 * v + (1 - a) ** 0.5 * x, atol=1e-6)
         assert torch.equal(m(x, 500.0, cond).eps, m(x, 500, cond).eps)
         half = m(x, 500.5, cond).eps
@@ -250,14 +250,33 @@ def test_v_prediction_and_float_timesteps(members):
     assert m.schedule.abar_at(500) > m.schedule.abar_at(500.5) > m.schedule.abar_at(501)
 
 
-def test_moving_net_moves_the_whole_member(dirs):
-    """The engine hands ``member.net`` to Lightning, which moves it: conditions and fixed tensors follow."""
+def test_moving_net_and_encoder_moves_the_whole_member(dirs):
+    """The engine hands ``member.net`` and ``member.encoder`` to Lightning, which moves them: conditions and fixed
+    tensors follow."""
     m = zoo.load(entry(dirs.xl, "tiny-xl", space="sdxl-vae", scale=XL_SCALE))
     m.net.to(torch.float64)
+    m.encoder.to(torch.float64)
     cond = m.condition(PROMPTS)
     assert cond["added_cond_kwargs"]["time_ids"].dtype == torch.float64 == m.null(cond)["encoder_hidden_states"].dtype
     out = tstitch.sample([m], noise(), PROMPTS, steps=2, guidance=5.0).x
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+def test_fast_paths_act_on_the_unet_and_offload_leaves_the_text_encoders(dirs, members):
+    """``member.net`` is the UNet that each step runs (what ``fast`` compiles, converts and offloads); with
+    ``fast.offload`` the text encoders go to the device and stay there, and samples are unchanged."""
+    calls = []
+    hook = members.large.net.register_forward_pre_hook(lambda *_: calls.append(1))
+    plain = tstitch.sample([members.small, members.large], noise(), PROMPTS, fractions=[0.5, 0.5], steps=4,
+                           guidance=7.5).x
+    hook.remove()
+    assert len(calls) == 2
+    offloaded = fast.speed_up([members.small, members.large], "cpu", offload=True)
+    out = tstitch.sample(offloaded, noise(), PROMPTS, fractions=[0.5, 0.5], steps=4, guidance=7.5).x
+    assert torch.equal(out, plain)
+    (m,) = fast.speed_up([zoo.load(entry(dirs.small, "tiny-small"))], "meta", offload=True)
+    assert {p.device.type for p in m.encoder.parameters()} == {"meta"}
+    assert {p.device.type for p in m.net.parameters()} == {"cpu"}
 
 
 # --- stitching ------------------------------------------------------------------------------------------------------

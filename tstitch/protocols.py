@@ -4,7 +4,9 @@
   ``t`` is a Python int, an original timestep of the member's schedule (0 ... T-1), the same for the whole
   batch. It carries ``name``, ``schedule`` (``tstitch.schedules.Schedule``), ``space`` (``Space``),
   ``cfg_channels``, ``num_classes``, ``condition(labels)`` (user class labels -> its condition) and
-  ``null(cond)``, the condition that means "unconditional" in its own convention.
+  ``null(cond)``, the condition that means "unconditional" in its own convention; ``net``, the network it runs
+  per step (what ``tstitch.fast`` compiles, converts and offloads), and, where conditions are encoded by networks
+  of their own (text), ``encoder``, an ``nn.Module`` of them.
 * A **denoiser** is what solvers call: ``denoiser(x, t) -> Output``; conditioning and guidance are bound in
   (``tstitch.guidance.guided``) and stitching composes several of them (``tstitch.stitch.Stitch``).
 

@@ -57,10 +57,11 @@ def sample_options(cfg, fractions):
 def load_stitch(cfg, device="cpu"):
     """The configured members (checked to be stitchable) and the decoder: ``stitch.codec`` when set (any decoder
     of the members' data space, e.g. another fine-tuned VAE decoder), else the last member's own."""
-    names = list(cfg.stitch.members)
-    members = [zoo.load(dict(cfg.stitch.members[n]), device=device) for n in names]
+    names, options = list(cfg.stitch.members), cfg.get("fast", {})
+    home = "cpu" if options.get("offload") else device  # offloaded networks never all sit on the device at once
+    members = [zoo.load(dict(cfg.stitch.members[n]), device=home) for n in names]
     check_compatible(members)
-    members = fast.speed_up(members, device, **cfg.get("fast", {}))
+    members = fast.speed_up(members, device, **options)
     spec = cfg.stitch.get("codec") or cfg.stitch.members[names[-1]].get("codec", "pixels")
     return members, load_codec(spec, members[-1].space, device)
 

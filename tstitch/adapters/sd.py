@@ -40,26 +40,27 @@ class SDMember:
 
     def __init__(self, unet, text, name, schedule, space, *, prediction_type="epsilon", time_ids=None,
                  w_embedding=None, zeros_for_empty=False):
-        self.unet, self.text, self.name, self.schedule, self.space = unet, text, name, schedule, space
+        self.net, self.text, self.name, self.schedule, self.space = unet, text, name, schedule, space
         self.prediction_type, self.time_ids, self.w_embedding = prediction_type, time_ids, w_embedding
         self.zeros_for_empty = zeros_for_empty
         self._empty = None
-        # every module of the member in one, so that whoever moves ``net`` (Lightning) moves them all
-        encoders = {f"text_encoder{'_' + str(k + 1) if k else ''}": enc for k, (_, enc) in enumerate(text.pairs)}
-        self.net = torch.nn.ModuleDict({"unet": unet, **encoders})
+        # the text encoders: moved with the UNet (Lightning) but never offloaded (``fast.offload``), as prompts are
+        # encoded once per batch, not per step
+        self.encoder = torch.nn.ModuleList([enc for _, enc in text.pairs])
 
     @property
     def device(self):
-        return next(self.unet.parameters()).device
+        """Where prompts are encoded (the UNet itself may wait in host memory: ``fast.offload``)."""
+        return next(self.encoder.parameters()).device
 
     @property
     def dtype(self):
-        return next(self.unet.parameters()).dtype
+        return next(self.net.parameters()).dtype
 
     def __call__(self, x, t, cond):
         """eps at timestep ``t`` (a Python int, or a float when stitching across schedules) of this schedule."""
         timestep = torch.as_tensor(t, device=x.device)  # 0-d; the UNet broadcasts it over the batch
-        out = self.unet(x.to(self.dtype), timestep, encoder_hidden_states=cond["encoder_hidden_states"],
+        out = self.net(x.to(self.dtype), timestep, encoder_hidden_states=cond["encoder_hidden_states"],
                         timestep_cond=cond.get("timestep_cond"), added_cond_kwargs=cond.get("added_cond_kwargs"),
                         return_dict=False)[0].to(x.dtype)
         if self.prediction_type == "epsilon":

@@ -87,7 +87,9 @@ class Generation(L.LightningModule):
                  prompts=None, base_seed=0):
         super().__init__()
         self.members, self.codec, self.options, self.labels = members, codec, dict(options), labels
-        self.nets = torch.nn.ModuleList([m.net for m in members])  # so that Lightning moves them to the device
+        # registered so that Lightning moves them to the device; offloaded networks move themselves (fast.offload)
+        self.nets = torch.nn.ModuleList([m.net for m in members if not getattr(m, "offloaded", False)]
+                                        + [m.encoder for m in members if getattr(m, "encoder", None) is not None])
         self.batch_size, self.warmup, self.baseline_batches = batch_size, warmup, baseline_batches
         self.prompts, self.base_seed = prompts, base_seed  # text-conditioned members: seed base + i gets prompt i
         self.clock = None
