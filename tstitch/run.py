@@ -81,9 +81,10 @@ def codec_name(codec):
 
 
 def run(cfg, stitch=None, metric=None):
-    """Run the sweep; returns (table rows, the first images of each row, the members, the metric's description,
-    the decoder's name). ``stitch`` ((members, codec) from ``load_stitch``) and ``metric`` (from ``metrics.build``)
-    may be given already loaded, for callers that sweep several times (``tstitch.search``)."""
+    """Run the sweep; returns (table rows, the first images of each row, the members, facts: the metric's
+    description, the decoder's name, the warm-up seconds (compilation included) and, on GPUs, peak memory in GiB).
+    ``stitch`` ((members, codec) from ``load_stitch``) and ``metric`` (from ``metrics.build``) may be given already
+    loaded, for callers that sweep several times (``tstitch.search``)."""
     torch.set_num_threads(cfg.threads)
     members, codec = stitch or load_stitch(cfg, cfg.device)
     metric = metric if metric is not None else metrics.build(cfg.get("metric"))
@@ -93,9 +94,15 @@ def run(cfg, stitch=None, metric=None):
     n = min(cfg.batch_size, cfg.num_samples)
     prompts = prompt_list(cfg)
     wx, wy, _ = seeds.draw(range(n), members[0].space.shape, num_classes, cfg.labels, cfg.device, prompts)
+    if str(cfg.device).startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(cfg.device)
+    start = time.perf_counter()
     for k in range(len(members)):
         sample(members, wx, wy, fractions=[float(j == k) for j in range(len(members))], solver="ddim", steps=2,
                guidance=cfg.guidance.scale, channels=cfg.guidance.channels)
+    sync(cfg.device)
+    facts = {"metric": metric.describe() if metric is not None else None, "decoder": codec_name(codec),
+             "warmup_seconds": time.perf_counter() - start}
     seed_range = range(cfg.seed, cfg.seed + cfg.num_samples)
     rows, grids = [], []
     with tqdm(total=len(rows_fractions) * cfg.num_samples, desc="sampling", unit="img", dynamic_ncols=True) as bar:
@@ -112,5 +119,7 @@ def run(cfg, stitch=None, metric=None):
     base = next((r for r in rows if r["fractions"][-1] == 1.0), None)
     for r in rows:
         r["speedup"] = base["s_per_image"] / r["s_per_image"] if base else None
-    return rows, grids, members, (metric.describe() if metric is not None else None), codec_name(codec)
+    if str(cfg.device).startswith("cuda"):
+        facts["peak_memory_gb"] = torch.cuda.max_memory_allocated(cfg.device) / 2 ** 30
+    return rows, grids, members, facts
 

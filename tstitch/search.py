@@ -58,8 +58,8 @@ def search(cfg, run):
         with open_dict(cfg):
             cfg.sweep = {"first": None, "allocations": allocations}
             cfg.num_samples = num_samples
-        rows, _, members, metric, _ = run(cfg, **loaded)
-        return rows, members, metric
+        rows, _, members, facts = run(cfg, **loaded)
+        return rows, members, facts["metric"]
 
     alone, members, _ = sweep([[float(i == j) for j in range(k)] for i in range(k)], s.cost_samples)
     costs = [r["s_per_image"] / steps for r in alone]  # seconds per step per image, per member

@@ -16,22 +16,20 @@ def main(cfg):
     from tstitch.run import run
 
     out = Path(HydraConfig.get().runtime.output_dir)
-    rows, grids, members, metric, decoder = run(cfg)
+    rows, grids, members, facts = run(cfg)
     names = [m.name for m in members]
     config = OmegaConf.to_container(cfg, resolve=True)
     label = report.add_paper(rows, config)
     report.write_table(rows, names, out, label)
     report.image_grid(grids, out / "grid.png", [report.fmt("fractions", r["fractions"]) for r in rows])
     report.tradeoff_plot(rows, names, out / "tradeoff.png", paper_label=label)
-    (out / "run.json").write_text(json.dumps({"members": names, "metric": metric, "decoder": decoder,
-                                              "config": config}, indent=2))
-    tracking.log_results(tracking.wandb_logger(cfg.logger, out), config, rows, names,
-                         {"metric": metric, "decoder": decoder},
+    (out / "run.json").write_text(json.dumps({"members": names, **facts, "config": config}, indent=2))
+    tracking.log_results(tracking.wandb_logger(cfg.logger, out), config, rows, names, facts,
                          [out / "grid.png", out / "tradeoff.png"])
     print()
     print(report.markdown(rows, names, label))
     print(f"\n{len(rows)} allocations x {cfg.num_samples} samples, {cfg.solver.name} {cfg.solver.steps} steps, "
-          f"guidance {cfg.guidance.scale}; metric: {metric}; outputs in {out}")
+          f"guidance {cfg.guidance.scale}; metric: {facts['metric']}; outputs in {out}")
 
 
 entry = entry_point(main, "tstitch")
