@@ -1,30 +1,50 @@
-"""Our sampler against a plain reference loop that does what the official T-Stitch/DiT code does, side by side in
+"""Our sampler against a plain reference loop that does what the official T-Stitch code does, side by side in
 one process on the same weights and seeds, plus the stitching overhead and each fast path's numerical agreement.
 
-The reference loop (``reference_ddim``) follows DiT's ``sample.py`` + ``GaussianDiffusion.ddim_sample_loop`` and
-T-Stitch's ``TStitch``: float32, the batch doubled for guidance before the solver (the solver works on both halves),
-``forward_with_cfg`` (3 guided channels), timm attention unfused (``fused_attn = False``, as the timm of 2023), the
-learned-range variance and x0 computed every step through ADM's coefficient tables, and a host sync per model
-call (``t[0].item()`` picks the member). Ours is ``tstitch.sample`` with the configured fast path.
+DiT (``reference_ddim``) follows DiT's ``sample.py`` + ``GaussianDiffusion.ddim_sample_loop`` and T-Stitch's
+``TStitch``: float32 (TF32 on GPUs, as DiT's ``sample.py`` sets it), the batch doubled for guidance before the solver
+(the solver works on both halves), ``forward_with_cfg`` (3 guided channels), timm attention unfused
+(``fused_attn = False``, as the timm of 2023), the learned-range variance and x0 computed every step through ADM's
+coefficient tables, and a host sync per model call (``t[0].item()`` picks the member).
 
-Rows (images/s, ratio to the reference, relative L2 error of the final samples against the reference):
-    toy zoo (shipped weights, 1x28x28) and two random DiT-S/2-size members (4x32x32 latents, 256 tokens).
+Stable Diffusion (``reference_sd``) follows T-Stitch's ``TStitchSD.__call__`` (a StableDiffusionPipeline holding
+two UNets): float32 (torch's default TF32 flags, which diffusers keeps: convolutions only), prompt embeddings once
+per batch (the empty prompt's for the unconditional half), the latents doubled every step, diffusers'
+``DDIMScheduler`` with SD's betas, the small UNet iff (i + 1) / N <= r. Its grid is "leading" with
+``steps_offset=0`` and ``set_alpha_to_one=True`` (SD ships 1 and False): t = 0, 1000 / N, ... with the last step to
+abar = 1, which is our ``steps="ddimN"`` (N must divide 1000); no grid of ours starts at t = 1 or ends at abar_0.
+Ours runs that grid and TStitchSD's plan, k = #{i : (i + 1) / N <= r} small steps (fractions [k / N, 1 - k / N]).
+
+Ours is ``tstitch.sample`` with the configured fast path. Models, two members each (small first):
+    toy: the toy zoo's small and large (shipped weights, 1x28x28);
+    dit-s2, dit-b2, dit-xl2: two random DiTs of that size (4x32x32 latents, 256 tokens);
+    sd1: a random BK-SDM-Tiny UNet, then a random SD v1.4/1.5 UNet (the paper's SD pair);
+    bk-sdm-tiny: two random BK-SDM-Tiny UNets.
+The SD members share one random 768-wide CLIP text encoder (2 layers, characters as tokens, 77 of them), as
+BK-SDM-Tiny shares SD v1.4's; their latents are 4 x ``--latent`` x ``--latent`` (64: 512x512 images).
+Rows: images/s, ratio to the reference, relative L2 error of the final samples against the reference.
 Stitching overhead: time at fraction r against r T_small + (1 - r) T_large from the single-member runs.
 
-    .venv/bin/python benchmarks/sampler_speed.py [--device cuda] [--batch 8] [--steps 10] [--out FILE]
+    .venv/bin/python benchmarks/sampler_speed.py [--device cuda] [--models sd1] [--latent 64] [--batch 8]
+        [--steps 10] [--out FILE]
 """
 import argparse
 import json
 import time
+from functools import partial
 
 import torch
 
 from tstitch import fast, seeds
+from tstitch.adapters._text import TextEncoders
 from tstitch.adapters.dit import DiTMember
+from tstitch.adapters.sd import SDMember
+from tstitch.guidance import guided
 from tstitch.nets.dit import DiT
 from tstitch.protocols import Space
 from tstitch.sample import sample
 from tstitch.schedules import Schedule, space_timesteps
+from tstitch.stitch import allocate
 
 
 @torch.no_grad()
@@ -69,6 +89,52 @@ def reference_ddim(nets, noise, labels, fractions, steps, scale, null_class, cha
     return x[: len(noise)]
 
 
+@torch.no_grad()
+def reference_sd(unets, text, noise, prompts, ratio, steps, scale):
+    """The official SD loop (see the module docstring). ``unets``: small, large; ``text``: their ``TextEncoders``;
+    ``ratio``: TStitchSD's ``unet_s_ratio``."""
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=True, steps_offset=0, timestep_spacing="leading")
+    scheduler.set_timesteps(steps, device=noise.device)
+    timesteps = scheduler.timesteps
+    prompt_embeds = torch.cat([text([""] * len(prompts), noise.device)[0], text(prompts, noise.device)[0]])
+    latents = noise * scheduler.init_noise_sigma
+    for i, t in enumerate(timesteps):
+        unet = unets[0] if (i + 1) / len(timesteps) <= ratio else unets[1]
+        latent_model_input = scheduler.scale_model_input(torch.cat([latents] * 2), t)
+        noise_pred = unet(latent_model_input, t, encoder_hidden_states=prompt_embeds).sample
+        noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
+        noise_pred = noise_pred_uncond + scale * (noise_pred_text - noise_pred_uncond)
+        latents = scheduler.step(noise_pred, t, latents).prev_sample
+    return latents
+
+
+def dit_reference(members, x, y, args):
+    """``reference_ddim`` on the members' DiTs, ready to run, and the ``sample`` options of the same trajectory."""
+    nets = [m.net for m in members]
+    for net in nets:  # the reference runs timm's unfused attention
+        for block in net.blocks:
+            block.attn.fused_attn = False
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as DiT's sample.py
+    first, fractions = members[0], [args.fraction, 1 - args.fraction]
+    run = partial(reference_ddim, nets, x, y, fractions, args.steps, args.guidance, first.num_classes,
+                  first.cfg_channels or first.space.shape[0], first.space.clip)
+    return run, dict(fractions=fractions, steps=args.steps)
+
+
+def sd_reference(members, x, prompts, args):
+    """``reference_sd`` on the members' UNets, ready to run, and the ``sample`` options of the same trajectory:
+    diffusers' grid and TStitchSD's plan (see the module docstring)."""
+    n = args.steps
+    k = sum((i + 1) / n <= args.fraction for i in range(n))
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True  # torch's defaults
+    run = partial(reference_sd, [m.net for m in members], members[0].text, x, prompts, args.fraction, n,
+                  args.guidance)
+    return run, dict(fractions=[k / n, 1 - k / n], steps=f"ddim{n}")
+
+
 def sync(device):
     if str(device).startswith("cuda"):
         torch.cuda.synchronize(device)
@@ -95,86 +161,145 @@ def random_dit(seed, device, **size):
     return net.to(device).eval().requires_grad_(False)
 
 
-SIZES = {"dit-s2": dict(hidden_size=384, depth=12, num_heads=6), "dit-b2": dict(hidden_size=768, depth=12, num_heads=12),
+def random_unet(seed, device, latent, **config):
+    """A ``UNet2DConditionModel`` with diffusers' own initialisation, seeded on the CPU (the same on every device)."""
+    from diffusers import UNet2DConditionModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = UNet2DConditionModel(sample_size=latent, **config)
+    return net.to(device).eval().requires_grad_(False)
+
+
+def random_text(device, width=768, length=77, seed=0):
+    """A random CLIP text encoder ``width`` wide (2 layers) behind a tokenizer made in memory: every byte one
+    token, no merges. As ``TextEncoders``: conditions (B, ``length``, ``width``), SD 1.x's shape."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    chars = list(bytes_to_unicode().values())  # CLIP's byte alphabet; a word's last character carries </w>
+    vocab = {**{c: i for i, c in enumerate(chars)}, **{c + "</w>": len(chars) + i for i, c in enumerate(chars)}}
+    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=length)
+    config = CLIPTextConfig(vocab_size=len(vocab), hidden_size=width, intermediate_size=4 * width, num_hidden_layers=2,
+                            num_attention_heads=width // 64, max_position_embeddings=length,
+                            bos_token_id=len(vocab) - 2, eos_token_id=len(vocab) - 1, pad_token_id=len(vocab) - 1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        encoder = CLIPTextModel(config)
+    return TextEncoders([(tokenizer, encoder.to(device).eval().requires_grad_(False))], penultimate=False)
+
+
+SIZES = {"dit-s2": dict(hidden_size=384, depth=12, num_heads=6),
+         "dit-b2": dict(hidden_size=768, depth=12, num_heads=12),
          "dit-xl2": dict(hidden_size=1152, depth=28, num_heads=16)}
+# SD v1.4/1.5: diffusers' default UNet at SD's 768-wide text; BK-SDM-Tiny: that UNet without the mid block and the
+# innermost stages, with one layer fewer per stage
+UNETS = {"sd1": dict(cross_attention_dim=768),
+         "bk-sdm-tiny": dict(cross_attention_dim=768, block_out_channels=(320, 640, 1280), layers_per_block=1,
+                             down_block_types=("CrossAttnDownBlock2D",) * 3,
+                             up_block_types=("CrossAttnUpBlock2D",) * 3, mid_block_type=None)}
+SD_PAIRS = {"sd1": ("bk-sdm-tiny", "sd1"), "bk-sdm-tiny": ("bk-sdm-tiny", "bk-sdm-tiny")}
+PROMPTS = ["a photo of a cat", "a red bicycle against a wall", "two boats on a lake at dawn", "a bowl of fruit",
+           "a snowy mountain village", "an astronaut riding a horse", "a lighthouse in a storm", "a plate of pasta"]
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}  # dense tensor-core FLOP/s
 
 
-def pair(name, device):
-    """Two members of one size: the toy zoo's small and large, or two random DiTs of a DiT size."""
+def latents(side):
+    return Space("sd-kl-f8", (4, side, side), 0.18215)
+
+
+def pair(name, args):
+    """The two members of model ``name`` (see the module docstring), small first."""
+    device = args.device
     if name == "toy":
         from tstitch import zoo
 
         return [zoo.load("toy/small", device=device), zoo.load("toy/large", device=device)]
+    if name in SD_PAIRS:
+        text = random_text(device)
+        return [SDMember(random_unet(k, device, args.latent, **UNETS[size]), text, f"{size}-random-{k}",
+                         Schedule("scaled_linear"), latents(args.latent)) for k, size in enumerate(SD_PAIRS[name], 1)]
     size = dict(input_size=32, patch_size=2, in_channels=4, num_classes=1000, **SIZES[name])
-    space = Space("sd-kl-f8", (4, 32, 32), 0.18215)
-    return [DiTMember(random_dit(k, device, **size), f"{name}-random-{k}", Schedule("linear"), space,
+    return [DiTMember(random_dit(k, device, **size), f"{name}-random-{k}", Schedule("linear"), latents(32),
                       cfg_channels=3) for k in (1, 2)]
 
 
-def mfu(member, x, y, seconds_per_image, steps, device):
-    """Model FLOPs utilisation: FLOPs of one guided step (counted by torch) x steps per image / time, against the
-    GPU's dense bf16 peak (None where the peak is not known)."""
+def step_flops(member, x, y, scale):
+    """FLOPs per image of one guided step of ``member`` (both halves of the doubled batch), counted by torch."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    name = torch.cuda.get_device_name() if str(device).startswith("cuda") else "cpu"
-    peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
+    denoise = guided(member, member.condition(y), scale)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        member.net(torch.cat([x, x]), torch.full((2 * len(x),), 500, device=x.device), torch.cat([y, y]))
-    flops_per_image = counter.get_total_flops() / len(x) * steps
+        denoise(x, 500)
+    return counter.get_total_flops() / len(x)
+
+
+def mfu(flops_per_image, seconds_per_image, device):
+    """Model FLOPs utilisation: FLOPs per image / time, against the GPU's dense bf16 peak (None where the peak is
+    not known)."""
+    name = torch.cuda.get_device_name() if str(device).startswith("cuda") else "cpu"
+    peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
     return {"flops_per_image": flops_per_image, "achieved_flops": flops_per_image / seconds_per_image,
             "mfu": flops_per_image / seconds_per_image / peak if peak else None, "device": name}
 
 
+def ours(name, path, x, y, opts, args):
+    """Best time and samples of ``sample`` on fresh members with fast path ``path`` (freed on return)."""
+    members = fast.speed_up(pair(name, args), args.device, **PATHS[path])
+    return timed(lambda: sample(members, x, y, **opts).x, args.device, args.repeats)
+
+
 def bench(name, args):
-    members = pair(name, args.device)
+    members = pair(name, args)
+    params = {m.name: sum(p.numel() for p in m.net.parameters()) for m in members}
+    print(f"{name}: " + ", ".join(f"{k} {v / 1e6:.1f}M" for k, v in params.items()) + " parameters", flush=True)
     first = members[0]
-    x, y, _ = seeds.draw(range(args.batch), first.space.shape, first.num_classes, "random", args.device)
-    fractions, scale = [args.fraction, 1 - args.fraction], args.guidance
-    opts = dict(solver="ddim", steps=args.steps, guidance=scale)
-    nets = [m.net for m in members]
-    for net in nets:  # the reference runs timm's unfused attention
-        for block in net.blocks:
-            block.attn.fused_attn = False
-    channels = first.cfg_channels or first.space.shape[0]
-    t_ref, ref = timed(lambda: reference_ddim(nets, x, y, fractions, args.steps, scale, first.num_classes, channels,
-                                              first.space.clip),
-                       args.device, args.repeats)
-    for net in nets:
-        for block in net.blocks:
-            block.attn.fused_attn = True
+    x, y, _ = seeds.draw(range(args.batch), first.space.shape, first.num_classes, "random", args.device,
+                         prompts=PROMPTS)
+    run, opts = (sd_reference if name in SD_PAIRS else dit_reference)(members, x, y, args)
+    opts.update(solver="ddim", guidance=args.guidance)
+    fractions = opts["fractions"]
+    t_ref, ref = timed(run, args.device, args.repeats)
+    steps = allocate(fractions, args.steps)  # per member
+    work = sum(step_flops(m, x, y, args.guidance) * n for m, n in zip(members, steps)) if name != "toy" else None
+    del members, first, run  # the reference's networks: room for the fast paths' copies
     rows = [{"model": name, "path": "reference loop", "images_per_s": args.batch / t_ref, "ratio": 1.0, "rel_err": 0.0}]
     for path in args.paths:
-        fast_members = fast.speed_up(pair(name, args.device), args.device, **PATHS[path])
-        t, out = timed(lambda: sample(fast_members, x, y, fractions=fractions, **opts).x, args.device, args.repeats)
+        t, out = ours(name, path, x, y, opts, args)
         rows.append({"model": name, "path": f"ours, {path}", "images_per_s": args.batch / t, "ratio": t_ref / t,
                      "rel_err": ((out - ref).norm() / ref.norm()).item()})
-    if name.startswith("dit"):  # MFU of the last (fastest-configured) path, all steps on one member
-        best = rows[-1]
-        rows[-1]["mfu"] = mfu(pair(name, args.device)[1], x, y, 1 / best["images_per_s"], args.steps, args.device)
-    plain = fast.speed_up(pair(name, args.device), args.device, **PATHS[args.paths[0]])
+    if work:  # MFU of the last (fastest-configured) path
+        rows[-1]["mfu"] = mfu(work, 1 / rows[-1]["images_per_s"], args.device)
+    plain = fast.speed_up(pair(name, args), args.device, **PATHS[args.paths[0]])
     runs = [[1.0, 0.0], [0.0, 1.0], fractions]  # small alone, large alone, stitched: interleaved, so that drift
     best = [float("inf")] * 3                   # of the machine's speed hits all three alike; the fastest of each
     for _ in range(args.repeats):
         for k, f in enumerate(runs):
-            best[k] = min(best[k], timed(lambda f=f: sample(plain, x, y, fractions=f, **opts).x, args.device, 1)[0])
+            best[k] = min(best[k], timed(lambda f=f: sample(plain, x, y, **{**opts, "fractions": f}).x,
+                                         args.device, 1)[0])
     alone, stitched = best[:2], best[2]
-    expected = args.fraction * alone[0] + (1 - args.fraction) * alone[1]
-    overhead = {"model": name, "t_small": alone[0], "t_large": alone[1], "t_stitched": stitched,
-                "expected": expected, "overhead": stitched / expected - 1}
+    expected = fractions[0] * alone[0] + fractions[1] * alone[1]
+    overhead = {"model": name, "params": params, "steps": steps, "t_small": alone[0], "t_large": alone[1],
+                "t_stitched": stitched, "expected": expected, "overhead": stitched / expected - 1}
     return rows, overhead
 
 
 PATHS = {"fp32": {}, "bf16": {"precision": "bf16"}, "compile": {"compile": True},
-         "bf16+compile": {"precision": "bf16", "compile": True}}
+         "bf16+compile": {"precision": "bf16", "compile": True},
+         "bf16+graphs": {"precision": "bf16", "compile": True, "graphs": True},
+         "bf16+channels_last": {"precision": "bf16", "channels_last": True}, "offload": {"offload": True}}
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--models", nargs="+", default=["toy", "dit-s2"], choices=["toy", *SIZES])
+    p.add_argument("--models", nargs="+", default=["toy", "dit-s2"], choices=["toy", *SIZES, *SD_PAIRS],
+                   help="toy: the toy zoo; dit-*: two random DiTs of that size; sd1: random BK-SDM-Tiny -> SD v1.4 "
+                        "UNets; bk-sdm-tiny: two random BK-SDM-Tiny UNets")
     p.add_argument("--paths", nargs="+", default=["fp32", "bf16"], choices=list(PATHS))
+    p.add_argument("--latent", type=int, default=64, help="latent side of the SD models (64: 512x512 images)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--fraction", type=float, default=0.4)
@@ -183,6 +308,9 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="benchmarks/sampler_speed.json")
     args = p.parse_args()
+    if set(args.models) & set(SD_PAIRS) and (args.steps < 2 or 1000 % args.steps):
+        p.error(f"--steps {args.steps}: the SD models need a step count that divides 1000 (then diffusers' grid, "
+                "stride 1000 // N, is ours 'ddimN'), e.g. 4, 10, 20, 25, 50")
     torch.set_num_threads(args.threads)
     rows, overheads = [], []
     for name in args.models:
@@ -192,17 +320,18 @@ def main():
     with open(args.out, "w") as f:
         json.dump({"args": vars(args), "device": torch.cuda.get_device_name() if args.device.startswith("cuda")
                    else "cpu", "rows": rows, "overhead": overheads}, f, indent=2)
+    sd = f", SD latents 4x{args.latent}x{args.latent}" if set(args.models) & set(SD_PAIRS) else ""
     print(f"\n{args.device}, batch {args.batch}, DDIM {args.steps}, guidance {args.guidance}, "
-          f"fraction {args.fraction}, {args.threads} thread(s); full numbers in {args.out}")
-    print(f"{'model':8} {'path':22} {'images/s':>9} {'vs ref':>7} {'rel err':>9}")
+          f"fraction {args.fraction}{sd}, {args.threads} thread(s); full numbers in {args.out}")
+    print(f"{'model':11} {'path':24} {'images/s':>9} {'vs ref':>7} {'rel err':>9}")
     for r in rows:
         m = r.get("mfu") or {}
         extra = f"  MFU {100 * m['mfu']:.1f}%" if m.get("mfu") else (
             f"  {m['achieved_flops'] / 1e12:.2f} TFLOP/s" if m else "")
-        print(f"{r['model']:8} {r['path']:22} {r['images_per_s']:9.2f} {r['ratio']:6.2f}x {r['rel_err']:9.2e}{extra}")
+        print(f"{r['model']:11} {r['path']:24} {r['images_per_s']:9.2f} {r['ratio']:6.2f}x {r['rel_err']:9.2e}{extra}")
     for o in overheads:
-        print(f"{o['model']:8} stitching overhead {100 * o['overhead']:+.1f}% (stitched {o['t_stitched']:.3f} s vs "
-              f"{o['expected']:.3f} s from the members alone)")
+        print(f"{o['model']:11} stitching overhead {100 * o['overhead']:+.1f}% (stitched {o['t_stitched']:.3f} s vs "
+              f"{o['expected']:.3f} s from the members alone; steps {o['steps']})")
 
 
 if __name__ == "__main__":
