@@ -45,12 +45,13 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 rc=0
 if [ "$part" != sd ]; then
   python3 benchmarks/sampler_speed.py --device cuda --models dit-s2 dit-xl2 --paths fp32 bf16 bf16+compile \
-    --batch 32 --steps 50 --repeats 3 --threads 8 --out "$out/sampler_speed_gpu.json" 2>&1 \
+    --batch 32 --steps 50 --repeats 3 --overhead-repeats 3 --threads 8 --out "$out/sampler_speed_gpu.json" 2>&1 \
     | tee "$out/sampler_speed_gpu.txt" || rc=1
 fi
 if [ "$part" != dit ]; then
   python3 benchmarks/sampler_speed.py --device cuda --models sd1 --latent 64 \
-    --paths fp32 bf16 bf16+channels_last bf16+graphs --batch 4 --steps 25 --guidance 7.5 --repeats 2 --threads 8 \
+    --paths fp32 bf16 bf16+channels_last bf16+graphs --batch 4 --steps 25 --guidance 7.5 --repeats 2 \
+    --overhead-repeats 2 --threads 8 \
     --out "$out/sampler_speed_sd_gpu.json" 2>&1 | tee "$out/sampler_speed_sd_gpu.txt" || rc=1
 fi
 exit $rc

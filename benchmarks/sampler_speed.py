@@ -140,8 +140,9 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def timed(fn, device, repeats):
-    fn()  # warm-up (and compilation)
+def timed(fn, device, repeats, warm=True):
+    if warm:
+        fn()  # warm-up (and compilation)
     best = float("inf")
     for _ in range(repeats):
         sync(device)
@@ -275,10 +276,10 @@ def bench(name, args):
     plain = fast.speed_up(pair(name, args), args.device, **PATHS[args.paths[0]])
     runs = [[1.0, 0.0], [0.0, 1.0], fractions]  # small alone, large alone, stitched: interleaved, so that drift
     best = [float("inf")] * 3                   # of the machine's speed hits all three alike; the fastest of each
-    for _ in range(args.repeats):
+    for rounds in range(args.overhead_repeats + 1):  # round 0 warms up
         for k, f in enumerate(runs):
-            best[k] = min(best[k], timed(lambda f=f: sample(plain, x, y, **{**opts, "fractions": f}).x,
-                                         args.device, 1)[0])
+            t = timed(lambda f=f: sample(plain, x, y, **{**opts, "fractions": f}).x, args.device, 1, warm=False)[0]
+            best[k] = min(best[k], t) if rounds else best[k]
     alone, stitched = best[:2], best[2]
     expected = fractions[0] * alone[0] + fractions[1] * alone[1]
     overhead = {"model": name, "params": params, "steps": steps, "t_small": alone[0], "t_large": alone[1],
@@ -305,6 +306,8 @@ def main():
     p.add_argument("--fraction", type=float, default=0.4)
     p.add_argument("--guidance", type=float, default=1.5)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--overhead-repeats", type=int, default=7,
+                   help="interleaved rounds of (small alone, large alone, stitched) for the overhead, fastest of each")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="benchmarks/sampler_speed.json")
     args = p.parse_args()
