@@ -11,14 +11,19 @@ ROOT = Path(__file__).resolve().parents[1]
 EXE = str(Path(sys.executable).parent / "tstitch")
 
 
-def tstitch(*args, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TSTITCH_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "disabled"}
-    return subprocess.run([EXE, "+debug=tiny", f"hydra.run.dir={tmp_path / 'run'}", *args], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=300)
+def tstitch(*args, tmp_path, in_process=None):
+    """`tstitch +debug=tiny ...` run in tmp_path: the installed command in a subprocess, or given the
+    ``in_process`` fixture, its function in this process (the same checks without the start-up)."""
+    args = ["+debug=tiny", f"hydra.run.dir={tmp_path / 'run'}", *args]
+    env = {"TSTITCH_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "disabled"}
+    if in_process is not None:
+        return in_process("tstitch", *args, env=env, cwd=tmp_path)
+    return subprocess.run([EXE, *args], cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+                          capture_output=True, text=True, timeout=300)
 
 
-def test_debug_run_writes_table_grid_plot(tmp_path):
-    r = tstitch(tmp_path=tmp_path)
+def test_debug_run_writes_table_grid_plot(tmp_path, in_process):
+    r = tstitch(tmp_path=tmp_path, in_process=in_process)  # the installed command runs below and in test_report
     assert r.returncode == 0, r.stderr[-2000:]
     out = tmp_path / "run"
     for name in ("results.md", "results.csv", "results.jsonl", "grid.png", "tradeoff.png", "run.json"):
@@ -49,21 +54,24 @@ def test_wandb_offline_run_is_written(tmp_path):
     ("stitch.members.small.space.name=mnist-pixels", "cannot stitch toy-dit-small with toy-dit-large: different space"),
     ("stitch.members.small.space.shape=[1,32,32]", "different space"),
 ])
-def test_bad_input_is_one_line_error(tmp_path, override, message):
-    r = tstitch(*override.split(), tmp_path=tmp_path)
+def test_bad_input_is_one_line_error(tmp_path, in_process, override, message):
+    r = tstitch(*override.split(), tmp_path=tmp_path, in_process=in_process)
     assert r.returncode == 2, (r.returncode, r.stderr[-1500:])
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("tstitch: error:") and message in lines[-1], lines[-3:]
     assert "Traceback" not in r.stderr
 
 
-def test_corrupt_and_foreign_checkpoints_are_named(tmp_path):
+def test_corrupt_and_foreign_checkpoints_are_named(tmp_path, in_process):
+    """The corrupt one through the installed command: an error found after Hydra started still exits with code 2
+    and one line (the cases above run in-process)."""
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     r = tstitch(f"stitch.members.large.checkpoint={bad}", tmp_path=tmp_path)
     assert r.returncode == 2 and "unreadable or corrupt" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("tstitch: error:") and "Traceback" not in r.stderr
     small = ROOT / "tstitch/toy/weights/dit_small.safetensors"
-    r = tstitch(f"stitch.members.large.checkpoint={small}", tmp_path=tmp_path)
+    r = tstitch(f"stitch.members.large.checkpoint={small}", tmp_path=tmp_path, in_process=in_process)
     assert r.returncode == 2 and "does not fit toy-dit-large" in r.stderr and "shape: " in r.stderr
 
 

@@ -13,13 +13,18 @@ EXE = str(Path(sys.executable).parent / "tstitch-generate")
 COMMON = ["solver.steps=4", "stitch.fractions=[0.5,0.5]", "metric=none", "logger=none"]
 
 
-def run(run_dir, *args):
-    return subprocess.run([EXE, *COMMON, f"hydra.run.dir={run_dir}", *args], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+def run(run_dir, *args, in_process=None):
+    """`tstitch-generate` with COMMON into run_dir: the installed command in a subprocess, or given the
+    ``in_process`` fixture, its function in this process (the same run without the start-up)."""
+    args = [*COMMON, f"hydra.run.dir={run_dir}", *args]
+    if in_process is not None:
+        return in_process("tstitch-generate", *args)
+    return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def generate(run_dir, *args):
-    r = run(run_dir, *args)
+def generate(run_dir, *args, in_process=None):
+    r = run(run_dir, *args, in_process=in_process)
     assert r.returncode == 0, r.stderr[-2000:]
     with np.load(run_dir / "samples.npz") as z:
         return z["arr_0"], z["arr_1"], json.loads((run_dir / "manifest.json").read_text()), run_dir
@@ -54,11 +59,11 @@ def test_timing_per_member_and_speedup_against_the_last_member_alone(reference):
     assert manifest["warmup_seconds"] > 0  # reported apart (with torch.compile, the compile time is in it)
 
 
-def test_resume_generates_only_missing_seeds_and_gives_the_same_set(reference, tmp_path):
+def test_resume_generates_only_missing_seeds_and_gives_the_same_set(reference, tmp_path, in_process):
     images, labels, *_ = reference
-    generate(tmp_path, "num_samples=7", "batch_size=4")
+    generate(tmp_path, "num_samples=7", "batch_size=4", in_process=in_process)
     (tmp_path / "shards" / ".000099-000100-r0.npz.123.tmp").write_bytes(b"half a shard from a killed run")
-    images2, labels2, manifest, _ = generate(tmp_path, "num_samples=13", "batch_size=4")
+    images2, labels2, manifest, _ = generate(tmp_path, "num_samples=13", "batch_size=4", in_process=in_process)
     assert manifest["generated"] == 6 and manifest["resumed_from"] == 7
     assert not list((tmp_path / "shards").glob(".*.tmp"))  # the killed run's leftover is cleaned up
     assert np.array_equal(images2, images) and np.array_equal(labels2, labels)
@@ -85,10 +90,13 @@ def test_offloaded_members_give_the_same_set(reference, tmp_path):
     assert np.array_equal(images2, images) and np.array_equal(labels2, labels)
 
 
-def test_resume_with_other_settings_is_refused(tmp_path):
-    generate(tmp_path, "num_samples=2", "batch_size=2")
+def test_resume_with_other_settings_is_refused(tmp_path, in_process):
+    """The refusal through the installed command: an error found inside the run exits with code 2 and one line on
+    stderr (the bad-input cases below run in-process)."""
+    generate(tmp_path, "num_samples=2", "batch_size=2", in_process=in_process)
     r = run(tmp_path, "num_samples=4", "guidance.scale=1.5")
     assert r.returncode == 2 and "holds samples of another configuration (differs in: options)" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("tstitch: error: ") and "Traceback" not in r.stderr
 
 
 def test_metric_and_wandb_offline_run(tmp_path):
@@ -119,8 +127,8 @@ def test_logger_none_writes_no_wandb_files(reference):
     ("metric=fid", "metric needs metric.reference: give metric.reference=... or metric=none"),
     ("metric=fid metric.reference=/nonexistent/ref.npz", "metric reference not found: /nonexistent/ref.npz"),
 ])
-def test_bad_input_is_one_line_error(tmp_path, override, message):
-    r = run(tmp_path, *override.split())
+def test_bad_input_is_one_line_error(tmp_path, in_process, override, message):
+    r = run(tmp_path, *override.split(), in_process=in_process)
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 2 and lines[-1].startswith("tstitch: error: ") and message in lines[-1], r.stderr[-1500:]
     assert "Traceback" not in r.stderr and not (tmp_path / "shards").exists()
@@ -153,7 +161,7 @@ def test_launched_ranks_need_a_shared_run_directory():
         launched_run_dir([], {"WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "none"})
 
 
-def test_torch_fidelity_metric_on_the_finished_set(tmp_path):
+def test_torch_fidelity_metric_on_the_finished_set(tmp_path, in_process):
     """metric=fid with the toy extractor registered in torch-fidelity, against an images npz reference."""
     from tstitch.toy import data
 
@@ -161,7 +169,7 @@ def test_torch_fidelity_metric_on_the_finished_set(tmp_path):
     _, _, manifest, run_dir = generate(tmp_path / "run", "num_samples=20", "batch_size=10", "metric=fid",
                                        f"metric.reference={tmp_path / 'ref.npz'}", "metric.extractor=tstitch-fashion",
                                        "metric.metrics=[fid,kid]", "metric.kid_subset_size=10",
-                                       f"metric.cache_root={tmp_path / 'cache'}")
+                                       f"metric.cache_root={tmp_path / 'cache'}", in_process=in_process)
     row = json.loads((run_dir / "results.jsonl").read_text())
     assert row["fid"] > 0 and "kid" in row and manifest["scores"] == {"fid": row["fid"], "kid": row["kid"]}
     assert manifest["metric"] == {"extractor": "tstitch-fashion", "weights": "default",
@@ -169,10 +177,11 @@ def test_torch_fidelity_metric_on_the_finished_set(tmp_path):
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 5])
-def test_other_batch_sizes_agree_up_to_rounding(reference, tmp_path, batch_size):
+def test_other_batch_sizes_agree_up_to_rounding(reference, tmp_path, in_process, batch_size):
     """Another batch shape runs other matrix kernels: the same images up to last-bit rounding, which can move a
     pixel by one grey level (the same batch size is byte-identical, see the tests above)."""
     images, labels, *_ = reference
-    images2, labels2, *_ = generate(tmp_path, "num_samples=13", f"batch_size={batch_size}", "baseline_batches=0")
+    images2, labels2, *_ = generate(tmp_path, "num_samples=13", f"batch_size={batch_size}", "baseline_batches=0",
+                                    in_process=in_process)
     diff = np.abs(images2.astype(int) - images.astype(int))
     assert np.array_equal(labels2, labels) and diff.max() <= 1 and diff.mean() < 1e-3

@@ -8,12 +8,12 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 
 
-def test_multirun_is_reported_as_one_table(tmp_path):
-    r = subprocess.run([str(BIN / "tstitch"), "-m", "+debug=tiny", "sweep=null",
-                        "stitch.fractions=[1.0,0.0],[0.0,1.0],[0.5,0.5]", f"hydra.sweep.dir={tmp_path}"],
-                       capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+def test_multirun_is_reported_as_one_table(tmp_path, in_process):
+    # in-process, as the installed commands run in the other tests here and in test_cli
+    r = in_process("tstitch", "-m", "+debug=tiny", "sweep=null", "stitch.fractions=[1.0,0.0],[0.0,1.0],[0.5,0.5]",
+                   f"hydra.sweep.dir={tmp_path}")
     assert r.returncode == 0, r.stderr[-2000:]
-    r = subprocess.run([str(BIN / "tstitch-report"), str(tmp_path)], capture_output=True, text=True, timeout=120)
+    r = in_process("tstitch-report", tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     table = (tmp_path / "results.md").read_text().splitlines()
     assert "toy-dit-small : toy-dit-large" in table[0]
@@ -23,12 +23,13 @@ def test_multirun_is_reported_as_one_table(tmp_path):
 
 
 def test_no_results_is_one_line_error(tmp_path):
+    """Through the installed command: exit code 2 and exactly one line."""
     r = subprocess.run([str(BIN / "tstitch-report"), str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip() == (f"tstitch-report: error: no results.jsonl below {tmp_path}; "
                                                       "give tstitch run directories")
 
 
-def test_generation_multirun_and_its_wandb_offline_runs_are_reported(tmp_path):
+def test_generation_multirun_and_its_wandb_offline_runs_are_reported(tmp_path, in_process):
     """tstitch-generate runs (one allocation each, speedup measured in-run) report like the sweep; the W&B
     offline runs alone (e.g. copied from a cluster) give the same table."""
     import shutil
@@ -42,8 +43,7 @@ def test_generation_multirun_and_its_wandb_offline_runs_are_reported(tmp_path):
         if d == "w":
             for k, run in enumerate(sorted((tmp_path / "m").glob("*/wandb/offline-run-*"))):
                 shutil.copytree(run, tmp_path / "w" / f"{k}" / run.name)
-        r = subprocess.run([str(BIN / "tstitch-report"), str(tmp_path / d)], capture_output=True, text=True,
-                           timeout=120)
+        r = in_process("tstitch-report", tmp_path / d)
         assert r.returncode == 0, r.stderr[-2000:]
         table = (tmp_path / d / "results.md").read_text().splitlines()
         assert "toy-dit-small : toy-dit-large" in table[0] and "FD" in table[0] and "class acc." in table[0]

@@ -41,9 +41,9 @@ def test_sweep_on_dit_latents_with_a_vae(latent_pair):
             m.space.shape = [4, 8, 8]
             m.checkpoint = str(paths[name])
             m.codec = str(root / "vae")
-    rows, grids, members, metric, decoder = run(cfg)
-    assert decoder == str(root / "vae")
-    assert metric is None and [m.cfg_channels for m in members] == [3, 3]
+    rows, grids, members, facts = run(cfg)
+    assert facts["decoder"] == str(root / "vae") and facts["warmup_seconds"] > 0
+    assert facts["metric"] is None and [m.cfg_channels for m in members] == [3, 3]
     assert [r["nfe"] for r in rows] == [[0, 3], [1, 2], [3, 0]]
     assert all(g.shape == (8, 3, 16, 16) and g.dtype == torch.uint8 for g in grids)
     assert not torch.equal(grids[0], grids[2])

@@ -33,15 +33,19 @@ def test_pareto_keeps_what_nothing_beats():
     assert [(r["t"], r["q"]) for r in pareto(rows, "t", "q", maximize=True)] == [(1, 9)]
 
 
-def run(tmp_path, *args):
-    return subprocess.run([EXE, "search.grid=0.5", "search.cost_samples=8", "search.num_samples=16",
-                           "search.confirm_samples=24", "solver.steps=4", "threads=1", "batch_size=16",
-                           f"hydra.run.dir={tmp_path}", *args], capture_output=True, text=True, timeout=300,
+def run(tmp_path, *args, in_process=None):
+    """A small `tstitch-search` into tmp_path: the installed command in a subprocess, or given the
+    ``in_process`` fixture, its function in this process."""
+    args = ["search.grid=0.5", "search.cost_samples=8", "search.num_samples=16", "search.confirm_samples=24",
+            "solver.steps=4", "threads=1", "batch_size=16", f"hydra.run.dir={tmp_path}", *args]
+    if in_process is not None:
+        return in_process("tstitch-search", *args)
+    return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def test_search_finds_and_confirms_a_front(tmp_path):
-    r = run(tmp_path, "search.target=1000")
+def test_search_finds_and_confirms_a_front(tmp_path, in_process):
+    r = run(tmp_path, "search.target=1000", in_process=in_process)  # the installed command runs below
     assert r.returncode == 0, r.stderr[-2000:]
     pool = [json.loads(line) for line in (tmp_path / "candidates.jsonl").read_text().splitlines()]
     assert [p["fractions"] for p in pool] == [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]
@@ -54,8 +58,9 @@ def test_search_finds_and_confirms_a_front(tmp_path):
     assert best is not None and best["fd"] <= 1000 and (tmp_path / "frontier.png").exists()
 
 
-def test_search_errors_are_one_line(tmp_path):
+def test_search_errors_are_one_line(tmp_path, in_process):
+    """The first through the installed command (exit code 2, one line), the second in-process."""
     r = run(tmp_path, "search.budget=0.0000001")
     assert r.returncode == 2 and "no allocation fits search.budget" in r.stderr.strip().splitlines()[-1]
-    r = run(tmp_path / "b", "search.objective=fid")
+    r = run(tmp_path / "b", "search.objective=fid", in_process=in_process)
     assert r.returncode == 2 and "search.objective='fid' is not a value of the metric" in r.stderr
