@@ -23,13 +23,15 @@ Ours is ``tstitch.sample`` with the configured fast path. Models, two members ea
 The SD members share one random 768-wide CLIP text encoder (2 layers, characters as tokens, 77 of them), as
 BK-SDM-Tiny shares SD v1.4's; their latents are 4 x ``--latent`` x ``--latent`` (64: 512x512 images).
 Rows: images/s, ratio to the reference, relative L2 error of the final samples against the reference.
-Stitching overhead: time at fraction r against r T_small + (1 - r) T_large from the single-member runs.
+Stitching overhead: time at fraction r against r T_small + (1 - r) T_large from the single-member runs, per round
+of the three runs interleaved; the median of the rounds (this VM's speed drifts by 10% within seconds).
 
     .venv/bin/python benchmarks/sampler_speed.py [--device cuda] [--models sd1] [--latent 64] [--batch 8]
         [--steps 10] [--out FILE]
 """
 import argparse
 import json
+import statistics
 import time
 from functools import partial
 
@@ -274,16 +276,17 @@ def bench(name, args):
     if work:  # MFU of the last (fastest-configured) path
         rows[-1]["mfu"] = mfu(work, 1 / rows[-1]["images_per_s"], args.device)
     plain = fast.speed_up(pair(name, args), args.device, **PATHS[args.paths[0]])
-    runs = [[1.0, 0.0], [0.0, 1.0], fractions]  # small alone, large alone, stitched: interleaved, so that drift
-    best = [float("inf")] * 3                   # of the machine's speed hits all three alike; the fastest of each
-    for rounds in range(args.overhead_repeats + 1):  # round 0 warms up
-        for k, f in enumerate(runs):
-            t = timed(lambda f=f: sample(plain, x, y, **{**opts, "fractions": f}).x, args.device, 1, warm=False)[0]
-            best[k] = min(best[k], t) if rounds else best[k]
-    alone, stitched = best[:2], best[2]
-    expected = fractions[0] * alone[0] + fractions[1] * alone[1]
-    overhead = {"model": name, "params": params, "steps": steps, "t_small": alone[0], "t_large": alone[1],
-                "t_stitched": stitched, "expected": expected, "overhead": stitched / expected - 1}
+    # small alone, large alone, stitched, interleaved: a round's three runs share the machine's speed of the moment,
+    # so each round gives one paired ratio; the median over rounds is the overhead (round 0 warms up)
+    runs, times = [[1.0, 0.0], [0.0, 1.0], fractions], []
+    for _ in range(args.overhead_repeats + 1):
+        times.append([timed(lambda f=f: sample(plain, x, y, **{**opts, "fractions": f}).x, args.device, 1,
+                            warm=False)[0] for f in runs])
+    ratios = sorted(st / (fractions[0] * a + fractions[1] * b) - 1 for a, b, st in times[1:])
+    median = [statistics.median(column) for column in zip(*times[1:])]
+    overhead = {"model": name, "params": params, "steps": steps, "t_small": median[0], "t_large": median[1],
+                "t_stitched": median[2], "expected": fractions[0] * median[0] + fractions[1] * median[1],
+                "overhead": statistics.median(ratios), "overhead_range": [ratios[0], ratios[-1]], "rounds": times[1:]}
     return rows, overhead
 
 
@@ -307,7 +310,7 @@ def main():
     p.add_argument("--guidance", type=float, default=1.5)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--overhead-repeats", type=int, default=7,
-                   help="interleaved rounds of (small alone, large alone, stitched) for the overhead, fastest of each")
+                   help="interleaved rounds of (small alone, large alone, stitched) for the overhead: median of the rounds' ratios")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="benchmarks/sampler_speed.json")
     args = p.parse_args()
@@ -333,8 +336,9 @@ def main():
             f"  {m['achieved_flops'] / 1e12:.2f} TFLOP/s" if m else "")
         print(f"{r['model']:11} {r['path']:24} {r['images_per_s']:9.2f} {r['ratio']:6.2f}x {r['rel_err']:9.2e}{extra}")
     for o in overheads:
-        print(f"{o['model']:11} stitching overhead {100 * o['overhead']:+.1f}% (stitched {o['t_stitched']:.3f} s vs "
-              f"{o['expected']:.3f} s from the members alone; steps {o['steps']})")
+        low, high = (100 * v for v in o["overhead_range"])
+        print(f"{o['model']:11} stitching overhead {100 * o['overhead']:+.1f}% (rounds {low:+.1f}% ... {high:+.1f}%; "
+              f"stitched {o['t_stitched']:.3f} s vs {o['expected']:.3f} s from the members alone; steps {o['steps']})")
 
 
 if __name__ == "__main__":
