@@ -13,7 +13,7 @@ from tstitch.codecs import to_uint8
 from tstitch.metrics import FashionMetric
 from tstitch.sample import sample
 
-PATHS = {"fp32": {}, "bf16": {"precision": "bf16"}, "fp16": {"precision": "fp16"}, "compile": {"compile": True}}
+from sampler_speed import PATHS  # the named fast paths, one table for both benchmarks (this script's folder)
 
 
 def main():

@@ -290,7 +290,7 @@ def bench(name, args):
     return rows, overhead
 
 
-PATHS = {"fp32": {}, "bf16": {"precision": "bf16"}, "compile": {"compile": True},
+PATHS = {"fp32": {}, "bf16": {"precision": "bf16"}, "fp16": {"precision": "fp16"}, "compile": {"compile": True},
          "bf16+compile": {"precision": "bf16", "compile": True},
          "bf16+graphs": {"precision": "bf16", "compile": True, "graphs": True},
          "bf16+channels_last": {"precision": "bf16", "channels_last": True}, "offload": {"offload": True}}
