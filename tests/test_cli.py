@@ -81,5 +81,5 @@ def test_unwritable_output_dir_is_one_line(tmp_path):
     r = subprocess.run([EXE, "+debug=tiny", f"hydra.run.dir={blocker}/run"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2
-    assert r.stderr.strip() == (f"tstitch: error: output directory {blocker}/run is not writable (Not a directory); "
-                                "choose another with hydra.run.dir=...")
+    assert r.stderr.strip() == (f"tstitch: error: output directory {blocker}/run cannot be made ({blocker} is a "
+                                "file); choose another with hydra.run.dir=...")

@@ -14,7 +14,7 @@ from PIL import Image
 
 from tstitch import fidelity
 from tstitch.errors import ConfigError
-from tstitch.fidelity import Images
+from tstitch.imageset import Images
 from tstitch.toy import data, features
 
 EXTRACTOR = features.NAME

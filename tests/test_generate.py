@@ -95,7 +95,8 @@ def test_resume_with_other_settings_is_refused(tmp_path, in_process):
     stderr (the bad-input cases below run in-process)."""
     generate(tmp_path, "num_samples=2", "batch_size=2", in_process=in_process)
     r = run(tmp_path, "num_samples=4", "guidance.scale=1.5")
-    assert r.returncode == 2 and "holds samples of another configuration (differs in: options)" in r.stderr
+    assert r.returncode == 2 and "holds samples made with other settings (differs in: config.options.guidance)" \
+        in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("tstitch: error: ") and "Traceback" not in r.stderr
 
 
@@ -122,8 +123,8 @@ def test_logger_none_writes_no_wandb_files(reference):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("num_samples=0", "num_samples must be a positive integer, not 0"),
-    ("batch_size=-2", "batch_size must be a positive integer, not -2"),
+    ("num_samples=0", "num_samples=0 is not allowed: give an integer >= 1"),
+    ("batch_size=-2", "batch_size=-2 is not allowed: give an integer >= 1"),
     ("metric=fid", "metric needs metric.reference: give metric.reference=... or metric=none"),
     ("metric=fid metric.reference=/nonexistent/ref.npz", "metric reference not found: /nonexistent/ref.npz"),
 ])

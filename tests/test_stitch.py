@@ -280,7 +280,7 @@ def test_incompatible_members_are_refused(dits, other, what):
 
 def test_noise_of_wrong_shape_is_refused(dits):
     y = torch.tensor([0, 1])
-    with pytest.raises(ConfigError, match=r"noise of shape \(4, 16, 16\) for members trained on \(4, 8, 8\)"):
+    with pytest.raises(ConfigError, match=r"noise of shape \(4, 16, 16\) per sample for members trained on \(4, 8, 8\)"):
         sample(list(dits), torch.zeros(2, 4, 16, 16), y, fractions=[0.5, 0.5], steps=4)
 
 
@@ -298,11 +298,12 @@ def test_draw_is_per_seed():
 
 
 def test_sample_is_per_seed(dits):
-    """A seed's DDPM image (stitched, guided) is the same batched with others or alone."""
+    """A seed's DDPM image (stitched, guided) is the same batched with others or alone, up to the rounding of
+    kernels chosen by batch shape (seen: 3.6e-5 after six DDPM steps); another seed's noise differs by O(1)."""
     kw = dict(fractions=[0.4, 0.6], solver="ddpm", steps=6, guidance=1.5)
     batched = run(list(dits), seeds=[3, 8, 11], **kw).x
     alone = run(list(dits), seeds=[8], **kw).x
-    torch.testing.assert_close(batched[1:2], alone, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(batched[1:2], alone, rtol=1e-4, atol=2e-4)
     assert (batched[0] - batched[1]).abs().max() > 1e-2
 
 

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from tstitch import checks
 from tstitch.checkpoints import load_state_dict
 from tstitch.errors import ConfigError
 
@@ -56,8 +57,17 @@ class VAECodec:
 
     @torch.inference_mode()
     def decode(self, z):
-        out = [to_uint8(self.vae.decode(c.to(self.device, self.dtype) / self.scale).sample)
-               for c in z.split(self.chunk_size)]
+        """uint8 images of latents ``z``; NaN or inf pixels from finite latents are an error (a VAE overflowing in
+        float16 would otherwise give black images)."""
+        out = []
+        for c in z.split(self.chunk_size):
+            pixels = self.vae.decode(c.to(self.device, self.dtype) / self.scale).sample
+            broken = set(checks.bad_rows(pixels)) - set(checks.bad_rows(c))
+            if broken:
+                raise checks.NonFiniteError(
+                    f"the decoder {self.source} gave NaN or inf pixels for {len(broken)} of {len(c)} finite latents; "
+                    "decode in float32 (e.g. the SDXL VAE overflows in float16)")
+            out.append(to_uint8(pixels))
         return torch.cat(out).to(z.device)
 
     @torch.inference_mode()

@@ -11,14 +11,12 @@ reference extracts only the samples. Every result records the feature extractor 
 """
 import hashlib
 import json
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch_fidelity
-from PIL import Image
 from torch_fidelity.defaults import DEFAULTS
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import isc_featuresdict_to_metric
@@ -29,6 +27,8 @@ from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from
 
 from tstitch.checkpoints import cache_dir, resolve
 from tstitch.errors import ConfigError
+from tstitch.files import temporary
+from tstitch.imageset import NAMED, open_set
 
 INCEPTION = "inception-v3-compat"
 INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
@@ -60,42 +60,9 @@ def npz_member(path, key):
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
-class Images(torch.utils.data.Dataset):
-    """uint8 images (a tensor or array, NCHW, or NHWC with ``nhwc=True``) as the CHW tensors torch-fidelity
-    reads, one at a time (so a memory-mapped array is never read whole)."""
-
-    def __init__(self, images, nhwc=False):
-        self.images, self.nhwc = images, nhwc
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        img = self.images[i]
-        img = img if isinstance(img, torch.Tensor) else torch.from_numpy(np.array(img))  # np.array: off the map
-        return img.permute(2, 0, 1).contiguous() if self.nhwc else img
-
-
 def image_files(folder):
     """The image files of ``folder`` that torch-fidelity reads (not recursive), sorted."""
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def open_images(source):
-    """(dataset, (H, W, C)) of an image folder or an images ``.npz``; (None, None) for an ``.npz`` without images.
-    The size comes from the first image of a folder or the ``arr_0`` header, so nothing is read whole."""
-    path = Path(source)
-    if path.is_dir():
-        files = image_files(path)
-        if not files:
-            raise ConfigError(f"{path} holds no {'/'.join(IMAGE_SUFFIXES)} images; give a folder of images or an .npz")
-        with Image.open(files[0]) as img:
-            size = (img.height, img.width, len(img.getbands()))
-        return torch_fidelity.utils.prepare_input_from_descriptor({"input": str(path)}, verbose=False), size
-    if path.suffix != ".npz" or not path.exists():
-        raise ConfigError(f"{path} is neither an image folder nor an .npz file; give one of those")
-    images = npz_member(path, "arr_0")
-    return (None, None) if images is None else (Images(images, nhwc=True), tuple(images.shape[1:]))
 
 
 def statistics(reference):
@@ -114,13 +81,14 @@ def inception_weights(path=None):
     if target.exists():
         return str(target)
     if path:
-        raise ConfigError(f"Inception weights not found at {target}; fix metric.weights")
+        raise ConfigError(f"Inception weights not found at {target}; fix weights=... (metric.weights=...)")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(INCEPTION_URL, str(target), progress=False)
     except Exception as e:  # noqa: BLE001 - any network failure gets the same advice
         raise ConfigError(f"Inception weights are not cached and cannot be downloaded ({type(e).__name__}); "
-                          f"download {INCEPTION_URL} elsewhere and put it at {target}, or set metric.weights") from None
+                          f"download {INCEPTION_URL} elsewhere and put it at {target}, or set weights=... "
+                          "(metric.weights=...)") from None
     return str(target)
 
 
@@ -157,8 +125,14 @@ def file_id(path):
 def reference_key(reference, extractor, weights, layers):
     """A digest of all the reference's features depend on: its files (path, size, mtime), the extractor, its
     weights (path, size, mtime; "default" for the extractor's own) and the layers."""
-    path = Path(reference).resolve()
-    files = [[p.name, *file_id(p)[1:]] for p in image_files(path)] if path.is_dir() else [file_id(path)]
+    if str(reference) in NAMED:  # a named set: its data files
+        from tstitch.toy import data
+
+        path = data.ROOT
+        files = [file_id(data.ROOT / name) for name in data.FILES[NAMED[str(reference)]]]
+    else:
+        path = Path(reference).resolve()
+        files = [[p.name, *file_id(p)[1:]] for p in image_files(path)] if path.is_dir() else [file_id(path)]
     weights = file_id(Path(resolve(weights)).resolve()) if weights else "default"
     source = {"reference": str(path), "files": files, "extractor": extractor, "weights": weights,
               "layers": sorted(layers), "torch_fidelity": torch_fidelity.__version__}
@@ -175,7 +149,7 @@ def reference_features(reference, dataset, fe, layers, weights, batch_size, cuda
     features = features_of(dataset, fe, batch_size, cuda)
     features = {layer: features[layer] for layer in layers}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary(path)
     try:
         torch.save(features, tmp)
         tmp.replace(path)
@@ -198,9 +172,9 @@ def metric_values(features_1, features_2, stats, layers, kid_subset_size, prc_ne
     if "isc" in layers:
         out["isc"] = isc_featuresdict_to_metric(features_1, layers["isc"], verbose=False)[KEYS["isc"]]
     if "kid" in layers:
-        n = min(kid_subset_size, len(features_1[layers["kid"]]), len(features_2[layers["kid"]]))
-        out["kid"] = kid_featuresdict_to_metric(features_1, features_2, layers["kid"], kid_subset_size=n,
-                                                verbose=False)[KEYS["kid"]]
+        kid = kid_featuresdict_to_metric(features_1, features_2, layers["kid"], kid_subset_size=kid_subset_size,
+                                         verbose=False)
+        out["kid"], out["kid_std"] = kid[KEYS["kid"]], kid["kernel_inception_distance_std"]
     if "prc" in layers:
         m = prc_featuresdict_to_metric(features_1, features_2, layers["prc"], prc_neighborhood=prc_neighborhood,
                                        save_cpu_ram=True, verbose=False)
@@ -212,40 +186,129 @@ def size_text(size):
     return "x".join(str(d) for d in size)
 
 
+def channels_for(extractor):
+    """3 for extractors that read RGB (Inception, CLIP, DINOv2: grayscale is repeated); None (as stored) for the
+    toy zoo's, which reads both."""
+    from tstitch.toy import features
+
+    return None if extractor == features.NAME else 3
+
+
+def stored(reference, extractor):
+    """The features a ``tstitch-reference`` file holds: ``{"layers": {layer: tensor}, "size", "count", ...}``, or
+    None for any other reference. A file made with another extractor is refused."""
+    path = Path(reference)
+    if path.suffix != ".npz" or not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            if "extractor" not in z.files:
+                return None
+            made_with = str(z["extractor"])
+            if made_with != extractor:
+                raise ConfigError(f"reference {path} holds features of extractor {made_with}, not {extractor}; "
+                                  f"evaluate with extractor={made_with} or make the reference with {extractor}")
+            return {"layers": {k[len("features_"):]: torch.from_numpy(z[k]) for k in z.files
+                               if k.startswith("features_")},
+                    "size": tuple(int(v) for v in z["size"]), "count": int(z["count"]), "weights": str(z["weights"])}
+    except ConfigError:
+        raise
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise ConfigError(f"reference {path} is not a readable .npz ({type(e).__name__}); make it again") from None
+
+
+def check_counts(metrics, n_samples, n_reference, stats, kid_subset_size, prc_neighborhood):
+    """Refuse sets too small for a metric (each would give NaN or fail inside torch-fidelity)."""
+    need = {"fid": 2, "isc": 10, "kid": kid_subset_size, "prc": prc_neighborhood + 1}
+    why = {"fid": "FID needs a covariance", "isc": "the Inception Score averages 10 splits",
+           "kid": f"KID draws subsets of kid_subset_size={kid_subset_size} images",
+           "prc": f"precision/recall look at prc_neighborhood={prc_neighborhood} neighbours"}
+    fix = {"kid": f"; lower kid_subset_size (at most {min(n_samples, n_reference or n_samples)}) or give more"}
+    for m in metrics:
+        sets = [("samples", n_samples)] + ([("reference", n_reference)] if n_reference is not None and not (
+            m == "fid" and stats is not None) and m != "isc" else [])
+        for role, n in sets:
+            if n < need[m]:
+                raise ConfigError(f"{role} hold {n} image{'' if n == 1 else 's'}, but {why[m]}: give at least "
+                                  f"{need[m]}{fix.get(m, ' images')}")
+
+
 def evaluate(samples, reference, metrics=("fid",), extractor=INCEPTION, weights=None, kid_subset_size=1000,
-             prc_neighborhood=3, batch_size=64, cache_root=None):
-    """``{"fid": ..., "isc": ..., ..., "reference_cache": "hit" | "miss"}`` of ``samples`` against ``reference``
-    (see the module docstring); ``reference_cache`` is absent when no reference features were needed.
-    ``cache_root``: where reference features are cached (default: ``cache_dir() / "fidelity"``)."""
+             prc_neighborhood=3, batch_size=64, cache_root=None, float_range="auto"):
+    """``{"fid": ..., "isc": ..., ..., "reference_cache": "hit" | "miss" | "file"}`` of ``samples`` against
+    ``reference`` (see the module docstring); ``reference_cache`` is absent when no reference features were
+    needed; ``notes`` say how the inputs were read (layout, conversion). ``cache_root``: where reference features
+    are cached (default: ``cache_dir() / "fidelity"``). Every input is checked before any extraction."""
     metrics = list(dict.fromkeys(metrics))
     unknown = sorted(set(metrics) - set(METRICS))
     if unknown:
         raise ConfigError(f"unknown metrics {unknown}; choose from {', '.join(METRICS)}")
     layers = feature_layers(extractor, metrics)
-    sample_set, sample_size = open_images(samples)
+    channels = channels_for(extractor)
+    sample_set = open_set(samples, "samples", float_range, channels)
     if sample_set is None:
         raise ConfigError(f"samples {samples} hold no images (arr_0); give an images .npz or an image folder")
-    ref_set, ref_size = open_images(reference)
-    if ref_size is not None and ref_size[:2] != sample_size[:2]:
-        raise ConfigError(f"samples are {size_text(sample_size)} but reference {reference} holds "
+    ref_set = open_set(reference, "reference", float_range, channels)
+    kept = stored(reference, extractor)
+    ref_size = ref_set.size if ref_set is not None else (kept or {}).get("size")
+    if ref_size is not None and tuple(ref_size[:2]) != tuple(sample_set.size[:2]):
+        raise ConfigError(f"samples are {size_text(sample_set.size)} but reference {reference} holds "
                           f"{size_text(ref_size)} images; give a reference at the samples' resolution")
     stats = statistics(reference) if "fid" in metrics else None
     needs_reference = [m for m in metrics if m in ("kid", "prc") or (m == "fid" and stats is None)]
-    if needs_reference and ref_set is None:
+    from_file = kept is not None and all(layers[m] in kept["layers"] for m in needs_reference)
+    if needs_reference and ref_set is None and not from_file:
         held = "statistics only" if statistics(reference) is not None else "neither images (arr_0) nor statistics"
         raise ConfigError(f"reference {reference} holds {held}, but metrics {needs_reference} need its images; "
                           "give an images .npz or an image folder")
+    n_reference = kept["count"] if from_file else (ref_set.count if ref_set is not None else None)
+    check_counts(metrics, sample_set.count, n_reference, stats, kid_subset_size, prc_neighborhood)
     if extractor == INCEPTION:
         weights = inception_weights(weights)
     cuda = torch.cuda.is_available()
     fe = create_feature_extractor(extractor, sorted(set(layers.values())), cuda=cuda,
                                   feature_extractor_weights_path=weights, verbose=False)
-    features_1, features_2, out = features_of(sample_set, fe, batch_size, cuda), None, {}
+    features_1, features_2 = features_of(sample_set.dataset, fe, batch_size, cuda), None
+    out = {"notes": [n for n in (sample_set.note, ref_set.note if ref_set else "") if n]}
     if stats is not None and stats["mu"].shape[0] != features_1[layers["fid"]].shape[1]:
         raise ConfigError(f"reference {reference} holds {stats['mu'].shape[0]}-d statistics but {extractor} gives "
                           f"{features_1[layers['fid']].shape[1]}-d features; give statistics of the same extractor")
-    if needs_reference:
+    if needs_reference and from_file:
+        features_2, out["reference_cache"] = kept["layers"], "file"
+    elif needs_reference:
         features_2, out["reference_cache"] = reference_features(
-            reference, ref_set, fe, {layers[m] for m in needs_reference}, weights, batch_size, cuda, cache_root)
+            reference, ref_set.dataset, fe, {layers[m] for m in needs_reference}, weights, batch_size, cuda,
+            cache_root)
     out.update(metric_values(features_1, features_2, stats, layers, kid_subset_size, prc_neighborhood))
     return {**out, "extractor": extractor, "reference": str(reference)}
+
+
+def make_reference(source, out, extractor=INCEPTION, weights=None, metrics=("fid", "kid", "prc"), batch_size=64,
+                   float_range="auto"):
+    """Write the reference of ``source`` (an image folder, an images ``.npz`` or a named set) for ``extractor`` to
+    ``out`` (``.npz``): FID statistics ``mu``/``sigma`` (float64) and, for KID and precision/recall, the features
+    themselves (``features_<layer>``), with the extractor, its weights, the image size and count. Returns ``out``."""
+    metrics = [m for m in dict.fromkeys(metrics) if m != "isc"]
+    layers = feature_layers(extractor, metrics)
+    images = open_set(source, "source", float_range, channels_for(extractor))
+    if images is None:
+        raise ConfigError(f"source {source} holds no images (arr_0); give an image folder or an images .npz")
+    check_counts(["fid"] if "fid" in metrics else [], images.count, None, None, 0, 0)
+    if extractor == INCEPTION:
+        weights = inception_weights(weights)
+    cuda = torch.cuda.is_available()
+    fe = create_feature_extractor(extractor, sorted(set(layers.values())), cuda=cuda,
+                                  feature_extractor_weights_path=weights, verbose=False)
+    features = features_of(images.dataset, fe, batch_size, cuda)
+    arrays = {f"features_{layer}": features[layer].numpy() for layer in {layers[m] for m in metrics if m != "fid"}}
+    if "fid" in layers:
+        f = features[layers["fid"]].double().numpy()
+        arrays.update(mu=f.mean(0), sigma=np.cov(f, rowvar=False))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary(out)
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays, extractor=np.array(extractor), weights=np.array(str(weights or "default")),
+                 size=np.array(images.size), count=np.array(images.count), source=np.array(str(source)))
+    tmp.replace(out)
+    return out

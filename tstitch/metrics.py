@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from tstitch import fidelity
 from tstitch.checkpoints import cache_dir, resolve
 from tstitch.errors import ConfigError
-from tstitch.fidelity import Images
+from tstitch.imageset import Images
 
 
 def build(cfg):

@@ -1,6 +1,5 @@
 """Outputs of a sweep: the table (markdown, CSV, JSON lines), an image grid and the speed-quality plot."""
 import csv
-import json
 from pathlib import Path
 
 import matplotlib
@@ -8,6 +7,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from tstitch.files import write_jsonl  # noqa: E402
 
 COLUMNS = [("setting", "setting"), ("fractions", "fractions"), ("nfe", "NFE per member"), ("s_per_image", "s/image"),
            ("predicted_s_per_image", "predicted s/image"), ("speedup", "speedup"), ("fd", "FD"),
@@ -72,9 +73,7 @@ def markdown(rows, members, paper_label=None):
 def write_table(rows, members, out_dir, paper_label=None):
     out_dir = Path(out_dir)
     (out_dir / "results.md").write_text(markdown(rows, members, paper_label) + "\n")
-    with open(out_dir / "results.jsonl", "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+    write_jsonl(out_dir / "results.jsonl", rows)
     keys = [k for k, _ in COLUMNS if any(k in r for r in rows)]
     with open(out_dir / "results.csv", "w", newline="") as f:
         w = csv.writer(f)

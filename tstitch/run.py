@@ -7,7 +7,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from tstitch import fast, metrics, seeds, zoo
+from tstitch import checks, fast, metrics, seeds, zoo
 from tstitch.codecs import load_codec
 from tstitch.errors import ConfigError
 from tstitch.sample import sample
@@ -33,9 +33,16 @@ def _sample_all(members, cfg, fractions, x, y, rng, progress=None):
         sl = slice(i, i + cfg.batch_size)
         sync(cfg.device)
         start = time.perf_counter()
-        r = sample(members, x[sl], y[sl], randn_like=rng[sl].randn_like, **sample_options(cfg, fractions))
+        options = {**sample_options(cfg, fractions), "randn_like": rng[sl].randn_like}
+        r = sample(members, x[sl], y[sl], **options)
         sync(cfg.device)
         seconds += time.perf_counter() - start
+        bad = checks.bad_rows(r.x)
+        if bad:  # sampled again, watching each step, only when a batch failed
+            found = checks.where(lambda watch: sample(members, x[sl], y[sl], callback=watch, **options),
+                                 [m.name for m in members])
+            batch_seeds = list(range(cfg.seed + i, cfg.seed + i + len(r.x)))
+            checks.warn(checks.report(batch_seeds, bad, len(r.x), found, cfg.get("nonfinite", "error")))
         out.append(r.x)
         if progress is not None:
             progress.update(len(r.x))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tstitch import solvers
+from tstitch import checks, solvers
 from tstitch.errors import ConfigError
 from tstitch.guidance import guided
 from tstitch.schedules import grid
@@ -29,15 +29,17 @@ class Result:
 def sample(members, noise, labels, *, fractions=None, solver="ddim", steps=50, guidance=1.0, channels=None,
            rule="steps", randn_like=torch.randn_like, callback=None, **solver_options):
     """Sample from ``noise`` with ``members`` stitched by ``fractions`` (member 0 first; default: all steps to
-    the last member). ``guidance`` is the CFG scale w (1 = off), applied to the first ``channels`` channels
-    (None: each member's own ``cfg_channels``, "all": every channel); ``steps`` an int or an ADM respacing
-    string ("ddim100", "10,20"). Returns a ``Result``."""
+    the last member). ``noise`` is float32 (another float dtype is cast to float32), one finite sample per row;
+    ``labels`` an integer tensor or list of ints (class-conditional members) or a list of prompts, one per sample.
+    ``guidance`` is the CFG scale w (1 = off), applied to the first ``channels`` channels (None: each member's
+    own ``cfg_channels``, "all": every channel); ``steps`` an int or an ADM respacing string ("ddim100",
+    "10,20"). Returns a ``Result``."""
     members = list(members)
+    if not members:
+        raise ConfigError("give one or more members (tstitch.load(...))")
     fractions = check_fractions([0.0] * (len(members) - 1) + [1.0] if fractions is None else fractions, len(members))
     check_compatible(members)
-    if tuple(noise.shape[1:]) != tuple(members[0].space.shape):
-        raise ConfigError(f"noise of shape {tuple(noise.shape[1:])} for members trained on "
-                          f"{tuple(members[0].space.shape)}")
+    noise, labels = checks.inputs(members, noise, labels, guidance)
     # The grid is the schedule of the first member that runs (so a member with no steps changes nothing); a
     # member trained on another schedule is fed its own timestep of equal noise level.
     schedule = next(m.schedule for m, f in zip(members, fractions) if f > 0)

@@ -12,7 +12,13 @@ from tstitch.protocols import Output, Wrapped
 
 
 def check_fractions(fractions, members=None):
-    fractions = [float(f) for f in fractions]
+    try:
+        fractions = [float(f) for f in fractions]
+    except (TypeError, ValueError):
+        raise ConfigError(f"stitch fractions must be a list of numbers, one per member, not {fractions!r}; e.g. "
+                          "fractions=[0.4, 0.6]") from None
+    if not all(math.isfinite(f) for f in fractions):
+        raise ConfigError(f"stitch fractions {fractions} hold NaN or inf; each must be a number in [0, 1]")
     if any(f < -1e-9 for f in fractions):
         raise ConfigError(f"stitch fractions {fractions} has a negative entry; each must be in [0, 1]")
     if not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):

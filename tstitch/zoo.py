@@ -4,6 +4,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from tstitch import checks
 from tstitch.errors import ConfigError
 from tstitch.protocols import Space
 from tstitch.schedules import Schedule
@@ -48,4 +49,6 @@ def load(spec, checkpoint=None, device="cpu", **kwargs):
         raise ConfigError(f"zoo entry {e['name']!r} has unknown family {e['family']!r}; known: {sorted(fams)}")
     space = e["space"]
     space = Space(space["name"], tuple(space["shape"]), float(space.get("scale", 1.0)), bool(space.get("clip", False)))
-    return fams[e["family"]](e, Schedule(**e["schedule"]), space, device=device, **kwargs)
+    member = fams[e["family"]](e, Schedule(**e["schedule"]), space, device=device, **kwargs)
+    checks.weights(member)
+    return member

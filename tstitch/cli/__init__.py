@@ -1,6 +1,7 @@
 """Command-line entry points: thin Hydra glue around plain functions."""
 import functools
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -25,64 +26,110 @@ def guard(fn):
 
 
 def check_run_dir(argv, default="outputs"):
-    """Fail early, in one line, when the run directory cannot be written (Hydra would raise a traceback)."""
+    """Fail early, in one line, when the run directory cannot be written (Hydra would raise a traceback); nothing
+    is created here: the nearest existing folder on the path must be a writable directory."""
     target = ([a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")] or [default])[-1]
-    path = Path(target.split("${")[0] or ".").expanduser().absolute()  # the part before any interpolation
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".tstitch-write-test-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as e:
-        print(f"tstitch: error: output directory {path} is not writable ({e.strerror}); "
-              "choose another with hydra.run.dir=...", file=sys.stderr)
-        sys.exit(2)
+    path = Path(target.strip("'\"").split("${")[0] or ".").expanduser().absolute()  # the part before any ${...}
+    existing = next(p for p in [path, *path.parents] if p.exists())
+    problem = None
+    if not existing.is_dir():
+        problem = f"{existing} is a file"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable"
+    if problem:
+        fail(f"output directory {path} cannot be made ({problem}); choose another with hydra.run.dir=...")
+
+
+LAUNCHER = ("hydra/launcher", "hydra.launcher")
 
 
 def preflight(config_name, argv):
-    """Compose the config once before Hydra runs or launches anything, so that an unknown group option or key
-    (also inside an ``+experiment=...``) and every swept ``stitch.fractions`` value fail now, in one line:
-    a multirun is composed with the first value of each swept override."""
+    """Compose the config once before Hydra runs or launches anything, and check it against its schema
+    (``tstitch.schema``), so that an unknown group option or key (also inside an ``+experiment=...``), a value of
+    the wrong type or range and every swept value fail now, in one line, before a file is written: a multirun is
+    composed with the first value of each swept override, and once more for each other value."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
+    from omegaconf import OmegaConf, open_dict
     from omegaconf.errors import OmegaConfBaseException
 
-    from tstitch.stitch import check_fractions
+    from tstitch import schema
 
     args = [a for a in argv if not a.startswith("-")]
     try:
         overrides = OverridesParser.create().parse_overrides(args)
         first, others = [], []  # each override at its first value; the other values of swept ones
         for o in overrides:
+            if o.key_or_group.startswith("hydra") and not o.key_or_group.startswith(LAUNCHER):
+                continue  # Hydra's run settings are Hydra's; the launcher decides where devices are checked
             values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
-            if o.key_or_group == "stitch.fractions":
-                for v in values:
-                    check_fractions(OverridesParser.create().parse_override(f"x={v}").value())
-            elif not o.key_or_group.startswith("hydra"):
-                others += [(len(first), f"{o.get_key_element()}={v}") for v in values[1:]]
-            if not o.key_or_group.startswith("hydra"):
-                first.append(f"{o.get_key_element()}={values[0]}" if o.is_sweep_override() else o.input_line)
+            others += [(len(first), f"{o.get_key_element()}={v}") for v in values[1:]]
+            first.append(f"{o.get_key_element()}={values[0]}" if o.is_sweep_override() else o.input_line)
         with initialize_config_dir(CONF, version_base=None):
-            compose(config_name, first)
-            for k, line in others:
-                compose(config_name, first[:k] + [line] + first[k + 1:])
+            composed = []
+            for k, line in [(None, None), *others]:
+                lines = first if k is None else first[:k] + [line] + first[k + 1:]
+                try:
+                    cfg = compose(config_name, lines, return_hydra_config=True)
+                except (HydraException, OmegaConfBaseException) as e:
+                    raise ConfigError(_hydra_message(e, config_name, lines, compose)) from None
+                # jobs a launcher submits elsewhere (SLURM) check their devices where they run
+                here = "submitit" not in str(OmegaConf.select(cfg, "hydra.launcher._target_", default=""))
+                with open_dict(cfg):
+                    del cfg["hydra"]
+                composed.append(schema.check(cfg, config_name, machine=here))
+        return composed[0]
     except (HydraException, OmegaConfBaseException) as e:
-        message = " ".join(str(e).split("Config search path")[0].split())
-        print(f"tstitch: error: {message}", file=sys.stderr)
-        sys.exit(2)
+        fail(_hydra_message(e))
     except ConfigError as e:
-        print(f"tstitch: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(e))
 
 
-def entry_point(main, config_name=None):
-    """The console-script function for a Hydra ``main``: checks the run directory and, given the config's
-    name, the composed config first."""
+def fail(message):
+    print(f"tstitch: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _hydra_message(error, config_name=None, lines=(), compose=None):
+    """Hydra's error in one line; for an override of a key the config lacks, the nearest key and the section's keys
+    instead of Hydra's advice to append it with ``+`` (which would set a key nothing reads)."""
+    from omegaconf import DictConfig
+
+    message = " ".join(str(error).split("Config search path")[0].split())
+    missing = re.search(r"Could not override '([^']+)'", message)
+    if missing and compose is not None:
+        key = missing.group(1)
+        parent, _, _ = key.rpartition(".")
+        kept = [line for line in lines if not line.lstrip("+~").startswith(key + "=")]
+        try:
+            section = compose(config_name, kept)
+            for part in filter(None, parent.split(".")):
+                section = section[part]
+        except Exception:  # noqa: BLE001 - fall back to Hydra's own words
+            return message
+        if isinstance(section, DictConfig):
+            from tstitch.schema import unknown
+
+            try:
+                unknown(key, list(section), f"{parent}." if parent else "")
+            except ConfigError as e:
+                return str(e)
+    return message
+
+
+def entry_point(main, config_name=None, after=None):
+    """The console-script function for a Hydra ``main``: given the config's name, the composed config is checked
+    first (``preflight``; then ``after(cfg, argv)``, the command's own early checks), and the run directory."""
     def entry():
-        check_run_dir(sys.argv[1:])
         flags = [a for a in sys.argv[1:] if a.startswith("-") and a not in ("-m", "--multirun")]
         if config_name and not flags:  # Hydra's own flags (--help, --cfg, -cn NAME, ...): Hydra handles them
-            preflight(config_name, sys.argv[1:])
+            cfg = preflight(config_name, sys.argv[1:])
+            if after is not None:
+                try:
+                    after(cfg, sys.argv[1:])
+                except ConfigError as e:
+                    fail(str(e))
+        check_run_dir(sys.argv[1:])
         main()
     return entry

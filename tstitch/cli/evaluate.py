@@ -1,5 +1,5 @@
-"""`tstitch-evaluate`: FID / IS / KID / precision-recall of a sample set against a reference, via torch-fidelity."""
-import json
+"""`tstitch-evaluate`: FID / IS / KID / precision-recall of a sample set against a reference, via torch-fidelity.
+Every input is checked first (readable, images, range, layout, enough of them): one line names what is wrong."""
 from pathlib import Path
 
 import hydra
@@ -13,23 +13,27 @@ from tstitch.errors import ConfigError
 @hydra.main(version_base=None, config_path=CONF, config_name="evaluate")
 @guard
 def main(cfg):
-    from tstitch import fidelity
+    from tstitch import fidelity, schema
+    from tstitch.files import dumps, write_text
     from tstitch.toy import features  # noqa: F401 - registers the toy extractor with torch-fidelity
 
+    schema.check(cfg, "evaluate")
     for key in ("samples", "reference"):
         if OmegaConf.is_missing(cfg, key):
-            raise ConfigError(f"give {key}=PATH (an .npz or an image folder)")
+            raise ConfigError(f"give {key}=PATH (an .npz, an image folder, or a reference made by "
+                              "tstitch-reference)")
     result = fidelity.evaluate(cfg.samples, cfg.reference, metrics=list(cfg.metrics), extractor=cfg.extractor,
                                weights=cfg.weights, kid_subset_size=cfg.kid_subset_size,
                                prc_neighborhood=cfg.prc_neighborhood, batch_size=cfg.batch_size,
-                               cache_root=cfg.cache_root)
+                               cache_root=cfg.cache_root, float_range=cfg.float_range)
     result["samples"] = str(cfg.samples)
-    out = Path(HydraConfig.get().runtime.output_dir) / "metrics.json"
-    out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result))
+    for note in result.get("notes", []):
+        print(f"tstitch-evaluate: read {note}")
+    write_text(Path(HydraConfig.get().runtime.output_dir) / "metrics.json", dumps(result, indent=2) + "\n")
+    print(dumps(result))
 
 
-entry = entry_point(main)
+entry = entry_point(main, "evaluate")
 
 if __name__ == "__main__":
     entry()

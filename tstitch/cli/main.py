@@ -1,5 +1,4 @@
 """`tstitch`: sweep stitch allocations on the configured members and write the table, grid and plot."""
-import json
 from pathlib import Path
 
 import hydra
@@ -12,9 +11,11 @@ from tstitch.cli import CONF, entry_point, guard
 @hydra.main(version_base=None, config_path=CONF, config_name="tstitch")
 @guard
 def main(cfg):
-    from tstitch import report, tracking
+    from tstitch import report, schema, tracking
+    from tstitch.files import write_json
     from tstitch.run import run
 
+    schema.check(cfg, "tstitch")  # also in the preflight; again here for jobs started without it (SLURM, multirun)
     out = Path(HydraConfig.get().runtime.output_dir)
     rows, grids, members, facts = run(cfg)
     names = [m.name for m in members]
@@ -23,7 +24,7 @@ def main(cfg):
     report.write_table(rows, names, out, label)
     report.image_grid(grids, out / "grid.png", [report.fmt("fractions", r["fractions"]) for r in rows])
     report.tradeoff_plot(rows, names, out / "tradeoff.png", paper_label=label)
-    (out / "run.json").write_text(json.dumps({"members": names, **facts, "config": config}, indent=2))
+    write_json(out / "run.json", {"members": names, **facts, "config": config})
     tracking.log_results(tracking.wandb_logger(cfg.logger, out), config, rows, names, facts,
                          [out / "grid.png", out / "tradeoff.png"])
     print()

@@ -4,7 +4,7 @@ import lightning as L
 import torch
 import torch.distributed as dist
 
-from tstitch import seeds
+from tstitch import checks, seeds
 from tstitch.protocols import Wrapped
 from tstitch.run import sync
 from tstitch.sample import sample
@@ -84,8 +84,9 @@ class Generation(L.LightningModule):
     last member alone on the same devices, for the speedup of this allocation."""
 
     def __init__(self, members, codec, options, labels="random", batch_size=1, warmup=True, baseline_batches=0,
-                 prompts=None, base_seed=0):
+                 prompts=None, base_seed=0, nonfinite="error"):
         super().__init__()
+        self.nonfinite, self.warned = nonfinite, []  # seeds with non-finite samples (nonfinite=warn)
         self.members, self.codec, self.options, self.labels = members, codec, dict(options), labels
         # registered so that Lightning moves them to the device; offloaded networks move themselves (fast.offload)
         self.nets = torch.nn.ModuleList([m.net for m in members if not getattr(m, "offloaded", False)]
@@ -132,6 +133,7 @@ class Generation(L.LightningModule):
         self.clock.stop()
         sampled = time.perf_counter()
         n = len(batch_seeds)
+        self._check(r.x[:n], batch_seeds, padded)
         images, y = self.codec.decode(r.x[:n]), y[:n]
         sync(self.device)
         self.totals[0] += sampled - start
@@ -142,6 +144,18 @@ class Generation(L.LightningModule):
         if self.prompts:  # the stored label of a text-conditioned sample is its prompt's index in the set
             y = torch.tensor([(s - self.base_seed) % len(self.prompts) for s in batch_seeds])
         return {"seeds": batch_seeds, "labels": y.cpu(), "images": images.cpu(), "nfe": r.nfe}
+
+    def _check(self, x, batch_seeds, padded):
+        """Non-finite samples fail the run (or, with ``nonfinite=warn``, are reported): one reduction per batch;
+        only a failing batch is sampled again, watching each step, to name where it broke."""
+        bad = checks.bad_rows(x)
+        if not bad:
+            return
+        found = checks.where(lambda watch: self._sample(padded, self.members, callback=watch)[1],
+                             [m.name for m in self.members])
+        line = checks.report(batch_seeds, bad, len(batch_seeds), found, self.nonfinite)
+        checks.warn(line)
+        self.warned += [batch_seeds[i] for i in bad]
 
     def on_predict_end(self):
         fractions = self.options["fractions"]

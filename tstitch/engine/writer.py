@@ -1,8 +1,11 @@
 """Shards on disk: each predicted batch becomes ``shards/<first seed>-<last seed>-r<rank>.npz`` (seeds, labels,
 uint8 NCHW images), written to a temporary name and renamed, so a killed run leaves only whole shards. A
-restarted run generates only the seeds no shard holds; the export reads the shards in seed order."""
-import json
-import os
+restarted run generates only the seeds no shard holds; the export reads the shards in seed order.
+
+A shard that cannot be read whole (a disk error, a file edited or truncated by hand) is moved to
+``shards/corrupt/`` with one line naming it, and its seeds are generated again by the next run."""
+import shutil
+import sys
 import zipfile
 from pathlib import Path
 
@@ -10,9 +13,14 @@ import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 
+from tstitch.errors import ConfigError
+from tstitch.files import temporary, write_json
+
+KEYS = ("seeds", "labels", "images")
+
 
 def _atomic_savez(path, **arrays):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary(path)
     with open(tmp, "wb") as f:
         np.savez(f, **arrays)
     tmp.replace(path)
@@ -41,56 +49,118 @@ class ShardWriter(BasePredictionWriter):
         self.nfe = prediction["nfe"]
 
 
-def done(out_dir):
-    """Seeds already held by whole shards in ``out_dir``; temporary files a killed run left are removed (call it
-    before any rank starts writing)."""
-    for tmp in (Path(out_dir) / "shards").glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
-    seen = set()
-    for path in sorted((Path(out_dir) / "shards").glob("*.npz")):
+class CorruptShard(ConfigError):
+    """A shard that cannot be read whole; ``path`` names it."""
+
+    def __init__(self, path, reason):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"shard {path} is unreadable ({reason})")
+
+
+def read_shard(path, images=True):
+    """``{seeds, labels[, images]}`` of a shard, checked: every key present, one row per seed, uint8 NCHW images;
+    reading ``images`` verifies the zip's checksum of them. Raises ``CorruptShard``."""
+    try:
         with np.load(path) as z:
-            seen.update(int(s) for s in z["seeds"])
+            missing = [k for k in KEYS if k not in z.files]
+            if missing:
+                raise CorruptShard(path, f"no {', '.join(missing)}")
+            out = {k: z[k] for k in (KEYS if images else KEYS[:2])}
+    except CorruptShard:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise CorruptShard(path, f"{type(e).__name__}: {str(e)[:100]}") from None
+    n = len(out["seeds"])
+    if out["seeds"].ndim != 1 or len(out["labels"]) != n or (images and (
+            out["images"].dtype != np.uint8 or out["images"].ndim != 4 or len(out["images"]) != n)):
+        raise CorruptShard(path, "seeds, labels and images do not match")
+    return out
+
+
+def set_aside(path, reason, log=sys.stderr):
+    """Move a corrupt shard to ``shards/corrupt/`` (another rank may have moved it already) and say so."""
+    path = Path(path)
+    target = path.parent / "corrupt" / path.name
+    try:
+        target.parent.mkdir(exist_ok=True)
+        shutil.move(str(path), str(target))
+    except FileNotFoundError:
+        return target
+    print(f"tstitch-generate: shard {path} is corrupt ({reason}); moved to {target}, its seeds will be generated "
+          "again", file=log)
+    return target
+
+
+def done(out_dir, move=True):
+    """Seeds already held by whole shards in ``out_dir``. Temporary files a killed run left are removed and corrupt
+    shards moved aside (``move``: rank zero; other ranks skip the same shards without touching them)."""
+    shards = Path(out_dir) / "shards"
+    if move:
+        for tmp in shards.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+    seen = set()
+    for path in sorted(shards.glob("*.npz")):
+        try:
+            seen.update(int(s) for s in read_shard(path, images=False)["seeds"])
+        except CorruptShard as e:
+            if move:
+                set_aside(path, e.reason)
     return seen
 
 
 def export_npz(out_dir, seeds, path=None):
     """ADM-compatible ``samples.npz`` (``arr_0``: uint8 NHWC, ``arr_1``: labels) in the order of ``seeds``,
-    streamed shard by shard into the zip so that 50k images never sit in memory together."""
+    streamed shard by shard into the zip so that 50k images never sit in memory together. A shard found corrupt
+    here is moved aside and named (``CorruptShard``): the next run generates its seeds again."""
     out_dir = Path(out_dir)
     path = Path(path or out_dir / "samples.npz")
     index = {}  # seed -> (shard, row)
     shape = dtype = None
     for shard in sorted((out_dir / "shards").glob("*.npz")):
-        with np.load(shard) as z:
-            for row, s in enumerate(z["seeds"]):
-                index.setdefault(int(s), (shard, row))
-            shape, dtype = z["images"].shape[1:], z["images"].dtype
+        for row, s in enumerate(_checked(shard, images=False)["seeds"]):
+            index.setdefault(int(s), (shard, row))
     missing = [s for s in seeds if s not in index]
     if missing:
         raise RuntimeError(f"{len(missing)} seeds have no shard yet (first: {missing[:5]}); run generation again")
+    shape, dtype = _checked(index[seeds[0]][0])["images"].shape[1:], np.uint8
     c, h, w = shape
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temporary(path)
     labels = np.empty(len(seeds), dtype=np.int64)
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        with zf.open("arr_0.npy", "w", force_zip64=True) as f:
-            np.lib.format.write_array_header_1_0(
-                f, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
-                    "shape": (len(seeds), h, w, c)})
-            cache = {}
-            for i, s in enumerate(seeds):
-                shard, row = index[s]
-                if shard not in cache:  # shards are mostly read in order: keep only the current one
-                    cache = {shard: dict(np.load(shard))}
-                f.write(np.ascontiguousarray(cache[shard]["images"][row].transpose(1, 2, 0)).tobytes())
-                labels[i] = cache[shard]["labels"][row]
-        with zf.open("arr_1.npy", "w") as f:
-            np.lib.format.write_array(f, labels)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            with zf.open("arr_0.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array_header_1_0(
+                    f, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                        "shape": (len(seeds), h, w, c)})
+                cache = {}
+                for i, s in enumerate(seeds):
+                    shard, row = index[s]
+                    if shard not in cache:  # shards are mostly read in order: keep only the current one
+                        cache = {shard: _checked(shard)}
+                        if cache[shard]["images"].shape[1:] != shape:
+                            raise _aside(shard, f"images of shape {cache[shard]['images'].shape[1:]}, not {shape}")
+                    f.write(np.ascontiguousarray(cache[shard]["images"][row].transpose(1, 2, 0)).tobytes())
+                    labels[i] = cache[shard]["labels"][row]
+            with zf.open("arr_1.npy", "w") as f:
+                np.lib.format.write_array(f, labels)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
     return path
 
 
+def _checked(shard, images=True):
+    try:
+        return read_shard(shard, images)
+    except CorruptShard as e:
+        raise _aside(shard, e.reason) from None
+
+
+def _aside(shard, reason):
+    target = set_aside(shard, reason)
+    return CorruptShard(shard, f"{reason}; moved to {target}: run the same command again to generate its seeds")
+
+
 def write_manifest(out_dir, manifest):
-    path = Path(out_dir) / "manifest.json"
-    tmp = path.with_name(".manifest.json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    tmp.replace(path)
+    return write_json(Path(out_dir) / "manifest.json", manifest)

@@ -8,7 +8,7 @@ import torch
 
 ROOT = Path(os.environ.get("TSTITCH_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
           "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 
 
@@ -23,7 +23,7 @@ def _read_idx(path):
 def load(split="train", root=None):
     """Images as uint8 (N, 1, 28, 28) and labels as int64 (N,)."""
     root = Path(root) if root else ROOT
-    images, labels = (root / name for name in _FILES[split])
+    images, labels = (root / name for name in FILES[split])
     if not images.exists():
         raise FileNotFoundError(
             f"Fashion-MNIST not found at {root}; install it with `apt-get install dataset-fashion-mnist` "

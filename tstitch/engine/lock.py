@@ -1,0 +1,113 @@
+"""One writer per run directory: an advisory lock (``fcntl.flock`` on ``<run>/.lock``) taken by rank zero of a
+launch before anything is written and held until the process ends; the kernel drops it when the process dies,
+SIGKILL included, so a crashed run never leaves a stale lock.
+
+Every other rank checks that the holder is its own launch (``TSTITCH_LAUNCH``, which rank zero exports to the
+ranks Lightning starts, or the torchrun / srun job id); a second ``tstitch-generate`` on the same directory exits
+at once with one line naming the holder's PID and host.
+"""
+import fcntl
+import json
+import os
+import socket
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tstitch.errors import ConfigError
+
+NAME = ".lock"
+_held = {}  # path -> open file: the lock lives as long as the file stays open
+
+
+def launch_id(env=os.environ):
+    """What all ranks of one launch share: ours (set by rank zero), torchrun's run id or SLURM's job step."""
+    if env.get("TSTITCH_LAUNCH"):
+        return env["TSTITCH_LAUNCH"]
+    if env.get("TORCHELASTIC_RUN_ID") and env["TORCHELASTIC_RUN_ID"] != "none":
+        return f"torchrun-{env['TORCHELASTIC_RUN_ID']}"
+    if env.get("SLURM_JOB_ID") and int(env.get("SLURM_NTASKS", "1")) > 1:
+        return f"slurm-{env['SLURM_JOB_ID']}.{env.get('SLURM_STEP_ID', '0')}"
+    return None
+
+
+def is_rank_zero(env=os.environ):
+    """Rank zero of the launch, as its environment tells before any process group exists."""
+    return all(int(env.get(k, "0") or 0) == 0 for k in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"))
+
+
+def _holder(path):
+    try:
+        return json.loads(Path(path).read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def _busy(path, holder):
+    started = f", started {holder['started']}" if holder.get("started") else ""
+    return ConfigError(f"{path.parent} is being written by another process (PID {holder.get('pid', '?')} on "
+                       f"{holder.get('host', '?')}{started}); wait for it to finish, stop it, or choose another "
+                       "hydra.run.dir=...")
+
+
+def acquire(run_dir):
+    """Take the run directory's lock for this process (rank zero); raises ConfigError naming the holder."""
+    path = Path(run_dir) / NAME
+    if str(path) in _held:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a+")  # noqa: SIM115 - kept open: the lock lives as long as the file does
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise _busy(path, _holder(path)) from None
+    launch = launch_id() or f"tstitch-{uuid.uuid4().hex[:12]}"
+    os.environ["TSTITCH_LAUNCH"] = launch  # ranks that Lightning starts from here inherit it
+    f.seek(0)
+    f.truncate()
+    f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "launch": launch,
+                        "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
+    f.flush()
+    _held[str(path)] = f
+    return path
+
+
+def release(run_dir):
+    f = _held.pop(str(Path(run_dir) / NAME), None)
+    if f is not None:
+        f.close()  # closing drops the flock
+
+
+def check_member(run_dir, timeout=120.0, poll=0.2):
+    """For a rank other than zero: wait (up to ``timeout`` seconds, while rank zero starts) until the lock is held,
+    then make sure its holder is this launch."""
+    path, launch = Path(run_dir) / NAME, launch_id()
+    deadline = time.monotonic() + timeout
+    while True:
+        holder = _holder(path) if path.exists() else {}
+        if path.exists() and _locked(path) and holder.get("launch"):
+            if launch is not None and holder["launch"] != launch:
+                raise _busy(path, holder)
+            return holder
+        if time.monotonic() > deadline:
+            raise ConfigError(f"rank zero of this launch never locked {path.parent} within {timeout:.0f} s; check "
+                              "that every rank was given the same hydra.run.dir=...")
+        time.sleep(poll)
+
+
+def _locked(path):
+    """Whether some process holds the lock (probed with a shared lock taken and dropped at once)."""
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
+def take(run_dir):
+    """Rank zero acquires; every other rank checks the holder is its own launch."""
+    return acquire(run_dir) if is_rank_zero() else check_member(run_dir)

@@ -1,0 +1,158 @@
+"""One allocation's sample set, as a plain function of a composed config and a run directory (``tstitch-generate``
+is its Hydra glue): resumable, one writer per directory, refused when the directory holds samples made otherwise.
+
+Order matters: every check that can fail runs before the first file is written (the config against its schema,
+the lock, the settings against the directory's identity); models load next, then the checkpoints' content is
+compared, and only then is ``identity.json`` written and the first shard sampled.
+"""
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from tstitch import checks, identity
+from tstitch.engine import lock
+
+TIMING = ("s_per_image", "images_per_second", "s_per_image_per_member", "decode_s_per_image", "images_timed",
+          "baseline_s_per_image", "speedup", "warmup_seconds", "peak_memory_gb")
+
+
+def accelerator(trainer):
+    """The kind of device the samples are made on (its kernels decide the last bits): ``cpu`` or ``gpu``."""
+    if trainer.accelerator == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return "cpu" if trainer.accelerator == "cpu" else "gpu"
+
+
+def settings(cfg):
+    """The sampling settings that change the bytes of an image (the ``config`` part of the identity)."""
+    from tstitch.run import sample_options
+    from tstitch.stitch import check_fractions
+
+    fractions = check_fractions(cfg.stitch.fractions, len(cfg.stitch.members))
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    return {"members": plain["stitch"]["members"], "codec": plain["stitch"].get("codec"), "labels": cfg.labels,
+            "seed": cfg.seed, "options": OmegaConf.to_container(OmegaConf.create(sample_options(cfg, fractions)),
+                                                                 resolve=True),
+            "fast": plain.get("fast") or {}, "batch_size": cfg.batch_size, "accelerator": accelerator(cfg.trainer)}
+
+
+def check_settings(cfg, run_dir):
+    """Refuse at once (nothing loaded, nothing written) when ``run_dir`` holds samples of other settings."""
+    identity.check(run_dir, {"config": settings(cfg)}, parts=("config",))
+
+
+def previous(out):
+    """What an earlier session of this run measured (kept when a resumed run has nothing left to generate)."""
+    import json
+
+    path = out / "manifest.json"
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        return {}
+
+
+def generate(cfg, out):
+    """Make (or complete) the sample set of ``cfg`` in ``out``; returns (row, manifest) on rank zero, None on the
+    other ranks. The caller checked ``cfg`` (``tstitch.schema``)."""
+    out = Path(out)
+    lock.take(out)
+    rank_zero = lock.is_rank_zero()
+    sampling = settings(cfg)
+    if rank_zero:
+        identity.check(out, {"config": sampling}, parts=("config",))
+    try:
+        return _generate(cfg, out, sampling, rank_zero)
+    finally:
+        lock.release(out)
+
+
+def _generate(cfg, out, sampling, rank_zero):
+    import lightning as L
+
+    from tstitch import fidelity, metrics, report, tracking
+    from tstitch.engine.module import Generation, RankShare, Seeds
+    from tstitch.engine.progress import Progress
+    from tstitch.engine.writer import ShardWriter, done, export_npz, write_manifest
+    from tstitch.files import write_json
+    from tstitch.run import codec_name, load_stitch, prompt_list, sample_options
+
+    members, codec = load_stitch(cfg)
+    names = [m.name for m in members]
+    fractions = sampling["options"]["fractions"]
+    options = sample_options(cfg, fractions)
+    metric = metrics.build(cfg.get("metric"))  # before sampling: a bad reference fails now, not after hours
+    wanted = list(range(cfg.seed, cfg.seed + cfg.num_samples))
+    prompts = prompt_list(cfg)
+    if rank_zero:
+        entries = {k: OmegaConf.to_container(e, resolve=True) for k, e in cfg.stitch.members.items()}
+        spec = cfg.stitch.get("codec") or cfg.stitch.members[list(entries)[-1]].get("codec", "pixels")
+        spec = OmegaConf.to_container(spec, resolve=True) if OmegaConf.is_config(spec) else spec
+        now = {**identity.of(sampling, entries, spec), "prompts": prompts,
+               "versions": identity.versions(_device_name(cfg))}
+        stored = identity.check(out, now, parts=("config", "checkpoints", "decoder", "seeds", "prompts"))
+        for line in identity.version_warnings(stored, now["versions"]):
+            checks.warn(f"resuming {out} across versions: {line}; the new samples may differ from the earlier ones "
+                        "in the last bits")
+        identity.write(out, now)
+    have = done(out, move=rank_zero)
+    todo = [s for s in wanted if s not in have]
+    writer = ShardWriter(out, png=cfg.png)
+    trainer = L.Trainer(**cfg.trainer, callbacks=[writer, Progress(len(wanted), len(wanted) - len(todo))],
+                        logger=False, enable_checkpointing=False, enable_model_summary=False,
+                        enable_progress_bar=False, use_distributed_sampler=False)
+    start = time.perf_counter()
+    earlier = previous(out)
+    timing = {k: earlier[k] for k in TIMING if k in earlier}
+    nfe, nonfinite = earlier.get("nfe_per_image"), list(earlier.get("nonfinite_seeds") or [])
+    if todo:
+        loader = torch.utils.data.DataLoader(Seeds(todo), batch_size=cfg.batch_size, sampler=RankShare(len(todo)))
+        module = Generation(members, codec, options, cfg.labels, batch_size=min(cfg.batch_size, cfg.num_samples),
+                            baseline_batches=cfg.baseline_batches, prompts=prompts, base_seed=cfg.seed,
+                            nonfinite=cfg.get("nonfinite", "error"))
+        trainer.predict(module, loader, return_predictions=False)
+        timing, nfe = module.timing(), writer.nfe or nfe
+        nonfinite = sorted(set(nonfinite) | set(module.warned))
+    seconds = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return None
+    path = export_npz(out, wanted)
+    row = {"fractions": [round(f, 6) for f in fractions], "nfe": nfe,
+           **{k: timing[k] for k in ("s_per_image", "speedup") if timing.get(k) is not None}}
+    scores = metric.score_file(path) if metric is not None else {}
+    row.update(scores)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    manifest = {"config": config, "git": identity.git_sha(), "members": names, "decoder": codec_name(codec),
+                "fractions": fractions, "nfe_per_image": nfe,
+                "num_samples": len(wanted), "generated": len(todo), "resumed_from": len(wanted) - len(todo),
+                "seconds": round(seconds, 2), **timing, "world_size": trainer.world_size, "samples": str(path),
+                "metric": metric.describe() if metric is not None else None, "scores": scores,
+                "nonfinite_seeds": [s for s in nonfinite if s in set(wanted)]}
+    write_manifest(out, manifest)
+    report.write_table([row], names, out, report.add_paper([row], config))
+    write_json(out / "run.json", {"members": names, "metric": manifest["metric"], "decoder": manifest["decoder"],
+                                  "config": config})
+    if cfg.grid_columns:  # the first images, read off the memory map (not the whole set)
+        first = np.array(fidelity.npz_member(path, "arr_0")[: cfg.grid_columns])
+        report.image_grid([torch.from_numpy(first).permute(0, 3, 1, 2)], out / "grid.png",
+                          [report.fmt("fractions", fractions)])
+    tracking.log_results(tracking.wandb_logger(cfg.logger, out), config, [row], names,
+                         {k: manifest[k] for k in ("git", "world_size", "num_samples", "metric", "decoder")},
+                         [out / "grid.png"])
+    return row, manifest
+
+
+def _device_name(cfg):
+    if accelerator(cfg.trainer) == "gpu" and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return None
+
+
+def run_dir_of(argv):
+    """The ``hydra.run.dir=`` an argument list gives (the last one), or None."""
+    given = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
+    return given[-1].strip("'\"") if given else None
+
