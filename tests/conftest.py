@@ -8,6 +8,7 @@ import warnings
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import lightning.pytorch  # noqa: F401 - its log handler binds to the session's stderr, not one test's captured one
 import pytest
 import torch
 

@@ -60,16 +60,17 @@ def test_toy_sampler_multirun_is_one_table_with_a_setting_column(tmp_path):
                         "solver=ddim,dpmpp_2m", "solver.steps=10", f"hydra.sweep.dir={tmp_path}"],
                        capture_output=True, text=True, timeout=300, env=ENV)
     assert r.returncode == 0, r.stderr[-2000:]
-    r = subprocess.run([str(BIN / "tstitch-report"), str(tmp_path)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([str(BIN / "tstitch-report"), str(tmp_path), "--out", str(tmp_path / "report")],
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
-    head, rows = table(tmp_path / "results.md")
+    head, rows = table(tmp_path / "report" / "results.md")
     assert head.startswith("| setting |") and "paper FID-5K (DiT-S/XL, approx.)" in head
     assert [(row[0], row[1], row[-1]) for row in rows] == [
         ("solver=ddim", "0 : 1", "20.20"), ("solver=ddim", "0.5 : 0.5", "25.40"), ("solver=ddim", "1 : 0", "54.90"),
         ("solver=dpmpp_2m", "0 : 1", "17.70"), ("solver=dpmpp_2m", "0.5 : 0.5", "22.90"),
         ("solver=dpmpp_2m", "1 : 0", "44.20")]
     assert all(row[4] == "1.00x" for row in rows if row[1] == "0 : 1")  # speedup within each setting
-    assert (tmp_path / "tradeoff.png").exists()  # FD and accuracy vs time per setting, ours vs the paper
+    assert (tmp_path / "report" / "tradeoff.png").exists()  # FD and accuracy vs time per setting, ours vs the paper
 
 
 @pytest.mark.parametrize("name", ["dit_s_xl", "dit_b_xl", "dit_s_b", "dit_samplers", "dit_s_b_xl_grid"])
@@ -99,10 +100,10 @@ def test_dit_experiment_runs_on_tiny_official_format_weights(tmp_path, name):
     assert r.returncode == 0, r.stderr[-2000:]
     manifest = json.loads((tmp_path / "runs" / "1" / "manifest.json").read_text())
     assert manifest["decoder"] == str(tmp_path / "vae") and manifest["config"]["guidance"]["scale"] == 1.5
-    r = subprocess.run([str(BIN / "tstitch-report"), str(tmp_path / "runs")], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run([str(BIN / "tstitch-report"), str(tmp_path / "runs"), "--out", str(tmp_path / "report")],
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
-    head, rows = table(tmp_path / "runs" / "results.md")
+    head, rows = table(tmp_path / "report" / "results.md")
     paper = {"dit_s_xl": ("9.20", "10.06"), "dit_b_xl": ("9.20", "9.67"), "dit_s_b": ("12.30", "13.52")}
     if name in paper:
         assert head.endswith("| paper FID-5K |" if name == "dit_s_xl" else "| paper FID-5K (approx.) |")
@@ -152,8 +153,8 @@ def test_family_experiment_runs_on_tiny_official_format_weights(tmp_path, name, 
                         "num_samples=4", "batch_size=4", "solver.steps=4", "stitch.fractions=[0.0,1.0],[0.5,0.5]",
                         f"hydra.sweep.dir={tmp_path / 'runs'}"], capture_output=True, text=True, timeout=300, env=ENV)
     assert r.returncode == 0, r.stderr[-2000:]
-    r = subprocess.run([str(BIN / "tstitch-report"), str(tmp_path / "runs")], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run([str(BIN / "tstitch-report"), str(tmp_path / "runs"), "--out", str(tmp_path / "report")],
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
-    head, rows = table(tmp_path / "runs" / "results.md")
+    head, rows = table(tmp_path / "report" / "results.md")
     assert [(row[0], row[1]) for row in rows] == [("0 : 1", "0 : 4"), ("0.5 : 0.5", "2 : 2")]

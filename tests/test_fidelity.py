@@ -214,3 +214,122 @@ def test_evaluate_command(sets, tmp_path):
     assert len(list((tmp_path / "cache").glob("reference-*.pt"))) == 1
     r = subprocess.run([exe, f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "give samples=PATH" in r.stderr
+
+
+# --- inputs are checked before any extraction: dtype, range, layout, counts, readability ------------------------
+
+@pytest.fixture(scope="module")
+def variants(sets, tmp_path_factory):
+    """The 96 generated samples stored the ways users store them."""
+    root = tmp_path_factory.mktemp("variants")
+    with np.load(sets / "gen" / "samples.npz") as z:
+        nhwc = z["arr_0"]
+    arrays = {"unit": nhwc.astype(np.float32) / 255, "float255": nhwc.astype(np.float32),
+              "nchw": nhwc.transpose(0, 3, 1, 2), "nhw": nhwc[..., 0], "int16": nhwc.astype(np.int16), "one": nhwc[:1], "none": nhwc[:0],
+              "signed": nhwc.astype(np.float32) / 127.5 - 1}
+    for name, a in arrays.items():
+        np.savez(root / f"{name}.npz", arr_0=a)
+    (root / "empty.npz").write_bytes(b"")
+    (root / "random.npz").write_bytes(np.random.default_rng(0).bytes(4096))
+    return root
+
+
+def test_float_images_in_0_1_are_refused_with_the_fix_or_scaled_by_the_flag(sets, variants, extractions):
+    """The issue's case: the same images as float32 in [0, 1] gave FID 1205.9 instead of 1.58."""
+    for role, args in (("samples", (variants / "unit.npz", sets / "ref.npz")),
+                       ("reference", (sets / "gen" / "samples.npz", variants / "unit.npz"))):
+        with pytest.raises(ConfigError) as e:
+            fidelity.evaluate(*args, extractor=EXTRACTOR)
+        assert str(e.value) == (f"{role} {variants / 'unit.npz'}: arr_0 holds float32 values in [0, 1], i.e. images "
+                                "in [0, 1], which read as [0, 255] would be all but black; save uint8 images "
+                                "(np.round(x * 255).astype(np.uint8)) or pass float_range=unit to scale them")
+    assert extractions == []
+    uint8 = fidelity.evaluate(sets / "gen" / "samples.npz", sets / "ref.npz", extractor=EXTRACTOR)
+    scaled = fidelity.evaluate(variants / "unit.npz", sets / "ref.npz", extractor=EXTRACTOR, float_range="unit")
+    assert scaled["fid"] == pytest.approx(uint8["fid"], rel=1e-9)
+    assert scaled["notes"] == ["samples: float32 in [0, 1] scaled to [0, 255] (float_range=unit)"]
+
+
+@pytest.mark.parametrize("name,note", [("nchw", "samples: NCHW 28x28x1"), ("nhw", "samples: NHW 28x28x1"),
+                                       ("float255", "samples: float32 in [0, 255] rounded to uint8"),
+                                       ("int16", "samples: int16 in [0, 255] rounded to uint8")])
+def test_other_layouts_and_dtypes_give_the_same_fid_and_are_said(sets, variants, name, note):
+    uint8 = fidelity.evaluate(sets / "gen" / "samples.npz", sets / "ref.npz", extractor=EXTRACTOR)
+    other = fidelity.evaluate(variants / f"{name}.npz", sets / "ref.npz", extractor=EXTRACTOR)
+    assert other["fid"] == pytest.approx(uint8["fid"], rel=1e-9) and other["notes"] == [note]
+
+
+def test_grayscale_becomes_rgb_for_inception(variants):
+    from tstitch.imageset import open_set
+
+    gray = open_set(variants / "nhw.npz", channels=3)
+    assert gray.dataset[0].shape == (3, 28, 28) and torch.equal(gray.dataset[0][0], gray.dataset[0][2])
+    assert open_set(variants / "nhw.npz").dataset[0].shape == (1, 28, 28)  # the toy extractor reads one channel
+
+
+@pytest.mark.parametrize("name,message", [
+    ("one", "samples hold 1 image, but FID needs a covariance: give at least 2 images"),
+    ("none", "samples hold 0 images, but FID needs a covariance: give at least 2 images"),
+    ("empty", "samples {} is not a readable .npz (BadZipFile: File is not a zip file)"),
+    ("random", "samples {} is not a readable .npz (BadZipFile: File is not a zip file)"),
+    ("signed", "samples {}: arr_0 (float32) spans [-1, 1], outside [0, 255] (it looks like model output in [-1, 1]: "
+               "convert with np.clip((x + 1) * 127.5, 0, 255)); give uint8 images"),
+])
+def test_unusable_sample_files_are_one_line(sets, variants, extractions, name, message):
+    with pytest.raises(ConfigError) as e:
+        fidelity.evaluate(variants / f"{name}.npz", sets / "ref.npz", extractor=EXTRACTOR)
+    assert str(e.value).startswith(message.format(variants / f"{name}.npz")), str(e.value)
+    assert extractions == []
+
+
+def test_images_of_the_wrong_shape_and_too_few_for_kid(sets, tmp_path):
+    np.savez(tmp_path / "flat.npz", arr_0=np.zeros((10, 784), np.uint8))
+    with pytest.raises(ConfigError, match=r"arr_0 has shape \(10, 784\), which is not images"):
+        fidelity.evaluate(tmp_path / "flat.npz", sets / "ref.npz", extractor=EXTRACTOR)
+    with pytest.raises(ConfigError, match=r"^samples hold 96 images, but KID draws subsets of kid_subset_size=1000 "
+                                          r"images: give at least 1000; lower kid_subset_size \(at most 96\)"):
+        fidelity.evaluate(sets / "gen" / "samples.npz", sets / "ref.npz", metrics=["kid"], extractor=EXTRACTOR)
+
+
+def test_an_unreadable_image_in_a_folder_is_named(sets, tmp_path):
+    folder = tmp_path / "ref"
+    shutil.copytree(sets / "ref", folder)
+    (folder / "0007.png").write_bytes(b"not a png")
+    with pytest.raises(ConfigError, match=f"reference image {folder / '0007.png'} is unreadable"):
+        fidelity.evaluate(sets / "gen" / "samples.npz", folder, extractor=EXTRACTOR, cache_root=tmp_path)
+
+
+def test_reference_file_and_the_toy_reference_by_name(sets, tmp_path, extractions):
+    """tstitch-reference's file serves FID, KID (mean and std) and precision/recall with no images; the toy zoo's
+    reference by name equals the same test images given as a file."""
+    test = data.load("test")[0]
+    np.savez(tmp_path / "test.npz", arr_0=test.permute(0, 2, 3, 1).numpy())
+    samples, options = sets / "gen" / "samples.npz", dict(metrics=["fid", "kid", "prc"], extractor=EXTRACTOR,
+                                                          kid_subset_size=50, cache_root=tmp_path / "cache")
+    named = fidelity.evaluate(samples, "fashion-mnist-test", **options)
+    from_images = fidelity.evaluate(samples, tmp_path / "test.npz", **options)
+    ref = fidelity.make_reference("fashion-mnist-test", tmp_path / "ref.npz", extractor=EXTRACTOR)
+    extractions.clear()
+    from_file = fidelity.evaluate(samples, ref, **options)
+    assert extractions == [96] and from_file["reference_cache"] == "file"  # the samples only
+    for key in ("fid", "kid", "kid_std", "precision", "recall"):
+        assert named[key] == pytest.approx(from_images[key], rel=1e-9) == pytest.approx(from_file[key], rel=1e-6)
+    assert from_file["kid_std"] > 0
+    with pytest.raises(ConfigError, match=f"reference {ref} holds features of extractor {EXTRACTOR}, not vgg16"):
+        fidelity.evaluate(samples, ref, extractor="vgg16")
+
+
+def test_reference_and_evaluate_commands_on_bad_input(sets, variants, tmp_path):
+    """Through the installed commands: exit code 2 and one line, no traceback."""
+    bin_dir = Path(sys.executable).parent
+    r = subprocess.run([str(bin_dir / "tstitch-evaluate"), f"samples={variants / 'unit.npz'}",
+                        f"reference={sets / 'ref.npz'}", f"extractor={EXTRACTOR}", f"hydra.run.dir={tmp_path / 'e'}"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].endswith("or pass float_range=unit to scale them")
+    r = subprocess.run([str(bin_dir / "tstitch-reference"), "source=fashion-mnist-test", f"extractor={EXTRACTOR}",
+                        "metrics=[fid]", f"out={tmp_path / 'ref.npz'}", f"hydra.run.dir={tmp_path / 'r'}"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and f"wrote {tmp_path / 'ref.npz'}" in r.stdout, r.stderr[-2000:]
+    with np.load(tmp_path / "ref.npz") as z:
+        assert z["mu"].shape == (z["sigma"].shape[0],) and int(z["count"]) == 10000

@@ -78,9 +78,9 @@ def test_sdxl_timing_experiment_on_tiny_sdxl_members(tmp_path):
                         "stitch.fractions=[0.0,1.0],[0.4,0.6]", f"hydra.sweep.dir={tmp_path / 'runs'}"],
                        capture_output=True, text=True, timeout=300, env=ENV)
     assert r.returncode == 0, r.stderr[-2000:]
-    r = subprocess.run([str(BIN / "tstitch-report"), str(tmp_path / "runs")], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run([str(BIN / "tstitch-report"), str(tmp_path / "runs"), "--out", str(tmp_path / "report")],
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
-    lines = (tmp_path / "runs" / "results.md").read_text().splitlines()
+    lines = (tmp_path / "report" / "results.md").read_text().splitlines()
     assert lines[0].endswith("| paper s/image (SDXL demo) |")
     assert [line.split("|")[-2].strip() for line in lines[2:]] == ["13.60", "11.05"]

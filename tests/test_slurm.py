@@ -365,7 +365,8 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 
 
 def table(path):
-    return [line.split("|")[1].strip() for line in (path / "results.md").read_text().splitlines()[2:]]
+    """The fractions column of the report of ``path`` (tstitch-report writes it to ``path``/report)."""
+    return [line.split("|")[1].strip() for line in (path / "report" / "results.md").read_text().splitlines()[2:]]
 
 
 @pytest.mark.slow
@@ -380,7 +381,7 @@ def test_multirun_on_slurm_is_one_array_and_reports_as_one_table(cluster):
     cluster.wait_idle()  # submitit returns on the jobs' results; slurmctld logs their ends right after
     done = (cluster.root / "jobcomp.txt").read_text()
     assert len(re.findall(r"JobState=COMPLETED .* ArrayTaskId=[01] ", done)) == 2, done
-    cluster.run(BIN / "tstitch-report", sweep)
+    cluster.run(BIN / "tstitch-report", sweep, "--out", sweep / "report")
     assert table(sweep) == ["0 : 1", "1 : 0"]
 
 
@@ -399,7 +400,7 @@ def test_failed_configuration_leaves_the_others_results_intact(cluster):
     assert not (sweep / "0" / "results.jsonl").exists()
     rows = [json.loads(line) for line in (sweep / "1" / "results.jsonl").read_text().splitlines()]
     assert [row["fractions"] for row in rows] == [[1.0, 0.0]] and rows[0]["nfe"] == [3, 0]
-    cluster.run(BIN / "tstitch-report", sweep)
+    cluster.run(BIN / "tstitch-report", sweep, "--out", sweep / "report")
     assert table(sweep) == ["1 : 0"]
 
 
@@ -453,13 +454,13 @@ def test_array_template_reruns_only_the_failed_task(cluster):
     assert states[f"{job}_1"] == "FAILED" and not (sweep / "1" / "results.jsonl").exists()
     assert "sum to 1.1" in next(cluster.work.glob(f"slurm-tstitch-sweep-{job}_1.out")).read_text()
     kept = {k: (sweep / k / "samples.npz").stat().st_mtime_ns for k in ("0", "2")}
-    cluster.run(BIN / "tstitch-report", sweep)
+    cluster.run(BIN / "tstitch-report", sweep, "--out", sweep / "report")
     assert table(sweep) == ["0 : 1", "1 : 0"]
     states = sbatch(cluster, "sweep_array.sbatch", "--array=1", overrides=overrides, SWEEP_DIR=str(sweep),
                     ALLOCATIONS="[0.0,1.0] [0.5,0.5] [1.0,0.0]")  # the fixed allocation, task 1 alone
     assert list(states.values()) == ["COMPLETED"], states
     assert {k: (sweep / k / "samples.npz").stat().st_mtime_ns for k in ("0", "2")} == kept
-    cluster.run(BIN / "tstitch-report", sweep)  # over the first report's own table too
+    cluster.run(BIN / "tstitch-report", sweep, "--out", sweep / "report")  # the earlier report is not a run
     assert table(sweep) == ["0 : 1", "0.5 : 0.5", "1 : 0"]
 
 

@@ -39,17 +39,21 @@ def file_hash(path):
         known = {}
     if known.get(key, [None])[:2] == stamp:
         return known[key][2]
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    known[key] = [*stamp, digest.hexdigest()]
+    known[key] = [*stamp, _sha256(path)]
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         write_json(cache, known, indent=None)
     except OSError:  # a read-only cache costs a rehash next time, nothing else
         pass
     return known[key][2]
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _dir_hash(path):

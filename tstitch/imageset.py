@@ -121,11 +121,12 @@ def open_set(source, role="samples", float_range="auto", channels=None):
     path = Path(source)
     if path.is_dir():
         return _folder(path, role)
+    if path.suffix != ".npz":
+        raise ConfigError(f"{role} {path} is neither an image folder nor an .npz file; give one of those (or "
+                          f"{', '.join(NAMED)})")
     if not path.exists():
         raise ConfigError(f"{role} {path} not found; give an images .npz, an image folder or one of "
                           f"{', '.join(NAMED)}")
-    if path.suffix != ".npz":
-        raise ConfigError(f"{role} {path} is neither an image folder nor an .npz file; give one of those")
     from tstitch.fidelity import npz_member
 
     try:

@@ -23,3 +23,6 @@ class Progress(L.Callback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+    def on_exception(self, trainer, pl_module, exception):
+        self.on_predict_end(trainer, pl_module)  # the error's line starts on a line of its own

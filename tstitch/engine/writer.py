@@ -77,7 +77,7 @@ def read_shard(path, images=True):
     return out
 
 
-def set_aside(path, reason, log=sys.stderr):
+def set_aside(path, reason, log=None):
     """Move a corrupt shard to ``shards/corrupt/`` (another rank may have moved it already) and say so."""
     path = Path(path)
     target = path.parent / "corrupt" / path.name
@@ -87,7 +87,7 @@ def set_aside(path, reason, log=sys.stderr):
     except FileNotFoundError:
         return target
     print(f"tstitch-generate: shard {path} is corrupt ({reason}); moved to {target}, its seeds will be generated "
-          "again", file=log)
+          "again", file=log or sys.stderr)
     return target
 
 
