@@ -225,7 +225,8 @@ def variants(sets, tmp_path_factory):
     with np.load(sets / "gen" / "samples.npz") as z:
         nhwc = z["arr_0"]
     arrays = {"unit": nhwc.astype(np.float32) / 255, "float255": nhwc.astype(np.float32),
-              "nchw": nhwc.transpose(0, 3, 1, 2), "nhw": nhwc[..., 0], "int16": nhwc.astype(np.int16), "one": nhwc[:1], "none": nhwc[:0],
+              "nchw": nhwc.transpose(0, 3, 1, 2), "nhw": nhwc[..., 0], "int16": nhwc.astype(np.int16),
+              "one": nhwc[:1], "none": nhwc[:0],
               "signed": nhwc.astype(np.float32) / 127.5 - 1}
     for name, a in arrays.items():
         np.savez(root / f"{name}.npz", arr_0=a)
