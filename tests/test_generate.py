@@ -95,8 +95,8 @@ def test_resume_with_other_settings_is_refused(tmp_path, in_process):
     stderr (the bad-input cases below run in-process)."""
     generate(tmp_path, "num_samples=2", "batch_size=2", in_process=in_process)
     r = run(tmp_path, "num_samples=4", "guidance.scale=1.5")
-    assert r.returncode == 2 and "holds samples made with other settings (differs in: config.options.guidance)" \
-        in r.stderr
+    assert r.returncode == 2 and "holds samples made with other settings (differs in: config.batch_size, " \
+        "config.options.guidance)" in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("tstitch: error: ") and "Traceback" not in r.stderr
 
 
