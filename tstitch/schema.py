@@ -197,7 +197,7 @@ MISSING = _Missing()
 
 def unknown(key, known, prefix=""):
     """The one-line error for a key a section does not have."""
-    name = key[len(prefix):]
+    name, known = key[len(prefix):], [k for k in known if not str(k).startswith("_")]  # not Hydra's _target_
     near = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
     hint = f"did you mean {prefix}{near[0]}? " if near else ""
     raise ConfigError(f"unknown key {key}; {hint}{'the keys of ' + prefix.rstrip('.') if prefix else 'keys'}: "

@@ -11,10 +11,11 @@ from tstitch.cli import CONF, entry_point, guard
 @hydra.main(version_base=None, config_path=CONF, config_name="search")
 @guard
 def main(cfg):
-    from tstitch import report
+    from tstitch import report, schema
     from tstitch.run import run
     from tstitch.search import search
 
+    schema.check(cfg, "search")  # also in the preflight; again here for jobs started without it (SLURM, multirun)
     out = Path(HydraConfig.get().runtime.output_dir)
     result = search(cfg, run)
     names, objective = result["members"], cfg.search.objective
