@@ -10,7 +10,6 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from tstitch import schema
 from tstitch.cli import CONF
-from tstitch.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
