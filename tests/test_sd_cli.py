@@ -84,3 +84,17 @@ def test_sdxl_timing_experiment_on_tiny_sdxl_members(tmp_path):
     lines = (tmp_path / "runs" / "results.md").read_text().splitlines()
     assert lines[0].endswith("| paper s/image (SDXL demo) |")
     assert [line.split("|")[-2].strip() for line in lines[2:]] == ["13.60", "11.05"]
+
+
+def test_unknown_scheduler_is_one_line_before_any_file(tiny, tmp_path):
+    """A scheduler name diffusers does not have: exit code 2 and one line naming the fix, checked after the members
+    load (their shipped schedulers) and before the run directory gets any file."""
+    _, overrides = tiny
+    r = subprocess.run([str(BIN / "tstitch-generate"), "+experiment=sd_bk_tiny_v1_4", *overrides, "trainer=cpu",
+                        "num_samples=2", "solver=scheduler", "solver.options.scheduler=NoSuchScheduler",
+                        f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300, env=ENV,
+                       check=False)
+    lines = [line for line in r.stderr.splitlines() if line.startswith("tstitch: error:")]
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr
+    assert "unknown diffusers scheduler 'NoSuchScheduler'; use a class name such as PNDMScheduler" in lines[0]
+    assert not (tmp_path / "identity.json").exists() and not list(tmp_path.glob("*.npz"))

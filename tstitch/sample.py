@@ -68,6 +68,15 @@ def prepare(members, fractions, solver="ddim", steps=50, rule="steps", solver_op
     return grid, lead.schedule, steps_plan, options
 
 
+def check(members, fractions=None, solver="ddim", steps=50, rule="steps", guidance=1.0, channels=None,
+          **solver_options):
+    """``sample``'s keyword arguments checked against ``members`` without running a model: for callers that validate
+    a configuration before any side effect. Raises ``ConfigError``."""
+    del guidance, channels
+    fractions = [0.0] * (len(members) - 1) + [1.0] if fractions is None else fractions
+    prepare(members, fractions, solver, steps, rule, solver_options)
+
+
 def _channels(channels, member):
     if channels is None:
         return member.cfg_channels

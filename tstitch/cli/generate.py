@@ -84,6 +84,7 @@ def main(cfg):
     from tstitch.engine.progress import Progress
     from tstitch.engine.writer import ShardWriter, done, export_npz, write_manifest
     from tstitch.run import codec_name, load_stitch, prompt_list, sample_options
+    from tstitch.sample import check
     from tstitch.slurm import check_tasks
     from tstitch.stitch import check_fractions
 
@@ -95,6 +96,7 @@ def main(cfg):
     names = [m.name for m in members]
     fractions = check_fractions(cfg.stitch.fractions, len(members))
     options = sample_options(cfg, fractions)
+    check(members, **options)  # solver, scheduler and step count, before anything is written
     metric = metrics.build(cfg.get("metric"))  # before sampling: a bad reference fails now, not after hours
     wanted = list(range(cfg.seed, cfg.seed + cfg.num_samples))
     prompts = prompt_list(cfg)
