@@ -127,3 +127,36 @@ def test_retimed_member_at_a_fractional_grid_time():
     assert seen[0] == pytest.approx(own.time_of(grid.abar_at(500.25)), abs=1e-9)
     assert seen[1] == own.time_of(grid.alphas_cumprod[500])
     assert seen[1] < seen[0] < own.time_of(grid.alphas_cumprod[501])
+
+
+@pytest.mark.parametrize("solver,options", [("dpm_solver", {}),
+                                            ("scheduler", {"scheduler": "EulerDiscreteScheduler",
+                                                           "config": {"use_karras_sigmas": True}})])
+@pytest.mark.parametrize("grid,retimed", [("scaled_linear", "vp_continuous"), ("scaled_linear", "linear")])
+def test_members_on_different_schedules_stitch_at_fractional_times(solver, options, grid, retimed):
+    """The exact denoiser of Gaussian data wrapped once per schedule (tests/test_stitch.py): on the new solvers'
+    fractional grid times the stitched samples equal the grid member's alone; a member that misdeclares its
+    schedule, and so is fed the grid's timestep as is, gives other samples. The retimed member's schedule spans
+    the grid's noise levels (a member is fed its timestep 0 below its own lowest level)."""
+    from test_stitch import ExactMember
+
+    noise = torch.randn(64, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.zeros(64, dtype=torch.long)
+    lead, other = ExactMember("lead", grid), ExactMember("other", retimed)
+
+    def pair(o):  # the grid is the first running member's, or for a shipped scheduler the last one's
+        return [o, lead] if solver == "scheduler" else [lead, o]
+
+    alone = sample_with([lead], noise, y, solver, options)
+    got = sample_with(pair(other), noise, y, solver, options, [0.4, 0.6] if solver == "scheduler" else [0.6, 0.4])
+    assert torch.allclose(got, alone, atol=1e-5, rtol=0), (got - alone).abs().max()
+    assert any(not float(t).is_integer() for t in other.calls) and any(not float(t).is_integer() for t in lead.calls)
+    naive = ExactMember("naive", retimed, declared=grid)
+    bad = sample_with(pair(naive), noise, y, solver, options, [0.4, 0.6] if solver == "scheduler" else [0.6, 0.4])
+    assert (bad - alone).abs().max() > 1e-3
+
+
+def sample_with(members, noise, y, solver, options, fractions=None):
+    from tstitch.sample import sample
+
+    return sample(members, noise, y, fractions=fractions, solver=solver, steps=20, **options).x

@@ -24,6 +24,7 @@ from tstitch.schedules import grid as adm_timesteps
 from tstitch.solvers.ddim import ddim
 from tstitch.solvers.ddpm import ddpm
 from tstitch.solvers.dpm import dpmpp_2m
+from tstitch.solvers.dpm_solver import dpm_grid, dpm_solver
 from tstitch.solvers.hf import diffusers_grid, diffusers_scheduler, scheduler, scheduler_grid
 
 
@@ -50,7 +51,7 @@ class Solver:
 
 SOLVERS = {"ddim": Solver(ddim), "ddpm": Solver(ddpm), "dpmpp_2m": Solver(dpmpp_2m),
            "diffusers": Solver(diffusers_scheduler, diffusers_grid),
-           "scheduler": Solver(scheduler, scheduler_grid, shipped=True)}
+           "scheduler": Solver(scheduler, scheduler_grid, shipped=True), "dpm_solver": Solver(dpm_solver, dpm_grid)}
 
 
 def entry(name):
