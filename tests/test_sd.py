@@ -343,6 +343,14 @@ def test_lcm_member_with_its_scheduler_is_the_pipeline(dirs, members):
     expected = pipe(PROMPTS, num_inference_steps=4, guidance_scale=8.0, latents=rng.randn(SHAPE),
                     generator=rng.generators, output_type="latent").images
     assert relative(got.x, expected) <= 1e-5 and got.nfe == [4]
+    # an entry's scheduler names the class to run on its checkpoint's config (LCM-SDXL: LCMScheduler on SDXL's)
+    named = zoo.load(entry(dirs.lcm, "tiny-lcm", embedded_guidance=8.0, net={"time_cond_proj_dim": 8},
+                           scheduler="LCMScheduler"))
+    assert named.scheduler_config["_class_name"] == "LCMScheduler" and named.scheduler_config["skip_prk_steps"]
+    rng = SeedNoise(range(3))
+    by_entry = tstitch.sample([named], rng.randn(SHAPE), PROMPTS, solver="scheduler", steps=4, guidance=8.0,
+                              randn_like=rng.randn_like)
+    assert torch.equal(by_entry.x, got.x) and by_entry.timesteps == [999, 759, 499, 259]
 
 
 def test_lcm_member_gets_its_timestep_cond(dirs, members):
@@ -611,7 +619,8 @@ def test_uncached_hub_id_fails_fast_offline(hub_offline):
 
 SD_ENTRIES = [n for n in zoo.names() if n.startswith("sd/")]
 SD_STITCHES = sorted(p.stem for p in (Path(CONF) / "stitch").glob("sd_*.yaml"))
-KEYS = {"name", "family", "checkpoint", "net", "schedule", "space", "codec", "unet", "variant", "embedded_guidance"}
+KEYS = {"name", "family", "checkpoint", "net", "schedule", "space", "codec", "unet", "variant", "embedded_guidance",
+        "scheduler"}
 WIDTH = {"sd-kl-f8": (768, 1024), "sdxl-vae": (2048,)}
 
 

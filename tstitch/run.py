@@ -5,6 +5,7 @@ Plain functions over a resolved config; Hydra and W&B stay in ``tstitch.cli.main
 import time
 
 import torch
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from tstitch import fast, metrics, seeds, zoo
@@ -51,7 +52,8 @@ def sync(device):
 def sample_options(cfg, fractions):
     """``tstitch.sample``'s keyword arguments for one allocation, from the solver/guidance/stitch configs."""
     return dict(fractions=fractions, solver=cfg.solver.name, steps=cfg.solver.steps, guidance=cfg.guidance.scale,
-                channels=cfg.guidance.channels, rule=cfg.stitch.rule, **cfg.solver.options)
+                channels=cfg.guidance.channels, rule=cfg.stitch.rule,
+                **OmegaConf.to_container(cfg.solver.options, resolve=True))  # plain values (solver.options.config)
 
 
 def load_stitch(cfg, device="cpu"):

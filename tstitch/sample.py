@@ -44,7 +44,7 @@ def sample(members, noise, labels, *, fractions=None, solver="ddim", steps=50, g
     stitched = Stitch(denoisers, grid.timesteps, steps_plan, grid.step)
     x = solvers.entry(solver).solve(stitched, noise, grid.timesteps, grid.abar, schedule=schedule, steps=steps,
                                     randn_like=randn_like, clip=members[0].space.clip, callback=callback, **options)
-    return Result(x, stitched.nfe, steps_plan, grid.timesteps)
+    return Result(x, stitched.nfe, steps_plan, list(grid.timesteps))
 
 
 def prepare(members, fractions, solver="ddim", steps=50, rule="steps", solver_options=None):

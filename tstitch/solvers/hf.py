@@ -16,6 +16,7 @@ group) is one step of the grid, so it runs on one member. Schedulers that draw n
 TCD with eta > 0, the SDE variants of DPM-Solver) get one generator per image, the ``randn_like`` of
 ``tstitch.seeds.SeedNoise`` (diffusers' ``generator`` list): each image stays a function of its seed.
 """
+import functools
 import inspect
 from itertools import pairwise
 
@@ -30,6 +31,11 @@ BATCH_NOISE = {  # schedulers whose noise is one stream per batch: refused, with
     "DPMSolverSDEScheduler": "DPMSolverMultistepScheduler (deterministic, or config {algorithm_type: "
                              "sde-dpmsolver++} for noise per image)"}
 SOME = "PNDMScheduler, DDIMScheduler, EulerDiscreteScheduler, DPMSolverMultistepScheduler or UniPCMultistepScheduler"
+
+
+@functools.cache
+def _parameters(fn):
+    return inspect.signature(fn).parameters
 
 
 def scheduler_class(name):
@@ -49,7 +55,7 @@ def build(cls, base, config, schedule):
     """``cls`` from ``base`` (a shipped config, or the schedule's betas) as its pipeline loads it (``_pipeline``
     StableDiffusionPipeline: ``steps_offset`` 1, ``clip_sample`` off), then ``config`` on top; its alpha-bars must
     be the grid schedule's."""
-    params = inspect.signature(cls.__init__).parameters
+    params = _parameters(cls.__init__)
     unknown = sorted(set(config or {}) - set(params))
     if unknown:
         raise ConfigError(f"{cls.__name__} has no config key {unknown[0]!r}; its keys: "
@@ -63,7 +69,7 @@ def build(cls, base, config, schedule):
     merged.update(config or {})
     if "prediction_type" in params:
         merged["prediction_type"] = "epsilon"
-    s = cls.from_config(merged)
+    s = cls(**merged)  # = cls.from_config(merged): merged holds only its init keys
     ac = getattr(s, "alphas_cumprod", None)
     ours = torch.as_tensor(schedule.alphas_cumprod, dtype=torch.float64)
     if ac is None or len(ac) != len(ours) or not torch.allclose(ac.double(), ours, rtol=1e-4, atol=0):
@@ -75,15 +81,8 @@ def build(cls, base, config, schedule):
 def make(s, steps=None, timesteps=None, device=None):
     """``s.set_timesteps`` for ``steps`` (its own grid) or ``timesteps`` (ours); returns the grid: the calls'
     timesteps (integral ones as ints) and the step of each call."""
+    _set_timesteps(s, steps, timesteps, device)
     name = type(s).__name__
-    try:
-        if timesteps is None:
-            s.set_timesteps(steps, device=device)
-        else:
-            s.set_timesteps(timesteps=[int(t) for t in timesteps], device=device)
-    except (ValueError, ZeroDivisionError, TypeError, IndexError) as e:
-        raise ConfigError(f"{name} cannot make {steps} steps ({' '.join(str(e).split())[:160]}); choose another "
-                          "solver.steps") from None
     calls = [int(t) if float(t).is_integer() else float(t) for t in s.timesteps.tolist()]
     grid = Grid(calls, _steps(s))
     starts = [calls[c] for c in grid.starts]
@@ -91,6 +90,17 @@ def make(s, steps=None, timesteps=None, device=None):
         raise ConfigError(f"{name} at {steps} steps gives the timesteps {starts[:6]}...: not a descending grid "
                           f"(more steps than its spacing can make); choose fewer solver.steps")
     return grid
+
+
+def _set_timesteps(s, steps, timesteps, device):
+    try:
+        if timesteps is None:
+            s.set_timesteps(steps, device=device)
+        else:
+            s.set_timesteps(timesteps=[int(t) for t in timesteps], device=device)
+    except (ValueError, ZeroDivisionError, TypeError, IndexError) as e:
+        raise ConfigError(f"{type(s).__name__} cannot make {steps} steps ({' '.join(str(e).split())[:160]}); choose "
+                          "another solver.steps") from None
 
 
 def _steps(s):
@@ -126,14 +136,35 @@ def _check_steps(steps):
 
 def scheduler_grid(schedule, steps, *, scheduler=None, config=None, shipped=None, eta=0.0):
     _check_steps(steps)
-    return make(shipped_scheduler(shipped, scheduler, config, schedule), steps)
+    return _cached_grid("own", schedule, steps, scheduler, _frozen(config), _frozen(shipped))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_grid(kind, schedule, steps, scheduler, config, shipped):
+    """A grid is data: made once per setting (building and setting a scheduler costs milliseconds per run)."""
+    config, shipped = _thawed(config), _thawed(shipped)
+    if kind == "own":
+        return make(shipped_scheduler(shipped, scheduler, config, schedule), steps)
+    return make(_on_our_grid(schedule, scheduler, config), steps, adm_timesteps(schedule, steps)[0].tolist())
+
+
+def _frozen(value):
+    if isinstance(value, dict):
+        return ("dict", tuple(sorted((k, _frozen(v)) for k, v in value.items())))
+    return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _thawed(value):
+    if isinstance(value, tuple) and value[:1] == ("dict",):
+        return {k: _thawed(v) for k, v in value[1]}
+    return [_thawed(v) for v in value] if isinstance(value, tuple) else value
 
 
 def scheduler(denoiser, x, timesteps, abar, *, scheduler=None, config=None, shipped=None, eta=0.0, schedule=None,
               steps=None, randn_like=torch.randn_like, clip=False, callback=None):
     """A diffusers scheduler on its own grid (see the module docstring); ``eta`` as the pipelines' (DDIM, TCD)."""
     s = shipped_scheduler(shipped, scheduler, config, schedule)
-    make(s, steps, device=x.device)
+    _set_timesteps(s, steps, None, x.device)
     return run(s, denoiser, x, timesteps, eta, randn_like, callback)
 
 
@@ -141,7 +172,7 @@ def _on_our_grid(schedule, scheduler, config):
     import diffusers
 
     cls = getattr(diffusers, str(scheduler), None) if str(scheduler).endswith("Scheduler") else None
-    if not isinstance(cls, type) or "timesteps" not in inspect.signature(cls.set_timesteps).parameters:
+    if not isinstance(cls, type) or "timesteps" not in _parameters(cls.set_timesteps):
         raise ConfigError(f"diffusers scheduler {scheduler!r} cannot follow the stitch's timesteps (no custom "
                           "timesteps, or no such scheduler); use EulerDiscreteScheduler, DPMSolverMultistepScheduler, HeunDiscreteScheduler "
                           "or LCMScheduler (solver.options.scheduler=...), or solver=scheduler for its own grid")
@@ -150,7 +181,7 @@ def _on_our_grid(schedule, scheduler, config):
 
 
 def diffusers_grid(schedule, steps, *, scheduler="EulerDiscreteScheduler", config=None, eta=0.0):
-    return make(_on_our_grid(schedule, scheduler, config), steps, adm_timesteps(schedule, steps)[0].tolist())
+    return _cached_grid("ours", schedule, steps, scheduler, _frozen(config), None)
 
 
 def diffusers_scheduler(denoiser, x, timesteps, abar, *, scheduler="EulerDiscreteScheduler", config=None, eta=0.0,
@@ -158,7 +189,7 @@ def diffusers_scheduler(denoiser, x, timesteps, abar, *, scheduler="EulerDiscret
     """A diffusers scheduler on the ADM grid: its calls are at ``timesteps`` (the ADM timesteps, each step's
     repeated where the scheduler calls twice; see the module docstring)."""
     s = _on_our_grid(schedule, scheduler, config)
-    make(s, steps, list(dict.fromkeys(timesteps)), device=x.device)
+    _set_timesteps(s, steps, list(dict.fromkeys(timesteps)), x.device)
     return run(s, denoiser, x, timesteps, eta, randn_like, callback)
 
 
@@ -167,7 +198,7 @@ def run(s, denoiser, x, timesteps, eta, randn_like, callback):
     timestep, ``step`` (with ``eta`` and the per-image generators where the scheduler takes them)."""
     if len(timesteps) != len(s.timesteps):
         raise ValueError(f"{len(timesteps)} grid timesteps for {len(s.timesteps)} scheduler calls")
-    accepts = inspect.signature(s.step).parameters
+    accepts = _parameters(type(s).step)
     extra = {"eta": eta} if "eta" in accepts else {}
     if "generator" in accepts:
         g = generators(randn_like)
