@@ -121,7 +121,8 @@ def save_sdxl(root, seed=5):
                                norm_num_groups=8)
     pipe = StableDiffusionXLPipeline(vae=vae(XL_SCALE), text_encoder=text_encoder(16), tokenizer=tokenizer(),
                                      text_encoder_2=text_encoder(32, projection=16), tokenizer_2=tokenizer(), unet=net,
-                                     scheduler=EulerDiscreteScheduler(**BETAS, steps_offset=1, timestep_spacing="leading"))
+                                     scheduler=EulerDiscreteScheduler(**BETAS, steps_offset=1,
+                                                                      timestep_spacing="leading"))
     pipe.save_pretrained(root)
     return root
 
@@ -170,7 +171,8 @@ def pipeline(cls, path, scheduler=None, **config):
     would undo the pipeline's ``clip_sample`` fix of a DDIM made from SD's PNDM config.)"""
     import diffusers
 
-    swap = {"scheduler": getattr(diffusers, scheduler).from_pretrained(path, subfolder="scheduler")} if scheduler else {}
+    swap = {} if not scheduler else {"scheduler": getattr(diffusers, scheduler).from_pretrained(path,
+                                                                                                subfolder="scheduler")}
     pipe = cls.from_pretrained(path, **swap)
     if config:
         current = {k: v for k, v in pipe.scheduler.config.items() if k != "_use_default_values"}

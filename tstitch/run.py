@@ -11,7 +11,7 @@ from tqdm import tqdm
 from tstitch import fast, metrics, seeds, zoo
 from tstitch.codecs import load_codec
 from tstitch.errors import ConfigError
-from tstitch.sample import sample
+from tstitch.sample import check, sample
 from tstitch.stitch import check_compatible, check_fractions
 
 
@@ -91,6 +91,8 @@ def run(cfg, stitch=None, metric=None):
     members, codec = stitch or load_stitch(cfg, cfg.device)
     metric = metric if metric is not None else metrics.build(cfg.get("metric"))
     rows_fractions = allocations(cfg, len(members))
+    for fractions in rows_fractions:  # solver, scheduler, step count: before anything runs
+        check(members, **sample_options(cfg, fractions))
     num_classes = members[-1].num_classes
     # warm-up at the real batch size (allocator, kernel choice, first calls) outside the timed region
     n = min(cfg.batch_size, cfg.num_samples)

@@ -73,8 +73,8 @@ def build(cls, base, config, schedule):
     ac = getattr(s, "alphas_cumprod", None)
     ours = torch.as_tensor(schedule.alphas_cumprod, dtype=torch.float64)
     if ac is None or len(ac) != len(ours) or not torch.allclose(ac.double(), ours, rtol=1e-4, atol=0):
-        raise ConfigError(f"{cls.__name__} with {merged} does not run the models' noise schedule {schedule.name}; "
-                          "drop the beta keys from solver.options.config or use one of " + SOME)
+        raise ConfigError(f"{cls.__name__} with {dict(config or {})} does not run the models' noise schedule "
+                          f"{schedule.name}; drop the beta keys from solver.options.config or use one of {SOME}")
     return s
 
 
@@ -174,10 +174,11 @@ def _on_our_grid(schedule, scheduler, config):
     cls = getattr(diffusers, str(scheduler), None) if str(scheduler).endswith("Scheduler") else None
     if not isinstance(cls, type) or "timesteps" not in _parameters(cls.set_timesteps):
         raise ConfigError(f"diffusers scheduler {scheduler!r} cannot follow the stitch's timesteps (no custom "
-                          "timesteps, or no such scheduler); use EulerDiscreteScheduler, DPMSolverMultistepScheduler, HeunDiscreteScheduler "
-                          "or LCMScheduler (solver.options.scheduler=...), or solver=scheduler for its own grid")
-    return build(scheduler_class(scheduler), {"num_train_timesteps": schedule.num_timesteps, "trained_betas": schedule.betas.tolist()},
-                 config, schedule)
+                          "timesteps, or no such scheduler); use EulerDiscreteScheduler, DPMSolverMultistepScheduler, "
+                          "HeunDiscreteScheduler or LCMScheduler (solver.options.scheduler=...), or solver=scheduler "
+                          "for its own grid")
+    betas = {"num_train_timesteps": schedule.num_timesteps, "trained_betas": schedule.betas.tolist()}
+    return build(scheduler_class(scheduler), betas, config, schedule)
 
 
 def diffusers_grid(schedule, steps, *, scheduler="EulerDiscreteScheduler", config=None, eta=0.0):
