@@ -9,11 +9,10 @@ coefficient tables, and a host sync per model call (``t[0].item()`` picks the me
 
 Stable Diffusion (``reference_sd``) follows T-Stitch's ``TStitchSD.__call__`` (a StableDiffusionPipeline holding
 two UNets): float32 (torch's default TF32 flags, which diffusers keeps: convolutions only), prompt embeddings once
-per batch (the empty prompt's for the unconditional half), the latents doubled every step, diffusers'
-``DDIMScheduler`` with SD's betas, the small UNet iff (i + 1) / N <= r. Its grid is "leading" with
-``steps_offset=0`` and ``set_alpha_to_one=True`` (SD ships 1 and False): t = 0, 1000 / N, ... with the last step to
-abar = 1, which is our ``steps="ddimN"`` (N must divide 1000); no grid of ours starts at t = 1 or ends at abar_0.
-Ours runs that grid and TStitchSD's plan, k = #{i : (i + 1) / N <= r} small steps (fractions [k / N, 1 - k / N]).
+per batch (the empty prompt's for the unconditional half), the latents doubled every step, the scheduler SD v1.4
+ships (``PNDMScheduler``: PLMS, "leading" spacing, ``steps_offset`` 1; N steps are N + 1 model calls), the small UNet
+at loop index i iff (i + 1) / len(timesteps) <= r. Ours is ``solver="scheduler"`` (the members carry that shipped
+config) with ``rule="official"``: the same grid and plan.
 
 Ours is ``tstitch.sample`` with the configured fast path. Models, two members each (small first):
     toy: the toy zoo's small and large (shipped weights, 1x28x28);
@@ -95,10 +94,9 @@ def reference_ddim(nets, noise, labels, fractions, steps, scale, null_class, cha
 def reference_sd(unets, text, noise, prompts, ratio, steps, scale):
     """The official SD loop (see the module docstring). ``unets``: small, large; ``text``: their ``TextEncoders``;
     ``ratio``: TStitchSD's ``unet_s_ratio``."""
-    from diffusers import DDIMScheduler
+    from diffusers import PNDMScheduler
 
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=True, steps_offset=0, timestep_spacing="leading")
+    scheduler = PNDMScheduler.from_config(SD_SCHEDULER)
     scheduler.set_timesteps(steps, device=noise.device)
     timesteps = scheduler.timesteps
     prompt_embeds = torch.cat([text([""] * len(prompts), noise.device)[0], text(prompts, noise.device)[0]])
@@ -123,18 +121,18 @@ def dit_reference(members, x, y, args):
     first, fractions = members[0], [args.fraction, 1 - args.fraction]
     run = partial(reference_ddim, nets, x, y, fractions, args.steps, args.guidance, first.num_classes,
                   first.cfg_channels or first.space.shape[0], first.space.clip)
-    return run, dict(fractions=fractions, steps=args.steps)
+    return run, {"fractions": fractions, "steps": args.steps, "solver": "ddim"}, allocate(fractions, args.steps)
 
 
 def sd_reference(members, x, prompts, args):
-    """``reference_sd`` on the members' UNets, ready to run, and the ``sample`` options of the same trajectory:
-    diffusers' grid and TStitchSD's plan (see the module docstring)."""
-    n = args.steps
-    k = sum((i + 1) / n <= args.fraction for i in range(n))
+    """``reference_sd`` on the members' UNets, ready to run, the ``sample`` options of the same trajectory (the
+    shipped scheduler's grid, TStitchSD's plan; see the module docstring) and the model calls per member."""
+    n, r = args.steps, args.fraction
+    small = sum((i + 1) / (n + 1) <= r for i in range(n + 1))  # PNDM: n + 1 loop iterations
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True  # torch's defaults
-    run = partial(reference_sd, [m.net for m in members], members[0].text, x, prompts, args.fraction, n,
-                  args.guidance)
-    return run, dict(fractions=[k / n, 1 - k / n], steps=f"ddim{n}")
+    run = partial(reference_sd, [m.net for m in members], members[0].text, x, prompts, r, n, args.guidance)
+    options = {"fractions": [r, 1 - r], "steps": n, "solver": "scheduler", "rule": "official"}
+    return run, options, [small, n + 1 - small]
 
 
 def sync(device):
@@ -208,6 +206,13 @@ PROMPTS = ["a photo of a cat", "a red bicycle against a wall", "two boats on a l
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}  # dense tensor-core FLOP/s
 
 
+# SD v1.4's scheduler/scheduler_config.json (CompVis/stable-diffusion-v1-4), as StableDiffusionPipeline loads it
+SD_SCHEDULER = {"_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012,
+                "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "set_alpha_to_one": False,
+                "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None, "clip_sample": False,
+                "_pipeline": "StableDiffusionPipeline"}
+
+
 def latents(side):
     return Space("sd-kl-f8", (4, side, side), 0.18215)
 
@@ -222,7 +227,8 @@ def pair(name, args):
     if name in SD_PAIRS:
         text = random_text(device)
         return [SDMember(random_unet(k, device, args.latent, **UNETS[size]), text, f"{size}-random-{k}",
-                         Schedule("scaled_linear"), latents(args.latent)) for k, size in enumerate(SD_PAIRS[name], 1)]
+                         Schedule("scaled_linear"), latents(args.latent), scheduler_config=SD_SCHEDULER)
+                for k, size in enumerate(SD_PAIRS[name], 1)]
     size = dict(input_size=32, patch_size=2, in_channels=4, num_classes=1000, **SIZES[name])
     return [DiTMember(random_dit(k, device, **size), f"{name}-random-{k}", Schedule("linear"), latents(32),
                       cfg_channels=3) for k in (1, 2)]
@@ -261,11 +267,10 @@ def bench(name, args):
     first = members[0]
     x, y, _ = seeds.draw(range(args.batch), first.space.shape, first.num_classes, "random", args.device,
                          prompts=PROMPTS)
-    run, opts = (sd_reference if name in SD_PAIRS else dit_reference)(members, x, y, args)
-    opts.update(solver="ddim", guidance=args.guidance)
+    run, opts, steps = (sd_reference if name in SD_PAIRS else dit_reference)(members, x, y, args)
+    opts.update(guidance=args.guidance)
     fractions = opts["fractions"]
     t_ref, ref = timed(run, args.device, args.repeats)
-    steps = allocate(fractions, args.steps)  # per member
     work = sum(step_flops(m, x, y, args.guidance) * n for m, n in zip(members, steps)) if name != "toy" else None
     del members, first, run  # the reference's networks: room for the fast paths' copies
     rows = [{"model": name, "path": "reference loop", "images_per_s": args.batch / t_ref, "ratio": 1.0, "rel_err": 0.0}]
@@ -284,7 +289,7 @@ def bench(name, args):
                             warm=False)[0] for f in runs])
     ratios = sorted(st / (fractions[0] * a + fractions[1] * b) - 1 for a, b, st in times[1:])
     median = [statistics.median(column) for column in zip(*times[1:])]
-    overhead = {"model": name, "params": params, "steps": steps, "t_small": median[0], "t_large": median[1],
+    overhead = {"model": name, "params": params, "steps": steps,  # model calls per member "t_small": median[0], "t_large": median[1],
                 "t_stitched": median[2], "expected": fractions[0] * median[0] + fractions[1] * median[1],
                 "overhead": statistics.median(ratios), "overhead_range": [ratios[0], ratios[-1]], "rounds": times[1:]}
     return rows, overhead
@@ -314,9 +319,6 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="benchmarks/sampler_speed.json")
     args = p.parse_args()
-    if set(args.models) & set(SD_PAIRS) and (args.steps < 2 or 1000 % args.steps):
-        p.error(f"--steps {args.steps}: the SD models need a step count that divides 1000 (then diffusers' grid, "
-                "stride 1000 // N, is ours 'ddimN'), e.g. 4, 10, 20, 25, 50")
     torch.set_num_threads(args.threads)
     rows, overheads = [], []
     for name in args.models:
@@ -327,7 +329,8 @@ def main():
         json.dump({"args": vars(args), "device": torch.cuda.get_device_name() if args.device.startswith("cuda")
                    else "cpu", "rows": rows, "overhead": overheads}, f, indent=2)
     sd = f", SD latents 4x{args.latent}x{args.latent}" if set(args.models) & set(SD_PAIRS) else ""
-    print(f"\n{args.device}, batch {args.batch}, DDIM {args.steps}, guidance {args.guidance}, "
+    solvers = "DDIM" if not set(args.models) & set(SD_PAIRS) else "DDIM (DiT), SD's PNDM (SD)"
+    print(f"\n{args.device}, batch {args.batch}, {solvers} {args.steps} steps, guidance {args.guidance}, "
           f"fraction {args.fraction}{sd}, {args.threads} thread(s); full numbers in {args.out}")
     print(f"{'model':11} {'path':24} {'images/s':>9} {'vs ref':>7} {'rel err':>9}")
     for r in rows:

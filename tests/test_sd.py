@@ -108,7 +108,8 @@ def save_sd(root, width, seed, prediction_type="epsilon", hub_tokenizer=False, *
 
 
 def save_sdxl(root, seed=5):
-    """A tiny SDXL-like pipeline: text encoders 16 + 32 wide (the second projects to 16), text_time conditioning."""
+    """A tiny SDXL-like pipeline: text encoders 16 + 32 wide (the second projects to 16), text_time conditioning;
+    the scheduler config as SDXL base ships it (Euler, "leading" spacing, steps_offset 1)."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 
     torch.manual_seed(seed)
@@ -120,7 +121,8 @@ def save_sdxl(root, seed=5):
                                norm_num_groups=8)
     pipe = StableDiffusionXLPipeline(vae=vae(XL_SCALE), text_encoder=text_encoder(16), tokenizer=tokenizer(),
                                      text_encoder_2=text_encoder(32, projection=16), tokenizer_2=tokenizer(), unet=net,
-                                     scheduler=EulerDiscreteScheduler(**BETAS, steps_offset=1))
+                                     scheduler=EulerDiscreteScheduler(**BETAS, steps_offset=1,
+                                                                      timestep_spacing="leading"))
     pipe.save_pretrained(root)
     return root
 
@@ -134,6 +136,7 @@ def dirs(tmp_path_factory):
         v=save_sd(root / "v", 32, seed=2, prediction_type="v_prediction"),
         lcm=save_sd(root / "lcm", 32, seed=3, time_cond_proj_dim=8),
         xl=save_sdxl(root / "xl"),
+        xl2=save_sdxl(root / "xl2", seed=6),
     )
 
 
@@ -160,45 +163,56 @@ def noise(n=len(PROMPTS)):
     return SeedNoise(range(n)).randn(SHAPE)
 
 
-def ddim_pipeline(cls, path):
-    """A diffusers pipeline whose DDIM grid is ours for steps="ddim4": leading spacing without offset, last step to
-    abar = 1."""
-    from diffusers import DDIMScheduler
+def pipeline(cls, path, scheduler=None, **config):
+    """The diffusers pipeline of ``path`` as a user loads it (``from_pretrained``: the scheduler it ships, as the
+    pipeline fixes it); ``scheduler`` swaps the class the model-card way, ``XScheduler.from_pretrained(path,
+    subfolder="scheduler")``, and ``config`` then changes keys of the pipeline's scheduler config. (Not
+    ``from_config(pipe.scheduler.config, **config)``: that drops the keys the file left at their defaults, so it
+    would undo the pipeline's ``clip_sample`` fix of a DDIM made from SD's PNDM config.)"""
+    import diffusers
 
-    pipe = cls.from_pretrained(path)
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing="leading", steps_offset=0,
-                                               set_alpha_to_one=True, clip_sample=False)
+    swap = {} if not scheduler else {"scheduler": getattr(diffusers, scheduler).from_pretrained(path,
+                                                                                                subfolder="scheduler")}
+    pipe = cls.from_pretrained(path, **swap)
+    if config:
+        current = {k: v for k, v in pipe.scheduler.config.items() if k != "_use_default_values"}
+        pipe.scheduler = type(pipe.scheduler).from_config({**current, **config})
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
+def relative(a, b):
+    return float((a - b).norm() / b.norm())
+
+
 # --- members: conditions and predictions as diffusers computes them ------------------------------------------------
 
-def test_sd_member_reproduces_diffusers_pipeline(dirs, members):
-    """Conditions equal StableDiffusionPipeline.encode_prompt; DDIM-4 with w = 7.5 equals the pipeline's latents."""
+def test_sd_member_conditions_are_the_pipelines(dirs, members):
+    """Conditions equal StableDiffusionPipeline.encode_prompt (each member its own encoder); the member carries the
+    scheduler its checkpoint ships, with the pipeline that loads it."""
     from diffusers import StableDiffusionPipeline
 
     m = members.large
-    pipe = ddim_pipeline(StableDiffusionPipeline, dirs.large)
-    cond, uncond = pipe.encode_prompt(PROMPTS, "cpu", 1, True)
+    cond, uncond = pipeline(StableDiffusionPipeline, dirs.large).encode_prompt(PROMPTS, "cpu", 1, True)
     ours = m.condition(PROMPTS)
     assert set(ours) == {"encoder_hidden_states"} and ours["encoder_hidden_states"].shape == (3, 16, 48)
     assert torch.equal(ours["encoder_hidden_states"], cond)
     assert torch.allclose(m.null(ours)["encoder_hidden_states"], uncond, atol=1e-6)
     assert m.family == "sd" and m.cfg_channels is None and m.num_classes is None and m.prediction_type == "epsilon"
     assert len(m.encoder) == 1 and len(members.xl.encoder) == 2
-    expected = pipe(PROMPTS, num_inference_steps=4, guidance_scale=7.5, latents=noise(), output_type="latent").images
-    got = tstitch.sample([m], noise(), PROMPTS, solver="ddim", steps="ddim4", guidance=7.5).x
-    assert got.shape == (3, *SHAPE) and torch.allclose(got, expected, atol=1e-4, rtol=0)
+    shipped = m.scheduler_config
+    assert (shipped["_class_name"], shipped["_pipeline"], shipped["skip_prk_steps"], shipped["steps_offset"]) == (
+        "PNDMScheduler", "StableDiffusionPipeline", True, 1)
+    assert members.xl.scheduler_config["_pipeline"] == "StableDiffusionXLPipeline"
 
 
-def test_sdxl_member_reproduces_diffusers_pipeline(dirs, members):
+def test_sdxl_member_conditions_are_the_pipelines(dirs, members):
     """Both encoders' penultimate states, the pooled embedding, time ids for 16x16 images, zeros as null condition."""
     from diffusers import StableDiffusionXLPipeline
 
     m = members.xl
-    pipe = ddim_pipeline(StableDiffusionXLPipeline, dirs.xl)
-    cond, uncond, pooled, uncond_pooled = pipe.encode_prompt(PROMPTS, device="cpu", do_classifier_free_guidance=True)
+    cond, uncond, pooled, uncond_pooled = pipeline(StableDiffusionXLPipeline, dirs.xl).encode_prompt(
+        PROMPTS, device="cpu", do_classifier_free_guidance=True)
     ours, null = m.condition(PROMPTS), m.null(m.condition(PROMPTS))
     assert torch.equal(ours["encoder_hidden_states"], cond) and ours["encoder_hidden_states"].shape == (3, 16, 48)
     assert torch.equal(ours["added_cond_kwargs"]["text_embeds"], pooled) and pooled.shape == (3, 16)
@@ -206,10 +220,139 @@ def test_sdxl_member_reproduces_diffusers_pipeline(dirs, members):
     assert torch.equal(null["encoder_hidden_states"], uncond) and not uncond.any()  # force_zeros_for_empty_prompt
     assert torch.equal(null["added_cond_kwargs"]["text_embeds"], uncond_pooled)
     assert m.space == Space("sdxl-vae", SHAPE, XL_SCALE)
-    expected = pipe(PROMPTS, num_inference_steps=4, guidance_scale=5.0, latents=noise(), height=16, width=16,
-                    output_type="latent").images
-    got = tstitch.sample([m], noise(), PROMPTS, solver="ddim", steps="ddim4", guidance=5.0).x
-    assert torch.allclose(got, expected, atol=1e-4, rtol=0)
+
+
+# --- one member alone = the diffusers pipeline, on the scheduler's own grid -----------------------------------------
+
+# every deterministic scheduler diffusers ships for these models; each test directory ships it with its DEFAULT
+# config (the models' betas aside), which the pipeline fixes as it loads it (StableDiffusionPipeline: steps_offset 1,
+# clip_sample off; DDIM's default is steps_offset 0, PNDM's is Runge-Kutta warm-up steps)
+SCHEDULERS = ["DDIMScheduler", "PNDMScheduler", "EulerDiscreteScheduler", "DPMSolverMultistepScheduler",
+              "UniPCMultistepScheduler", "DEISMultistepScheduler", "HeunDiscreteScheduler", "LCMScheduler",
+              "LMSDiscreteScheduler"]
+STEPS = 6  # PNDM's Runge-Kutta warm-up needs 4 or more
+
+
+@pytest.fixture(scope="module")
+def shipping(dirs, tmp_path_factory):
+    """``shipping(kind, name)``: the tiny ``kind`` ("sd" or "xl") model re-saved with ``name``'s default config."""
+    import diffusers
+
+    root, made = tmp_path_factory.mktemp("shipping"), {}
+
+    def get(kind, name):
+        if (kind, name) not in made:
+            cls = diffusers.StableDiffusionXLPipeline if kind == "xl" else diffusers.StableDiffusionPipeline
+            pipe = cls.from_pretrained(dirs.xl if kind == "xl" else dirs.large)
+            pipe.scheduler = getattr(diffusers, name)(**BETAS)  # assigned, so not fixed before saving
+            pipe.save_pretrained(root / f"{kind}-{name}")
+            made[kind, name] = root / f"{kind}-{name}"
+        return made[kind, name]
+
+    return get
+
+
+def alone(kind, path, **options):
+    """One member alone on solver=scheduler, from the per-seed noise of seeds 0, 1, 2; returns the result."""
+    e = entry(path, "tiny-xl", space="sdxl-vae", scale=XL_SCALE) if kind == "xl" else entry(path, "tiny")
+    rng = SeedNoise(range(3))
+    return tstitch.sample([zoo.load(e)], rng.randn(SHAPE), PROMPTS, solver="scheduler", steps=STEPS,
+                          guidance=GUIDANCE[kind], randn_like=rng.randn_like, **options)
+
+
+def pipeline_latents(pipe, kind, steps=STEPS, **call):
+    rng = SeedNoise(range(3))  # the same per-seed noise; its generators continue as ours do
+    size = {"height": 16, "width": 16} if kind == "xl" else {}
+    return pipe(PROMPTS, num_inference_steps=steps, guidance_scale=GUIDANCE[kind], latents=rng.randn(SHAPE),
+                generator=rng.generators, output_type="latent", **size, **call).images
+
+
+GUIDANCE = {"sd": 7.5, "xl": 5.0}
+PIPELINES = {"sd": "StableDiffusionPipeline", "xl": "StableDiffusionXLPipeline"}
+
+
+@pytest.mark.parametrize("kind", ["sd", "xl"])
+@pytest.mark.parametrize("name", SCHEDULERS)
+def test_one_member_is_the_pipeline_with_the_scheduler_it_ships(shipping, kind, name):
+    """solver=scheduler, no options: the shipped scheduler as the pipeline loads it, on its own grid; the latents
+    equal the pipeline's (float32, relative L2 <= 1e-5) and the member runs one model call per pipeline iteration."""
+    import diffusers
+
+    path = shipping(kind, name)
+    pipe = pipeline(getattr(diffusers, PIPELINES[kind]), path)
+    assert type(pipe.scheduler).__name__ == name
+    if name == "DDIMScheduler":  # DDIM's default steps_offset 0: StableDiffusionPipeline makes it 1, SDXL's keeps it
+        assert json.loads((path / "scheduler" / "scheduler_config.json").read_text())["steps_offset"] == 0
+        assert pipe.scheduler.config.steps_offset == (1 if kind == "sd" else 0)
+    expected = pipeline_latents(pipe, kind)
+    got = alone(kind, path)
+    assert relative(got.x, expected) <= 1e-5
+    assert got.nfe == [len(pipe.scheduler.timesteps)] and got.timesteps == [
+        int(t) if float(t).is_integer() else float(t) for t in pipe.scheduler.timesteps.tolist()]
+
+
+@pytest.mark.parametrize("kind", ["sd", "xl"])
+@pytest.mark.parametrize("name,config", [
+    ("EulerDiscreteScheduler", {}),  # the model card's way to swap: EulerDiscreteScheduler.from_pretrained(...)
+    ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),  # Karras sigmas, timesteps rounded
+    ("EulerDiscreteScheduler", {"use_karras_sigmas": True}),  # Karras sigmas at fractional timesteps
+    ("DDIMScheduler", {"timestep_spacing": "trailing"}),
+    ("HeunDiscreteScheduler", {"timestep_spacing": "linspace"}),
+    ("PNDMScheduler", {"skip_prk_steps": False}),
+])
+def test_scheduler_name_and_config_overrides_are_the_pipelines(dirs, kind, name, config):
+    """solver.options.scheduler swaps the class keeping the shipped config; solver.options.config overrides keys,
+    as ``from_config(pipe.scheduler.config, **config)``."""
+    import diffusers
+
+    path = dirs.xl if kind == "xl" else dirs.large
+    pipe = pipeline(getattr(diffusers, PIPELINES[kind]), path, name, **config)
+    got = alone(kind, path, scheduler=name, config=config)
+    assert relative(got.x, pipeline_latents(pipe, kind)) <= 1e-5 and got.nfe == [len(pipe.scheduler.timesteps)]
+    if name == "EulerDiscreteScheduler" and config:
+        assert not all(float(t).is_integer() for t in got.timesteps)
+
+
+@pytest.mark.parametrize("name,call", [("EulerAncestralDiscreteScheduler", {}), ("DDPMScheduler", {}),
+                                       ("TCDScheduler", {"eta": 0.3}), ("LCMScheduler", {})])
+def test_stochastic_schedulers_draw_each_images_noise_from_its_seed(dirs, name, call):
+    """The scheduler's noise comes from each image's generator (diffusers' generator list, as a pipeline given one
+    generator per image): equal to the pipeline, and an image is the same batched or alone."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = pipeline(StableDiffusionPipeline, dirs.large, name)
+    got = alone("sd", dirs.large, scheduler=name, **call)
+    assert relative(got.x, pipeline_latents(pipe, "sd", **call)) <= 1e-5
+    rng = SeedNoise([1])
+    one = tstitch.sample([zoo.load(entry(dirs.large))], rng.randn(SHAPE), PROMPTS[1:2], solver="scheduler",
+                         steps=STEPS, guidance=7.5, randn_like=rng.randn_like, scheduler=name, **call).x
+    assert relative(one, got.x[1:2]) <= 1e-5
+    rng = SeedNoise(range(3))  # other draws from the same seeds: another image
+    other = tstitch.sample([zoo.load(entry(dirs.large))], rng.randn(SHAPE), PROMPTS, solver="scheduler",
+                           steps=STEPS, guidance=7.5, scheduler=name, **call).x
+    assert relative(other, got.x) > 1e-3
+
+
+def test_lcm_member_with_its_scheduler_is_the_pipeline(dirs, members):
+    """An LCM UNet (guidance embedded, no CFG) on LCMScheduler, 4 steps, equals StableDiffusionPipeline's."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = pipeline(StableDiffusionPipeline, dirs.lcm, "LCMScheduler")
+    rng = SeedNoise(range(3))
+    got = tstitch.sample([members.lcm], rng.randn(SHAPE), PROMPTS, solver="scheduler", steps=4, guidance=8.0,
+                         randn_like=rng.randn_like, scheduler="LCMScheduler")
+    rng = SeedNoise(range(3))
+    expected = pipe(PROMPTS, num_inference_steps=4, guidance_scale=8.0, latents=rng.randn(SHAPE),
+                    generator=rng.generators, output_type="latent").images
+    assert relative(got.x, expected) <= 1e-5 and got.nfe == [4]
+    # an entry's scheduler names the class to run on its checkpoint's config (LCM-SDXL: LCMScheduler on SDXL's)
+    named = zoo.load(entry(dirs.lcm, "tiny-lcm", embedded_guidance=8.0, net={"time_cond_proj_dim": 8},
+                           scheduler="LCMScheduler"))
+    assert named.scheduler_config["_class_name"] == "LCMScheduler" and named.scheduler_config["skip_prk_steps"]
+    rng = SeedNoise(range(3))
+    by_entry = tstitch.sample([named], rng.randn(SHAPE), PROMPTS, solver="scheduler", steps=4, guidance=8.0,
+                              randn_like=rng.randn_like)
+    assert torch.equal(by_entry.x, got.x) and by_entry.timesteps == [999, 759, 499, 259]
 
 
 def test_lcm_member_gets_its_timestep_cond(dirs, members):
@@ -281,6 +424,80 @@ def test_fast_paths_act_on_the_unet_and_offload_leaves_the_text_encoders(dirs, m
 
 # --- stitching ------------------------------------------------------------------------------------------------------
 
+def _cat(a, b):
+    return {k: _cat(a[k], b[k]) for k in a} if isinstance(a, dict) else torch.cat([a, b])
+
+
+def plain_loop(members, scheduler, steps, guidance, owner):
+    """The official SD pipelines' loop (TStitchSD.__call__) written out: the scheduler's own timesteps, the member
+    ``owner(i, scheduler)`` at loop index i (read before its step), guidance on the doubled batch (the unconditional
+    half first); each member with its own prompt encoding (TStitchSD fed the large model's to both)."""
+    scheduler.set_timesteps(steps)
+    x = noise() * scheduler.init_noise_sigma
+    conds = [_cat(m.null(c), c) for m, c in ((m, m.condition(PROMPTS)) for m in members)]
+    calls = [0] * len(members)
+    for i, t in enumerate(scheduler.timesteps):
+        k = owner(i, scheduler)
+        calls[k] += 1
+        eps_u, eps_c = members[k](scheduler.scale_model_input(torch.cat([x, x]), t), t, conds[k]).eps.chunk(2)
+        x = scheduler.step(eps_u + guidance * (eps_c - eps_u), t, x).prev_sample
+    return x, calls
+
+
+def by_steps(first):
+    """Member 0 for the first ``first`` steps, where a step starts at each call the scheduler begins one with:
+    not Heun's correction call (``state_in_first_order`` false), not PLMS's warm-up second call (``counter`` 1)."""
+    state = {"step": -1}
+
+    def owner(i, s):
+        starts = getattr(s, "state_in_first_order", True) and not (hasattr(s, "ets") and s.counter == 1)
+        state["step"] += bool(starts)
+        return 0 if state["step"] < first else 1
+
+    return owner
+
+
+@pytest.mark.parametrize("r", [0.0, 0.4, 1.0])
+@pytest.mark.parametrize("kind,steps", [("sd", 50), ("xl", 6)])
+def test_stitched_run_is_the_official_loop(dirs, members, kind, steps, r):
+    """rule=official on the shipped scheduler's grid (SD v1.x PNDM at 50 steps: 51 loop iterations; SDXL Euler):
+    the small member at loop index i iff (i + 1) / len(timesteps) <= r, as TStitchSD; NFE counts model calls."""
+    import diffusers
+
+    pair = [members.small, members.large] if kind == "sd" else [members.xl, zoo.load(entry(
+        dirs.xl2, "tiny-xl2", space="sdxl-vae", scale=XL_SCALE))]
+    pipe = pipeline(getattr(diffusers, PIPELINES[kind]), dirs.large if kind == "sd" else dirs.xl2)
+    expected, calls = plain_loop(pair, pipe.scheduler, steps, GUIDANCE[kind],
+                                 lambda i, s: 0 if (i + 1) / len(s.timesteps) <= r else 1)
+    got = tstitch.sample(pair, noise(), PROMPTS, fractions=[r, 1 - r], solver="scheduler", steps=steps,
+                         guidance=GUIDANCE[kind], rule="official")
+    assert relative(got.x, expected) <= 1e-5 and got.nfe == calls
+    small = {0.0: 0, 0.4: 20 if kind == "sd" else 2, 1.0: sum(calls)}[r]  # at 0.4: 20 of 51, 2 of 6 iterations
+    assert sum(calls) == steps + (kind == "sd") and calls[0] == small
+
+
+@pytest.mark.parametrize("name,steps,nfe", [("HeunDiscreteScheduler", 6, [4, 7]), ("PNDMScheduler", 10, [5, 6]),
+                                            ("DPMSolverMultistepScheduler", 10, [4, 6])])
+def test_stitched_multi_call_steps_stay_with_one_member(dirs, members, name, steps, nfe):
+    """rule=steps at r = 0.4: floor(N r + 1/2) steps to the small member, a Heun step (a call and its correction)
+    or PLMS's warm-up (two calls) whole; equal to the loop that follows the scheduler's own step state, and the
+    NFE per member counts model calls (Heun alone: 2N - 1)."""
+    from diffusers import StableDiffusionPipeline
+
+    pair = [members.small, members.large]
+    pipe = pipeline(StableDiffusionPipeline, dirs.large, name)
+    expected, calls = plain_loop(pair, pipe.scheduler, steps, 7.5, by_steps(round(0.4 * steps)))
+    got = tstitch.sample(pair, noise(), PROMPTS, fractions=[0.4, 0.6], solver="scheduler", steps=steps,
+                         guidance=7.5, scheduler=name)
+    assert relative(got.x, expected) <= 1e-5 and got.nfe == calls == nfe
+    assert got.plan == [0] * round(0.4 * steps) + [1] * (steps - round(0.4 * steps))
+    if name == "HeunDiscreteScheduler":
+        solo = tstitch.sample([members.large], noise(), PROMPTS, solver="scheduler", steps=steps, guidance=7.5,
+                              scheduler=name)
+        assert solo.nfe == [2 * steps - 1]
+
+
+
 def test_members_with_different_text_widths_stitch(members):
     """768- vs 1024-wide text encoders at tiny size (32 vs 48): each member encodes the prompts itself."""
     small, large = members.small, members.large
@@ -328,6 +545,37 @@ def one_line(match, spec, **kwargs):
     return str(err.value)
 
 
+@pytest.mark.parametrize("options,match", [
+    ({"scheduler": "NoSuchScheduler"}, "unknown diffusers scheduler 'NoSuchScheduler'; use a class name such as"),
+    ({"scheduler": "DPMSolverSDEScheduler"},
+     "draws one noise stream for the whole batch, so an image would depend on its batch.*use DPMSolverMultistep"),
+    ({"scheduler": "LCMScheduler", "steps": 60}, r"LCMScheduler cannot make 60 steps \(.*\); choose another"),
+    ({"steps": "ddim50"}, "takes a positive int step count, not 'ddim50' \\(solver.steps=50\\)"),
+    ({"steps": 3, "config": {"skip_prk_steps": False}}, "PNDMScheduler cannot make 3 steps"),
+    ({"steps": 2000}, r"PNDMScheduler at 2000 steps gives the timesteps \[1, 1, .*not a descending grid"),
+    ({"config": {"karras": True}}, "PNDMScheduler has no config key 'karras'; its keys:"),
+    ({"config": {"beta_schedule": "linear"}}, "does not run the models' noise schedule scaled_linear"),
+])
+def test_bad_scheduler_options_are_one_line(members, options, match):
+    """Refused before any model runs, in one line that names the fix."""
+    options = {"steps": 4, **options}
+    with pytest.raises(ConfigError, match=match) as err:
+        tstitch.sample([members.small], noise(), PROMPTS, solver="scheduler", guidance=7.5, **options)
+    assert "\n" not in str(err.value)
+
+
+def test_models_without_a_shipped_scheduler_name_one():
+    """A DiT ships no diffusers scheduler: solver=scheduler needs one named, and then runs on the DiT's betas."""
+    from test_stitch import tiny_dit
+
+    dit = tiny_dit(1, "tiny-dit")
+    x, y = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([1, 2])
+    with pytest.raises(ConfigError, match="ships no diffusers scheduler .* solver.options.scheduler=DDIMScheduler"):
+        tstitch.sample([dit], x, y, solver="scheduler", steps=5)
+    out = tstitch.sample([dit], x, y, solver="scheduler", steps=5, scheduler="DDIMScheduler")
+    assert out.nfe == [5] and out.timesteps == [800, 600, 400, 200, 0] and torch.isfinite(out.x).all()  # DDIM defaults
+
+
 def test_wrong_family_and_missing_checkpoints(dirs, tmp_path):
     torch.save({"pos_embed": torch.zeros(1, 4, 8)}, tmp_path / "dit_s_256.pt")
     one_line("is a file, but the sd family loads diffusers model directories", entry(tmp_path / "dit_s_256.pt"))
@@ -373,7 +621,8 @@ def test_uncached_hub_id_fails_fast_offline(hub_offline):
 
 SD_ENTRIES = [n for n in zoo.names() if n.startswith("sd/")]
 SD_STITCHES = sorted(p.stem for p in (Path(CONF) / "stitch").glob("sd_*.yaml"))
-KEYS = {"name", "family", "checkpoint", "net", "schedule", "space", "codec", "unet", "variant", "embedded_guidance"}
+KEYS = {"name", "family", "checkpoint", "net", "schedule", "space", "codec", "unet", "variant", "embedded_guidance",
+        "scheduler"}
 WIDTH = {"sd-kl-f8": (768, 1024), "sdxl-vae": (2048,)}
 
 

@@ -39,7 +39,8 @@ def test_generate_text_to_image_with_clip_score(tiny, tmp_path):
     with np.load(tmp_path / "samples.npz") as z:
         assert z["arr_0"].shape == (10, 16, 16, 3) and z["arr_1"].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 0, 1]
     row = json.loads((tmp_path / "results.jsonl").read_text())
-    assert row["nfe"] == [1, 2] and row["clip_score"] >= 0
+    # the preset's sampler: the models' own PNDM, 3 steps = 4 model calls; 40% is 1 step, PLMS's 2-call warm-up
+    assert row["nfe"] == [2, 2] and row["clip_score"] >= 0
     assert json.loads((tmp_path / "identity.json").read_text())["prompts"][0] == (
         Path(__file__).resolve().parents[1] / "conf" / "prompts" / "demo.txt").read_text().splitlines()[0]
 
@@ -51,7 +52,7 @@ def test_main_sweep_text_to_image(tiny, tmp_path):
                        timeout=300, env=ENV)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert [r["nfe"] for r in rows] == [[0, 3], [3, 0]] and all("clip_score" in r for r in rows)
+    assert [r["nfe"] for r in rows] == [[0, 4], [4, 0]] and all("clip_score" in r for r in rows)  # PNDM: N + 1
     assert "| CLIP score |" in (tmp_path / "results.md").read_text() and (tmp_path / "tradeoff.png").exists()
 
 
@@ -84,3 +85,17 @@ def test_sdxl_timing_experiment_on_tiny_sdxl_members(tmp_path):
     lines = (tmp_path / "report" / "results.md").read_text().splitlines()
     assert lines[0].endswith("| paper s/image (SDXL demo) |")
     assert [line.split("|")[-2].strip() for line in lines[2:]] == ["13.60", "11.05"]
+
+
+def test_unknown_scheduler_is_one_line_before_any_file(tiny, tmp_path):
+    """A scheduler name diffusers does not have: exit code 2 and one line naming the fix, checked after the members
+    load (their shipped schedulers) and before the run directory gets any file."""
+    _, overrides = tiny
+    r = subprocess.run([str(BIN / "tstitch-generate"), "+experiment=sd_bk_tiny_v1_4", *overrides, "trainer=cpu",
+                        "num_samples=2", "solver=scheduler", "solver.options.scheduler=NoSuchScheduler",
+                        f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300, env=ENV,
+                       check=False)
+    lines = [line for line in r.stderr.splitlines() if line.startswith("tstitch: error:")]
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr
+    assert "unknown diffusers scheduler 'NoSuchScheduler'; use a class name such as PNDMScheduler" in lines[0]
+    assert not (tmp_path / "identity.json").exists() and not list(tmp_path.glob("*.npz"))

@@ -79,11 +79,13 @@ def _generate(cfg, out, sampling, rank_zero):
     from tstitch.engine.writer import ShardWriter, done, export_npz, write_manifest
     from tstitch.files import write_json
     from tstitch.run import codec_name, load_stitch, prompt_list, sample_options
+    from tstitch.sample import check
 
     members, codec = load_stitch(cfg)
     names = [m.name for m in members]
     fractions = sampling["options"]["fractions"]
     options = sample_options(cfg, fractions)
+    check(members, **options)  # the solver, scheduler and step count on these members, before anything is written
     metric = metrics.build(cfg.get("metric"))  # before sampling: a bad reference fails now, not after hours
     wanted = list(range(cfg.seed, cfg.seed + cfg.num_samples))
     prompts = prompt_list(cfg)

@@ -5,12 +5,13 @@ Plain functions over a resolved config; Hydra and W&B stay in ``tstitch.cli.main
 import time
 
 import torch
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from tstitch import checks, fast, metrics, seeds, zoo
 from tstitch.codecs import load_codec
 from tstitch.errors import ConfigError
-from tstitch.sample import sample
+from tstitch.sample import check, sample
 from tstitch.stitch import check_compatible, check_fractions
 
 
@@ -58,7 +59,8 @@ def sync(device):
 def sample_options(cfg, fractions):
     """``tstitch.sample``'s keyword arguments for one allocation, from the solver/guidance/stitch configs."""
     return dict(fractions=fractions, solver=cfg.solver.name, steps=cfg.solver.steps, guidance=cfg.guidance.scale,
-                channels=cfg.guidance.channels, rule=cfg.stitch.rule, **cfg.solver.options)
+                channels=cfg.guidance.channels, rule=cfg.stitch.rule,
+                **OmegaConf.to_container(cfg.solver.options, resolve=True))  # plain values (solver.options.config)
 
 
 def load_stitch(cfg, device="cpu"):
@@ -96,6 +98,8 @@ def run(cfg, stitch=None, metric=None):
     members, codec = stitch or load_stitch(cfg, cfg.device)
     metric = metric if metric is not None else metrics.build(cfg.get("metric"))
     rows_fractions = allocations(cfg, len(members))
+    for fractions in rows_fractions:  # solver, scheduler, step count: before anything runs
+        check(members, **sample_options(cfg, fractions))
     num_classes = members[-1].num_classes
     # warm-up at the real batch size (allocator, kernel choice, first calls) outside the timed region
     n = min(cfg.batch_size, cfg.num_samples)

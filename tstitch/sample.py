@@ -5,7 +5,6 @@
     out = tstitch.sample([small, large], x, y, fractions=[0.4, 0.6], solver="ddim", steps=20, guidance=3.0)
     out.x, out.nfe  # final samples in the data space, function evaluations per member
 """
-import inspect
 from dataclasses import dataclass
 
 import torch
@@ -13,16 +12,15 @@ import torch
 from tstitch import checks, solvers
 from tstitch.errors import ConfigError
 from tstitch.guidance import guided
-from tstitch.schedules import grid
 from tstitch.stitch import Stitch, check_compatible, check_fractions, on_schedule, plan
 
 
 @dataclass
 class Result:
     x: torch.Tensor
-    nfe: list
-    plan: list
-    timesteps: list
+    nfe: list       # model calls per member
+    plan: list      # the member of each sampling step
+    timesteps: list  # the timestep of each model call (the grid's)
 
 
 @torch.no_grad()
@@ -32,29 +30,53 @@ def sample(members, noise, labels, *, fractions=None, solver="ddim", steps=50, g
     the last member). ``noise`` is float32 (another float dtype is cast to float32), one finite sample per row;
     ``labels`` an integer tensor or list of ints (class-conditional members) or a list of prompts, one per sample.
     ``guidance`` is the CFG scale w (1 = off), applied to the first ``channels`` channels (None: each member's
-    own ``cfg_channels``, "all": every channel); ``steps`` an int or an ADM respacing string ("ddim100",
-    "10,20"). Returns a ``Result``."""
+    own ``cfg_channels``, "all": every channel); ``steps`` an int or, on the ADM grid, a respacing string
+    ("ddim100", "10,20"). The fractions apportion sampling steps (``rule``, see ``tstitch.stitch.plan``); a step
+    of several model calls runs on one member. Returns a ``Result``."""
     members = list(members)
     if not members:
         raise ConfigError("give one or more members (tstitch.load(...))")
     fractions = check_fractions([0.0] * (len(members) - 1) + [1.0] if fractions is None else fractions, len(members))
     check_compatible(members)
     noise, labels = checks.inputs(members, noise, labels, guidance)
-    # The grid is the schedule of the first member that runs (so a member with no steps changes nothing); a
-    # member trained on another schedule is fed its own timestep of equal noise level.
-    schedule = next(m.schedule for m, f in zip(members, fractions) if f > 0)
-    timesteps, abar = grid(schedule, steps)
-    timesteps = timesteps.tolist()
-    steps_plan = plan(fractions, timesteps, rule, schedule.num_timesteps)
+    grid, schedule, steps_plan, options = prepare(members, fractions, solver, steps, rule, solver_options)
+    # a member trained on another schedule is fed its own timestep of equal noise level
     denoisers = [guided(on_schedule(m, schedule), m.condition(labels), guidance, _channels(channels, m))
                  for m in members]
-    stitched = Stitch(denoisers, timesteps, steps_plan)
-    solve = solvers.get(solver)
-    if "schedule" in inspect.signature(solve).parameters:
-        solver_options = {**solver_options, "schedule": schedule}
-    x = solve(stitched, noise, timesteps, abar, randn_like=randn_like, clip=members[0].space.clip, callback=callback,
-              **solver_options)
-    return Result(x, stitched.nfe, steps_plan, timesteps)
+    stitched = Stitch(denoisers, grid.timesteps, steps_plan, grid.step)
+    x = solvers.entry(solver).solve(stitched, noise, grid.timesteps, grid.abar, schedule=schedule, steps=steps,
+                                    randn_like=randn_like, clip=members[0].space.clip, callback=callback, **options)
+    return Result(x, stitched.nfe, steps_plan, list(grid.timesteps))
+
+
+def prepare(members, fractions, solver="ddim", steps=50, rule="steps", solver_options=None):
+    """The solver's grid, its schedule, the plan (member per step) and the solver's options, checked before any
+    model runs (a bad solver, scheduler or step count fails here, in one line).
+
+    The grid is made on the schedule of the first member that runs (so a member with no steps changes nothing),
+    or, for a solver that runs a shipped diffusers scheduler, on the last one's, with that member's scheduler.
+    The official rule is T-Stitch's SD pipelines' when every member is a Stable Diffusion model, else DiT's."""
+    fractions = check_fractions(fractions, len(members))
+    spec = solvers.entry(solver)
+    running = [m for m, f in zip(members, fractions) if f > 0]
+    lead = running[-1] if spec.shipped else running[0]
+    options = dict(solver_options or {})
+    if spec.shipped:
+        options["shipped"] = getattr(lead, "scheduler_config", None)
+    grid = spec.grid(lead.schedule, steps, **options)
+    sd = all(getattr(m, "family", None) == "sd" for m in members)
+    loop = (grid.starts, len(grid.timesteps)) if sd else None
+    steps_plan = plan(fractions, [grid.timesteps[c] for c in grid.starts], rule, lead.schedule.num_timesteps, loop)
+    return grid, lead.schedule, steps_plan, options
+
+
+def check(members, fractions=None, solver="ddim", steps=50, rule="steps", guidance=1.0, channels=None,
+          **solver_options):
+    """``sample``'s keyword arguments checked against ``members`` without running a model: for callers that validate
+    a configuration before any side effect. Raises ``ConfigError``."""
+    del guidance, channels
+    fractions = [0.0] * (len(members) - 1) + [1.0] if fractions is None else fractions
+    prepare(members, fractions, solver, steps, rule, solver_options)
 
 
 def _channels(channels, member):

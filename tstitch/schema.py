@@ -248,7 +248,9 @@ COMMANDS = {
 }
 # Solver options: key -> field (a solver not listed here takes the keyword arguments of its function)
 SOLVER_OPTIONS = {"ddim": {"eta": Num(0)}, "ddpm": {"variance": Choice("learned", "small", "large")},
-                  "dpmpp_2m": {}}
+                  "dpmpp_2m": {}, "dpm_solver": {},
+                  "scheduler": {"scheduler": Opt(Str()), "config": Opt(Section({}, extra=True)), "eta": Num(0)},
+                  "diffusers": {"scheduler": Str(), "config": Opt(Section({}, extra=True)), "eta": Num(0)}}
 
 
 def check(cfg, command, machine=True):
@@ -319,29 +321,35 @@ def fractions(value, names, key):
 
 
 def solver(cfg, entries):
-    """A registered solver, a step count its grid can make on the first member's schedule, and known options."""
+    """A registered solver, a step count its grid can make on the members' schedules, and known options. (What
+    depends on the loaded members, e.g. the scheduler a model ships, is checked once they are loaded:
+    ``tstitch.sample.check``.)"""
     from tstitch import solvers
     from tstitch.schedules import space_timesteps
 
-    solve = solvers.get(cfg.name)
+    spec = solvers.entry(cfg.name)
     steps, horizon = cfg.steps, min(int(e.schedule.get("num_timesteps", 1000)) for e in entries.values())
     if isinstance(steps, int) and steps > horizon:
         _fail("solver.steps", steps, f"give at most {horizon} steps (the members' schedules have {horizon} timesteps)")
-    try:
-        space_timesteps(horizon, steps)
-    except (ValueError, TypeError) as e:
-        _fail("solver.steps", steps, f"give a step count or an ADM respacing string such as ddim50 or 10,20 ({e})")
+    if spec.grid is not solvers.adm_grid and spec.grid is not solvers.diffusers_grid:
+        Int(1)(steps, "solver.steps")  # a grid of its own: a step count
+    else:
+        try:
+            space_timesteps(horizon, steps)
+        except (ValueError, TypeError) as e:
+            _fail("solver.steps", steps, f"give a step count or an ADM respacing string such as ddim50 or 10,20 "
+                  f"({e})")
     options = cfg.get("options") or {}
     table = SOLVER_OPTIONS.get(cfg.name)
     if table is None:
-        params = inspect.signature(solve).parameters
+        params = inspect.signature(spec.solve).parameters
         if any(p.kind is p.VAR_KEYWORD for p in params.values()):
             return
         table = {k: Any() for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in INTERNAL}
     Section(table)(options, "solver.options")
 
 
-INTERNAL = ("randn_like", "clip", "callback", "schedule")  # what the sampler passes itself
+INTERNAL = ("randn_like", "clip", "callback", "schedule", "steps", "shipped")  # what the sampler passes itself
 
 
 def metric(cfg):

@@ -29,6 +29,13 @@ class SeedNoise:
         return self.randn(x.shape[1:], dtype=x.dtype).to(x.device)
 
 
+def generators(randn_like):
+    """The per-sample generators behind ``randn_like`` when it is a ``SeedNoise``'s (for samplers that draw their
+    own noise, such as diffusers schedulers, which take them as a ``generator`` list); None for any other
+    (``torch.randn_like``: torch's global generator)."""
+    return getattr(getattr(randn_like, "__self__", None), "generators", None)
+
+
 def draw(seeds, shape, num_classes, labels="random", device="cpu", prompts=None, base_seed=0):
     """Initial noise, conditions and the per-sample noise source for ``seeds``.
 

@@ -1,7 +1,9 @@
 """Trajectory stitching (Pan et al., 2024), written once: a denoiser that routes each step to one member.
 
 The switch schedule is data: ``plan(fractions, timesteps)`` gives, for each sampling step, the index of the
-member that runs it. Member 0 takes the first (noisiest) steps, member K-1 the last.
+member that runs it. Member 0 takes the first (noisiest) steps, member K-1 the last. Steps, not timestep values:
+a solver's ``Grid`` says which calls make each step (``tstitch.protocols``), and all calls of a step go to the
+step's member.
 """
 import math
 
@@ -42,18 +44,28 @@ def allocate(fractions, steps):
     return [b - a for a, b in zip(bounds, bounds[1:])]
 
 
-def plan(fractions, timesteps, rule="steps", num_timesteps=1000):
-    """Member index per sampling step, for ``timesteps`` in sampling (descending) order.
+def plan(fractions, timesteps, rule="steps", num_timesteps=1000, loop=None):
+    """Member index per sampling step, for ``timesteps`` (where each step starts) in sampling (descending) order.
 
     ``rule="steps"``: member k runs a block of ``allocate(fractions, N)[k]`` consecutive steps.
-    ``rule="official"``: the official T-Stitch DiT code, by timestep. Two members as ``TStitch``: the small
-    one iff t / T >= 1 - r; more as ``MultiTStitch``: the first member k whose float32 cumulative fraction
-    reaches the progress 1 - t / T.
+    ``rule="official"``, the rule of the official T-Stitch code of the family:
+      * DiT (``loop`` None), by timestep. Two members as ``TStitch``: the small one iff t / T >= 1 - r; more as
+        ``MultiTStitch``: the first member k whose float32 cumulative fraction reaches the progress 1 - t / T.
+      * Stable Diffusion (``loop=(starts, length)``: the pipeline loop's index of each step's first call and the
+        loop's length, ``len(scheduler.timesteps)``, e.g. 51 for PNDM at 50 steps), by loop index, as ``TStitchSD``:
+        the small member at loop index i iff (i + 1) / length <= r. A step of several loop iterations (Heun's
+        two calls, PNDM's warm-up) goes where its first iteration goes, so it is never split.
     """
     fractions = check_fractions(fractions)
-    timesteps = [int(t) for t in timesteps]
+    timesteps = [float(t) for t in timesteps]
     if rule == "steps":
         return [k for k, n in enumerate(allocate(fractions, len(timesteps))) for _ in range(n)]
+    if rule == "official" and loop is not None:
+        if len(fractions) != 2:
+            raise ConfigError(f"rule=official for Stable Diffusion is TStitchSD's two-member rule, not for "
+                              f"{len(fractions)} members; use stitch.rule=steps")
+        starts, length = loop
+        return [0 if (i + 1) / length <= fractions[0] else 1 for i in starts]
     if rule == "official" and len(fractions) == 2:
         return [0 if t / num_timesteps >= 1 - fractions[0] else 1 for t in timesteps]
     if rule == "official":
@@ -74,18 +86,19 @@ def check_compatible(members):
 
 
 class Retimed(Wrapped):
-    """``member`` driven on the timesteps of another ``schedule``: grid timestep t becomes the member's own
-    (fractional) timestep at the same noise level. Its learned-range variance is dropped (it interpolates
-    variances of the member's own schedule), so DDPM needs ``variance=small|large`` there."""
+    """``member`` driven on the timesteps of another ``schedule``: grid timestep t (an int, or a float between
+    timesteps) becomes the member's own (fractional) timestep at the same noise level. Its learned-range variance
+    is dropped (it interpolates variances of the member's own schedule), so DDPM needs ``variance=small|large``
+    there."""
 
     def __init__(self, member, schedule):
         super().__init__(member)
-        self.abar, self.own = schedule.alphas_cumprod, {}
+        self.schedule, self.abar, self.own = schedule, schedule.alphas_cumprod, {}
 
     def __call__(self, x, t, cond):
-        t = int(t)
         if t not in self.own:
-            self.own[t] = self.member.schedule.time_of(self.abar[t])
+            abar = self.abar[int(t)] if float(t).is_integer() else self.schedule.abar_at(t)
+            self.own[t] = self.member.schedule.time_of(abar)
         return Output(self.member(x, self.own[t], cond).eps)
 
 
@@ -95,17 +108,29 @@ def on_schedule(member, schedule):
 
 
 class Stitch:
-    """Denoiser combinator: ``Stitch(denoisers, timesteps, steps_plan)(x, t)`` calls the member that the plan
-    assigns to timestep ``t`` and counts function evaluations per member in ``nfe``."""
+    """Denoiser combinator: ``Stitch(denoisers, timesteps, steps_plan, step)(x, t)`` sends the c-th call to the
+    member that the plan gives its step, ``steps_plan[step[c]]``, and counts function evaluations (model calls)
+    per member in ``nfe``. ``timesteps`` and ``step`` are a ``Grid``'s (``step`` None: one call per step): the
+    calls must come at those timesteps, in that order, as solvers make them; another call is an error, not a
+    silent reroute. One ``Stitch`` serves one trajectory."""
 
-    def __init__(self, denoisers, timesteps, steps_plan):
-        if len(steps_plan) != len(timesteps):
-            raise ValueError(f"plan has {len(steps_plan)} entries for {len(timesteps)} steps")
-        self.denoisers = list(denoisers)
-        self.owner = {int(t): k for t, k in zip(timesteps, steps_plan)}
+    def __init__(self, denoisers, timesteps, steps_plan, step=None):
+        step = list(range(len(timesteps))) if step is None else [int(s) for s in step]
+        n = step[-1] + 1 if step else 0
+        if len(steps_plan) != n:
+            raise ValueError(f"plan has {len(steps_plan)} entries for {n} steps")
+        self.denoisers, self.timesteps = list(denoisers), list(timesteps)
+        self.owner = [steps_plan[s] for s in step]  # the member of each call
         self.nfe = [0] * len(self.denoisers)
+        self.calls = 0
 
     def __call__(self, x, t):
-        k = self.owner[int(t)]
+        c = self.calls
+        if c >= len(self.owner) or (isinstance(t, (int, float)) and t != self.timesteps[c]):
+            expected = self.timesteps[c] if c < len(self.owner) else "none"
+            raise ValueError(f"call {c} at timestep {t}, but the grid's call {c} is at {expected}: a solver must "
+                             "call the denoiser at its grid's timesteps, in order")
+        self.calls = c + 1
+        k = self.owner[c]
         self.nfe[k] += 1
         return self.denoisers[k](x, t)

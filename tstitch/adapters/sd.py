@@ -16,9 +16,15 @@ or a local diffusers directory (``unet/``, ``text_encoder/``, ``tokenizer/``, fo
   in diffusers' pipelines, classifier-free guidance does not apply to them: their null condition is their
   condition, which makes the CFG combination return their conditional prediction.
 
-Timesteps: our solvers use ADM respacing (``steps=50``: t = round(i * 999 / 49), 0 ... 999); diffusers' SD
-schedulers use "leading" spacing with ``steps_offset: 1`` (t = 1, 21, ..., 981). ``steps="ddim50"`` gives
-diffusers' grid with ``steps_offset: 0`` (0, 20, ..., 980; the last step to abar = 1, i.e. ``set_alpha_to_one``).
+* ``scheduler_config``: the scheduler the checkpoint ships (``scheduler/scheduler_config.json``; the class named
+  by the entry's ``scheduler`` where it names one, e.g. LCM-SDXL's ``LCMScheduler`` on SDXL base's config) and
+  ``_pipeline``, the diffusers pipeline that loads the model (``model_index.json``): ``solver=scheduler`` runs
+  it as that pipeline does (``StableDiffusionPipeline`` sets ``steps_offset: 1`` and ``clip_sample: false``).
+
+Timesteps: ``solver=scheduler`` runs the scheduler's own grid (SD v1.x: PNDM, "leading" spacing with
+``steps_offset: 1``: t = 981, 961, 961, 941, ..., 1 at 50 steps), which is how a diffusers pipeline samples. The
+ADM-grid solvers use ADM respacing (``steps=50``: t = round(i * 999 / 49), 0 ... 999; ``steps="ddim50"``: 0, 20,
+..., 980, the last step to abar = 1): neither is a diffusers grid.
 """
 import importlib.util
 import inspect
@@ -39,10 +45,11 @@ class SDMember:
     num_classes = None   # conditioned on prompts
 
     def __init__(self, unet, text, name, schedule, space, *, prediction_type="epsilon", time_ids=None,
-                 w_embedding=None, zeros_for_empty=False):
+                 w_embedding=None, zeros_for_empty=False, scheduler_config=None):
         self.net, self.text, self.name, self.schedule, self.space = unet, text, name, schedule, space
         self.prediction_type, self.time_ids, self.w_embedding = prediction_type, time_ids, w_embedding
         self.zeros_for_empty = zeros_for_empty
+        self.scheduler_config = scheduler_config  # what solver=scheduler runs by default (see load)
         self._empty = None
         # the text encoders: moved with the UNet (Lightning) but never offloaded (``fast.offload``), as prompts are
         # encoded once per batch, not per step
@@ -109,7 +116,8 @@ class SDMember:
 def load(entry, schedule, space, device="cpu", dtype=torch.float32):
     """A member from a zoo entry: ``checkpoint`` (hub id or diffusers directory), ``net`` (UNet config values the
     checkpoint must have), optional ``unet: {source, subfolder}`` (a UNet stored elsewhere, e.g. LCM-SDXL),
-    ``variant`` (e.g. fp16 weight files), ``embedded_guidance`` (LCM). ``space`` is checked against the model's
+    ``variant`` (e.g. fp16 weight files), ``embedded_guidance`` (LCM), ``scheduler`` (the diffusers scheduler class
+    the model runs with its checkpoint's scheduler config, where it is not the shipped one). ``space`` is checked against the model's
     VAE config (``<checkpoint>/vae``; the ``codec`` directory for a checkpoint without one)."""
     from diffusers import DDIMScheduler, UNet2DConditionModel
 
@@ -144,11 +152,15 @@ def load(entry, schedule, space, device="cpu", dtype=torch.float32):
         raise ConfigError(f"{name}: its text encoder(s) are {text.width} wide but its UNet cross-attends to "
                           f"{unet.config.cross_attention_dim}; the checkpoint mixes models: {fix}")
     time_ids = _time_ids(unet, text, space, factor, name) if text_time else None
-    zeros = text_time and _zeros_for_empty_prompt(source)
+    index = _model_index(source)
+    zeros = text_time and bool(index.get("force_zeros_for_empty_prompt", True))  # SDXL pipelines' default: true
     w_embedding = _w_embedding(entry, unet, name)
+    pipeline = index.get("_class_name") or ("StableDiffusionXLPipeline" if text_time else "StableDiffusionPipeline")
+    shipped = {**scheduler_config, "_class_name": entry.get("scheduler") or scheduler_config.get("_class_name"),
+               "_pipeline": pipeline}
     return SDMember(unet, text, name, schedule, space, prediction_type=prediction_type, time_ids=time_ids,
                     w_embedding=None if w_embedding is None else w_embedding.to(device=device, dtype=dtype),
-                    zeros_for_empty=zeros)
+                    zeros_for_empty=zeros, scheduler_config=shipped)
 
 
 def _prompt_list(prompts, name):
@@ -273,15 +285,15 @@ def _time_ids(unet, text, space, factor, name):
     return torch.tensor([[height, width, 0, 0, height, width]], dtype=unet.dtype, device=unet.device)
 
 
-def _zeros_for_empty_prompt(source):
-    """SDXL pipelines' ``force_zeros_for_empty_prompt`` from ``model_index.json`` (their default: true)."""
+def _model_index(source):
+    """The checkpoint's ``model_index.json`` (its pipeline class, SDXL's ``force_zeros_for_empty_prompt``); empty
+    for a directory without one."""
     from diffusers import DiffusionPipeline
 
     try:
-        index = pretrained(DiffusionPipeline.load_config, source, what="model_index.json", fix="")
-    except ConfigError:  # a directory without model_index.json: the SDXL pipeline's default
-        return True
-    return bool(index.get("force_zeros_for_empty_prompt", True))
+        return dict(pretrained(DiffusionPipeline.load_config, source, what="model_index.json", fix=""))
+    except ConfigError:
+        return {}
 
 
 def _w_embedding(entry, unet, name):

@@ -3,7 +3,8 @@ import torch
 from tstitch.solvers.common import as_float, eps_from_x0, predict_x0
 
 
-def ddim(denoiser, x, timesteps, abar, *, eta=0.0, randn_like=torch.randn_like, clip=False, callback=None):
+def ddim(denoiser, x, timesteps, abar, *, eta=0.0, schedule=None, steps=None, randn_like=torch.randn_like, clip=False,
+         callback=None):
     """DDIM (Song et al., 2021, eq. 12), as ADM's ``ddim_sample``; eta = 0 is deterministic."""
     abar = as_float(abar)
     for i, t in enumerate(timesteps):

@@ -5,8 +5,8 @@ from tstitch.errors import ConfigError
 from tstitch.solvers.common import predict_x0
 
 
-def ddpm(denoiser, x, timesteps, abar, *, variance="learned", randn_like=torch.randn_like, clip=False,
-         callback=None):
+def ddpm(denoiser, x, timesteps, abar, *, variance="learned", schedule=None, steps=None, randn_like=torch.randn_like,
+         clip=False, callback=None):
     """Ancestral sampling of the (respaced) DDPM chain (Ho et al., 2020), as ADM's ``p_sample``.
 
     ``variance``: "learned" uses the model's learned-range output v (ADM/DiT, Nichol & Dhariwal 2021);

@@ -5,7 +5,8 @@ import torch
 from tstitch.solvers.common import as_float, predict_x0
 
 
-def dpmpp_2m(denoiser, x, timesteps, abar, *, randn_like=torch.randn_like, clip=False, callback=None):
+def dpmpp_2m(denoiser, x, timesteps, abar, *, schedule=None, steps=None, randn_like=torch.randn_like, clip=False,
+             callback=None):
     """DPM-Solver++(2M) (Lu et al., 2022, Algorithm 2): multistep second order in log-SNR, data prediction.
 
     The last step, to clean data, is first order (it returns the final x0 prediction), as k-diffusion.
