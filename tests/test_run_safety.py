@@ -275,7 +275,8 @@ def test_a_bad_solver_leaves_nothing_so_the_corrected_run_starts(tmp_path, in_pr
     """Before, solver.name=nope wrote identity.json, and the corrected rerun was refused."""
     run_dir = tmp_path / "run"
     assert error_line(generate(in_process, run_dir, "solver.name=nope")) == (
-        "tstitch: error: unknown solver 'nope'; choose one of ['ddim', 'ddpm', 'diffusers', 'dpmpp_2m'] (solver=...)")
+        "tstitch: error: unknown solver 'nope'; choose one of ['ddim', 'ddpm', 'diffusers', 'dpm_solver', 'dpmpp_2m', "
+        "'scheduler'] (solver=...)")
     assert not run_dir.exists()
     assert generate(in_process, run_dir).returncode == 0
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -678,3 +679,20 @@ def test_sd_zoo_entry_composes_as_a_member(name):
     large = OmegaConf.to_container(cfg.stitch.members.large)
     assert {**large, "checkpoint": None, "codec": None} == {**zoo.entry(name), "checkpoint": None, "codec": None}
     assert large["codec"] == {"source": "/models/x", "subfolder": "vae"}
+
+
+def test_pipeline_images_are_stable_diffusion_pipelines(dirs):
+    """tstitch.pipeline with one SD member and its defaults (its own scheduler, guidance 7.5) gives the images of
+    StableDiffusionPipeline on the same seeds' noise, up to the uint8 rounding of ties (at most one grey level)."""
+    import diffusers
+
+    pipe = tstitch.pipeline([entry(dirs.large, "tiny-large", net={"cross_attention_dim": 48})], steps=STEPS)
+    assert (pipe.options["solver"], pipe.options["guidance"]) == ("scheduler", 7.5)
+    ours = np.stack([np.asarray(img) for img in pipe(PROMPTS, seeds=[0, 1, 2])])
+    rng = SeedNoise(range(3))
+    theirs = pipeline(diffusers.StableDiffusionPipeline, dirs.large)(
+        PROMPTS, num_inference_steps=STEPS, guidance_scale=7.5, latents=rng.randn(SHAPE), generator=rng.generators,
+        output_type="np").images
+    theirs = (theirs * 255).round().astype(np.uint8)
+    assert ours.shape == theirs.shape == (3, 16, 16, 3)
+    assert np.abs(ours.astype(int) - theirs).max() <= 1 and (ours == theirs).mean() > 0.99

@@ -261,8 +261,12 @@ def test_main_job_on_uvit_latents_decoded_by_a_compvis_file(tmp_path):
                         up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, latent_channels=4, sample_size=16)
     torch.save(to_compvis(vae.state_dict(), levels=2), tmp_path / "autoencoder_kl_ema.pth")
     with initialize_config_dir(config_dir=CONF, version_base=None):
-        cfg = compose(config_name="tstitch", overrides=["stitch=uvit_l2_h2_256", "+debug=tiny", "metric=none",
-                                                        "guidance.scale=1.4", "sweep.first=[0.0,0.4,1.0]"])
+        default = compose(config_name="tstitch", overrides=["stitch=uvit_l2_h2_256"])
+        assert (default.solver.name, default.solver.steps) == ("dpm_solver", 50)  # U-ViT's own sampler
+        # this run is about the codec and the cross-schedule pair: on the ADM grid, three steps of one call each
+        cfg = compose(config_name="tstitch", overrides=["stitch=uvit_l2_h2_256", "solver=ddim", "+debug=tiny",
+                                                        "metric=none", "guidance.scale=1.4",
+                                                        "sweep.first=[0.0,0.4,1.0]"])
     with open_dict(cfg):
         for seed, (name, m) in enumerate(cfg.stitch.members.items()):
             m.net.update(img_size=8, **SHRINK)

@@ -76,11 +76,15 @@ def _labels(members, labels, n, device):
 def weights(member):
     """Refuse a member whose network (or text encoder) holds NaN or inf, naming the first such tensor."""
     modules = [("", member.net)] + ([("encoder.", member.encoder)] if getattr(member, "encoder", None) else [])
-    for prefix, module in modules:
-        for name, t in module.state_dict().items():
-            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                raise NonFiniteError(f"{member.name}: its weights hold NaN or inf ({prefix}{name}); the checkpoint "
-                                     "is damaged or was saved from a diverged run: download or export it again")
+    tensors = [(prefix + name, t) for prefix, module in modules for name, t in module.state_dict().items()
+               if t.is_floating_point() and not t.is_meta]  # meta: shapes only (nothing to check)
+    if not tensors:
+        return
+    finite = torch.stack([torch.isfinite(t).all().to(tensors[0][1].device) for _, t in tensors])
+    if not bool(finite.all()):  # one host sync for the whole model
+        name = tensors[finite.tolist().index(False)][0]
+        raise NonFiniteError(f"{member.name}: its weights hold NaN or inf ({name}); the checkpoint is damaged or "
+                             "was saved from a diverged run: download or export it again")
 
 
 def bad_rows(x):

@@ -1,0 +1,96 @@
+"""Load, sample and decode in one call, as diffusers users expect: a stitched pipeline that returns PIL images.
+
+    pipe = tstitch.pipeline(["sd/bk_sdm_tiny", "sd/v1_4"], fractions=[0.4, 0.6])
+    images = pipe(["a red bicycle", "a lighthouse at dusk"], seeds=[0, 1])   # two PIL images
+    pipe.result.nfe                                                          # model calls per member: [20, 31]
+
+Members are zoo names (``conf/model/...``), zoo entry dicts or members already loaded (then give ``codec``). The
+decoder is the last member's own (its zoo entry's ``codec``). Conditions are prompts for text-to-image members and
+class indices for class-conditional ones. Image i is a function of its seed alone, drawn as ``tstitch-generate``
+draws it (noise, then a class label, then the solver's noise), so a seed's image here is the generator's image of
+that seed whenever the condition is the same.
+
+Defaults follow each family's own pipeline (the last member's family): Stable Diffusion runs the scheduler the
+model ships (``solver=scheduler``), 50 steps, guidance 7.5 (SDXL 5.0), as ``StableDiffusionPipeline`` /
+``StableDiffusionXLPipeline``; U-ViT its DPM-Solver, 50 steps, guidance 1.4 (official scale 0.4) where it has a
+null class; DiT DDIM at 100 steps, guidance 1.5 (the T-Stitch DiT setting).
+"""
+import numbers
+
+import torch
+from PIL import Image
+
+from tstitch import seeds as seeding
+from tstitch.codecs import load_codec
+from tstitch.errors import ConfigError
+from tstitch.sample import check, sample
+from tstitch.zoo import entry, load
+
+DEFAULTS = {"sd": ("scheduler", 50, 7.5), "uvit": ("dpm_solver", 50, 1.4), "dit": ("ddim", 100, 1.5)}
+
+
+def _loaded(spec):
+    return hasattr(spec, "space") and callable(spec)
+
+
+def _codec_spec(spec):
+    if isinstance(spec, str):
+        return entry(spec).get("codec", "pixels")
+    if isinstance(spec, dict):
+        return spec.get("codec", "pixels")
+    return None
+
+
+class Pipeline:
+    """Stitched members with their decoder, loaded once; calling it samples and decodes (see the module docstring).
+    ``fractions``, ``solver``, ``steps``, ``guidance``, ``rule`` and solver options set the defaults of each call."""
+
+    def __init__(self, members, fractions=None, *, codec=None, solver=None, steps=None, guidance=None, rule="steps",
+                 device="cpu", **solver_options):
+        specs = list(members)
+        if not specs:
+            raise ConfigError("give one or more members: zoo names such as 'toy/large', entries or loaded members")
+        codec = codec if codec is not None else _codec_spec(specs[-1])
+        if codec is None:
+            raise ConfigError("the last member was given loaded: give its decoder too (codec='pixels', a VAE "
+                              "directory or hub id)")
+        self.members = [s if _loaded(s) else load(s, device=device) for s in specs]
+        self.codec = load_codec(codec, self.members[-1].space, device)
+        last = self.members[-1]
+        solver_d, steps_d, guidance_d = DEFAULTS.get(getattr(last, "family", None), ("ddim", 50, 1.0))
+        if getattr(last, "family", None) == "sd" and getattr(last, "time_ids", None) is not None:
+            guidance_d = 5.0  # StableDiffusionXLPipeline's default
+        if getattr(last, "family", None) == "uvit" and getattr(last, "null_class", None) is None:
+            guidance_d = 1.0  # the 64x64 U-ViTs have no null class and were sampled without guidance
+        self.options = {"fractions": fractions, "solver": solver or solver_d, "steps": steps or steps_d,
+                        "guidance": guidance_d if guidance is None else guidance, "rule": rule, **solver_options}
+        check(self.members, **{k: v for k, v in self.options.items() if k != "guidance"})
+        self.device, self.result = device, None
+
+    def __call__(self, conditions, seeds=None, **options):
+        """PIL images for ``conditions`` (prompts, or class indices), one per seed (default 0, 1, ...); keyword
+        arguments override this pipeline's (``fractions``, ``steps``, ``guidance``, ...). ``self.result`` keeps the
+        last ``tstitch.sample`` result (samples in the data space, NFE per member, plan)."""
+        conditions = [conditions] if isinstance(conditions, (str, numbers.Integral)) else list(conditions)
+        seeds = list(range(len(conditions))) if seeds is None else [int(s) for s in seeds]
+        if len(seeds) != len(conditions):
+            raise ConfigError(f"{len(conditions)} conditions for {len(seeds)} seeds; give one seed per image")
+        text = all(m.num_classes is None for m in self.members)
+        if text and not all(isinstance(c, str) for c in conditions):
+            raise ConfigError("text-to-image members take prompts (strings)")
+        num_classes = None if text else self.members[-1].num_classes
+        if not text and not all(isinstance(c, numbers.Integral) and 0 <= c < num_classes for c in conditions):
+            raise ConfigError(f"class-conditional members take class indices in [0, {num_classes})")
+        rng = seeding.SeedNoise(seeds, self.device)
+        x = rng.randn(tuple(self.members[0].space.shape))
+        if not text:  # the label draw of tstitch.seeds.draw, so that the solver's noise continues as there
+            rng.randint(num_classes)
+            conditions = torch.tensor(conditions, dtype=torch.long, device=self.device)
+        self.result = sample(self.members, x, conditions, randn_like=rng.randn_like, **{**self.options, **options})
+        images = self.codec.decode(self.result.x).permute(0, 2, 3, 1).cpu().numpy()
+        return [Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img) for img in images]
+
+
+def pipeline(members, fractions=None, **kwargs):
+    """``Pipeline(members, fractions, **kwargs)``: see ``tstitch.pipeline.Pipeline``."""
+    return Pipeline(members, fractions, **kwargs)
