@@ -5,9 +5,7 @@ import sys
 from pathlib import Path
 
 from tstitch.errors import ConfigError
-
-# The Hydra configs live at the repository root (editable install); an absolute path works from any cwd.
-CONF = str(Path(__file__).resolve().parents[2] / "conf")
+from tstitch.searchpath import CONF, with_user_dirs  # CONF: the config_path of every command
 
 
 def guard(fn):
@@ -61,7 +59,7 @@ def preflight(config_name, argv):
                     check_fractions(OverridesParser.create().parse_override(f"x={v}").value())
             elif not o.key_or_group.startswith("hydra"):
                 others += [(len(first), f"{o.get_key_element()}={v}") for v in values[1:]]
-            if not o.key_or_group.startswith("hydra"):
+            if not o.key_or_group.startswith("hydra") or o.key_or_group == "hydra.searchpath":
                 first.append(f"{o.get_key_element()}={values[0]}" if o.is_sweep_override() else o.input_line)
         with initialize_config_dir(CONF, version_base=None):
             compose(config_name, first)
@@ -80,6 +78,11 @@ def entry_point(main, config_name=None):
     """The console-script function for a Hydra ``main``: checks the run directory and, given the config's
     name, the composed config first."""
     def entry():
+        try:  # the user's config folders (TSTITCH_CONFIG_PATH) join Hydra's search path
+            sys.argv[1:] = with_user_dirs(sys.argv[1:])
+        except ConfigError as e:
+            print(f"tstitch: error: {e}", file=sys.stderr)
+            sys.exit(2)
         check_run_dir(sys.argv[1:])
         flags = [a for a in sys.argv[1:] if a.startswith("-") and a not in ("-m", "--multirun")]
         if config_name and not flags:  # Hydra's own flags (--help, --cfg, -cn NAME, ...): Hydra handles them
