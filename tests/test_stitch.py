@@ -360,11 +360,19 @@ def test_members_on_different_schedules_stitch_exactly(first, second):
 
 
 def test_schedule_time_of_and_abar_at_are_inverse():
+    def log_snr(abar):
+        return math.log(abar / (1 - abar))
+
     for name in ("linear", "scaled_linear", "cosine", "vp_continuous"):
-        s = Schedule(name)
+        s, ac = Schedule(name), Schedule(name).alphas_cumprod
         for t in (0, 1, 17.25, 500, 998.5, 999):
             assert s.time_of(s.abar_at(t)) == pytest.approx(t, abs=1e-6)
-            assert s.abar_at(int(t)) == pytest.approx(s.alphas_cumprod[int(t)], rel=1e-9) if t == int(t) else True
+        for t in (0, 1, 500, 999):  # on the integer timesteps: the schedule's own table
+            assert s.abar_at(t) == pytest.approx(ac[t], rel=1e-9)
+        # between them: linear in log-SNR on a discrete schedule, the VP-SDE's closed form at s = (t + 1) / T
+        between = math.exp(-(0.1 * 0.01825 + 0.5 * 19.9 * 0.01825 ** 2)) if name == "vp_continuous" else (
+            1 / (1 + math.exp(-(0.75 * log_snr(ac[17]) + 0.25 * log_snr(ac[18])))))
+        assert s.abar_at(17.25) == pytest.approx(between, rel=1e-9)
     v = Schedule("vp_continuous")  # s = (t + 1) / T on the linear VP-SDE, beta 0.1 ... 20
     assert v.alphas_cumprod[999] == pytest.approx(math.exp(-(0.1 + 0.5 * 19.9)))
 
