@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tstitch import prompts, zoo
+from tstitch.errors import ConfigError
 from tstitch.searchpath import CONF, ENV, with_user_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,6 +96,9 @@ def test_wheel_runs_the_main_job_and_the_api_outside_the_checkout(tmp_path):
 
 def test_user_folder_adds_zoo_entries_and_prompt_sets(tmp_path, monkeypatch):
     assert "mine/small" not in zoo.names()
+    with pytest.raises(ConfigError, match=r"unknown zoo entry 'mine/small'; .* or add model/mine/small.yaml to a "
+                                          r"config folder named in TSTITCH_CONFIG_PATH"):
+        zoo.entry("mine/small")
     monkeypatch.setenv(ENV, str(user_folder(tmp_path)))
     assert "mine/small" in zoo.names() and "toy/large" in zoo.names()
     assert zoo.load("mine/small").name == "my-small"
