@@ -7,13 +7,12 @@ distance of the final samples.
 import argparse
 
 import torch
+from sampler_speed import PATHS  # the named fast paths, one table for both benchmarks (this script's folder)
 
 from tstitch import fast, seeds, zoo
 from tstitch.codecs import to_uint8
 from tstitch.metrics import FashionMetric
 from tstitch.sample import sample
-
-from sampler_speed import PATHS  # the named fast paths, one table for both benchmarks (this script's folder)
 
 
 def main():

@@ -3,9 +3,12 @@ one process on the same weights and seeds, plus the stitching overhead and each 
 
 DiT (``reference_ddim``) follows DiT's ``sample.py`` + ``GaussianDiffusion.ddim_sample_loop`` and T-Stitch's
 ``TStitch``: float32 (TF32 on GPUs, as DiT's ``sample.py`` sets it), the batch doubled for guidance before the solver
-(the solver works on both halves), ``forward_with_cfg`` (3 guided channels), timm attention unfused
-(``fused_attn = False``, as the timm of 2023), the learned-range variance and x0 computed every step through ADM's
-coefficient tables, and a host sync per model call (``t[0].item()`` picks the member).
+(the solver works on both halves), ``forward_with_cfg`` (3 guided channels), timm's ``Attention`` as the current timm
+runs it by default, fused (``scaled_dot_product_attention``: what the official code gets today), the learned-range
+variance and x0 computed every step through ADM's coefficient tables, and a host sync per model call
+(``t[0].item()`` picks the member). An extra row, "reference loop, unfused attention", runs the same loop with
+``fused_attn = False``, as the timm of 2023 did when the official code was written; the ratios are against the fused
+reference.
 
 Stable Diffusion (``reference_sd``) follows T-Stitch's ``TStitchSD.__call__`` (a StableDiffusionPipeline holding
 two UNets): float32 (torch's default TF32 flags, which diffusers keeps: convolutions only), prompt embeddings once
@@ -23,7 +26,10 @@ The SD members share one random 768-wide CLIP text encoder (2 layers, characters
 BK-SDM-Tiny shares SD v1.4's; their latents are 4 x ``--latent`` x ``--latent`` (64: 512x512 images).
 Rows: images/s, ratio to the reference, relative L2 error of the final samples against the reference.
 Stitching overhead: time at fraction r against r T_small + (1 - r) T_large from the single-member runs, per round
-of the three runs interleaved; the median of the rounds (this VM's speed drifts by 10% within seconds).
+of the runs interleaved; the median of the rounds (this VM's speed drifts by 10% within seconds). Each round also
+runs the reference loop once: the median of the rounds' ratios (reference time / stitched time of the first path)
+is the paired speed ratio, which a machine shared with other work moves far less than the rows' best-of-N times;
+``--overhead-repeats 0`` skips the rounds.
 
     .venv/bin/python benchmarks/sampler_speed.py [--device cuda] [--models sd1] [--latent 64] [--batch 8]
         [--steps 10] [--out FILE]
@@ -113,10 +119,7 @@ def reference_sd(unets, text, noise, prompts, ratio, steps, scale):
 
 def dit_reference(members, x, y, args):
     """``reference_ddim`` on the members' DiTs, ready to run, and the ``sample`` options of the same trajectory."""
-    nets = [m.net for m in members]
-    for net in nets:  # the reference runs timm's unfused attention
-        for block in net.blocks:
-            block.attn.fused_attn = False
+    nets = [m.net for m in members]  # timm's attention as timm sets it (fused unless TIMM_FUSED_ATTN=0)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as DiT's sample.py
     first, fractions = members[0], [args.fraction, 1 - args.fraction]
     run = partial(reference_ddim, nets, x, y, fractions, args.steps, args.guidance, first.num_classes,
@@ -133,6 +136,15 @@ def sd_reference(members, x, prompts, args):
     run = partial(reference_sd, [m.net for m in members], members[0].text, x, prompts, r, n, args.guidance)
     options = {"fractions": [r, 1 - r], "steps": n, "solver": "scheduler", "rule": "official"}
     return run, options, [small, n + 1 - small]
+
+
+def attention(nets, fused):
+    """Set timm's attention of DiT ``nets`` fused or unfused; returns the label of what they ran before."""
+    blocks = [block for net in nets for block in net.blocks]
+    before = "fused" if all(b.attn.fused_attn for b in blocks) else "unfused" if blocks else "none"
+    for block in blocks:
+        block.attn.fused_attn = fused
+    return before
 
 
 def sync(device):
@@ -271,27 +283,40 @@ def bench(name, args):
     opts.update(guidance=args.guidance)
     fractions = opts["fractions"]
     t_ref, ref = timed(run, args.device, args.repeats)
-    work = sum(step_flops(m, x, y, args.guidance) * n for m, n in zip(members, steps)) if name != "toy" else None
-    del members, first, run  # the reference's networks: room for the fast paths' copies
     rows = [{"model": name, "path": "reference loop", "images_per_s": args.batch / t_ref, "ratio": 1.0, "rel_err": 0.0}]
+    if name not in SD_PAIRS:  # the same loop with the 2023 timm's unfused attention, a labelled extra row
+        rows[0]["attention"] = attention([m.net for m in members], fused=False)
+        t, out = timed(run, args.device, args.repeats)
+        attention([m.net for m in members], fused=rows[0]["attention"] == "fused")
+        rows.append({"model": name, "path": "reference loop, unfused attention", "images_per_s": args.batch / t,
+                     "ratio": t_ref / t, "rel_err": ((out - ref).norm() / ref.norm()).item(), "attention": "unfused"})
+    work = sum(step_flops(m, x, y, args.guidance) * n for m, n in zip(members, steps)) if name != "toy" else None
+    del members, first  # the reference keeps its networks for the paired rounds below
     for path in args.paths:
         t, out = ours(name, path, x, y, opts, args)
         rows.append({"model": name, "path": f"ours, {path}", "images_per_s": args.batch / t, "ratio": t_ref / t,
                      "rel_err": ((out - ref).norm() / ref.norm()).item()})
     if work:  # MFU of the last (fastest-configured) path
         rows[-1]["mfu"] = mfu(work, 1 / rows[-1]["images_per_s"], args.device)
+    if not args.overhead_repeats:
+        return rows, None
     plain = fast.speed_up(pair(name, args), args.device, **PATHS[args.paths[0]])
-    # small alone, large alone, stitched, interleaved: a round's three runs share the machine's speed of the moment,
-    # so each round gives one paired ratio; the median over rounds is the overhead (round 0 warms up)
+    # small alone, large alone, stitched, the reference loop, interleaved: a round's runs share the machine's speed of
+    # the moment, so each round gives one paired ratio; the medians over rounds are the stitching overhead and the
+    # speed of the first path against the reference (round 0 warms up)
     runs, times = [[1.0, 0.0], [0.0, 1.0], fractions], []
     for _ in range(args.overhead_repeats + 1):
         times.append([timed(lambda f=f: sample(plain, x, y, **{**opts, "fractions": f}).x, args.device, 1,
-                            warm=False)[0] for f in runs])
-    ratios = sorted(st / (fractions[0] * a + fractions[1] * b) - 1 for a, b, st in times[1:])
+                            warm=False)[0] for f in runs] + [timed(run, args.device, 1, warm=False)[0]])
+    ratios = sorted(st / (fractions[0] * a + fractions[1] * b) - 1 for a, b, st, _ in times[1:])
+    paired = sorted(t_ref / st for _, _, st, t_ref in times[1:])
     median = [statistics.median(column) for column in zip(*times[1:])]
-    overhead = {"model": name, "params": params, "steps": steps,  # model calls per member "t_small": median[0], "t_large": median[1],
-                "t_stitched": median[2], "expected": fractions[0] * median[0] + fractions[1] * median[1],
-                "overhead": statistics.median(ratios), "overhead_range": [ratios[0], ratios[-1]], "rounds": times[1:]}
+    overhead = {"model": name, "params": params, "steps": steps,  # steps: model calls per member
+                "t_small": median[0], "t_large": median[1], "t_stitched": median[2],
+                "expected": fractions[0] * median[0] + fractions[1] * median[1],
+                "overhead": statistics.median(ratios), "overhead_range": [ratios[0], ratios[-1]],
+                "path": args.paths[0], "vs_reference": statistics.median(paired),
+                "vs_reference_range": [paired[0], paired[-1]], "rounds": times[1:]}
     return rows, overhead
 
 
@@ -315,7 +340,8 @@ def main():
     p.add_argument("--guidance", type=float, default=1.5)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--overhead-repeats", type=int, default=7,
-                   help="interleaved rounds of (small alone, large alone, stitched) for the overhead: median of the rounds' ratios")
+                   help="interleaved rounds of (small alone, large alone, stitched) for the overhead: median of the "
+                        "rounds' ratios; 0 skips it")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="benchmarks/sampler_speed.json")
     args = p.parse_args()
@@ -324,7 +350,7 @@ def main():
     for name in args.models:
         r, o = bench(name, args)
         rows += r
-        overheads.append(o)
+        overheads += [o] if o else []
     with open(args.out, "w") as f:
         json.dump({"args": vars(args), "device": torch.cuda.get_device_name() if args.device.startswith("cuda")
                    else "cpu", "rows": rows, "overhead": overheads}, f, indent=2)
@@ -332,16 +358,21 @@ def main():
     solvers = "DDIM" if not set(args.models) & set(SD_PAIRS) else "DDIM (DiT), SD's PNDM (SD)"
     print(f"\n{args.device}, batch {args.batch}, {solvers} {args.steps} steps, guidance {args.guidance}, "
           f"fraction {args.fraction}{sd}, {args.threads} thread(s); full numbers in {args.out}")
-    print(f"{'model':11} {'path':24} {'images/s':>9} {'vs ref':>7} {'rel err':>9}")
+    print(f"{'model':11} {'path':33} {'images/s':>9} {'vs ref':>7} {'rel err':>9}")
     for r in rows:
         m = r.get("mfu") or {}
         extra = f"  MFU {100 * m['mfu']:.1f}%" if m.get("mfu") else (
             f"  {m['achieved_flops'] / 1e12:.2f} TFLOP/s" if m else "")
-        print(f"{r['model']:11} {r['path']:24} {r['images_per_s']:9.2f} {r['ratio']:6.2f}x {r['rel_err']:9.2e}{extra}")
+        extra += f"  ({r['attention']} attention)" if r["path"] == "reference loop" and "attention" in r else ""
+        print(f"{r['model']:11} {r['path']:33} {r['images_per_s']:9.2f} {r['ratio']:6.2f}x {r['rel_err']:9.2e}{extra}")
     for o in overheads:
         low, high = (100 * v for v in o["overhead_range"])
         print(f"{o['model']:11} stitching overhead {100 * o['overhead']:+.1f}% (rounds {low:+.1f}% ... {high:+.1f}%; "
               f"stitched {o['t_stitched']:.3f} s vs {o['expected']:.3f} s from the members alone; steps {o['steps']})")
+    for o in overheads:
+        low, high = o["vs_reference_range"]
+        print(f"{o['model']:11} ours, {o['path']} vs reference loop, paired rounds: {o['vs_reference']:.2f}x "
+              f"(rounds {low:.2f}x ... {high:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from tstitch import load, sample, seeds
+from tstitch.codecs import load_codec
+from tstitch.metrics import FashionMetric
 
 ROOT = Path(__file__).resolve().parents[1]
 EXE = str(Path(sys.executable).parent / "tstitch")
@@ -32,8 +37,20 @@ def test_debug_run_writes_table_grid_plot(tmp_path, in_process):
     assert [r["fractions"] for r in rows] == [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]
     assert [r["nfe"] for r in rows] == [[0, 3], [2, 1], [3, 0]]  # 3 steps: round-half-up(1.5) = 2 small
     assert rows[0]["speedup"] == pytest.approx(1.0)
-    assert all(0 <= r["accuracy"] <= 1 and r["fd"] > 0 for r in rows)
     assert "FD" in r.stdout and "speedup" in r.stdout
+    # each row is scored on its own samples against their labels: the stitched row equals the Python API's samples
+    # of the same seeds (debug=tiny: 8 seeds in batches of 4, DDIM 3 steps, w = 3) scored apart
+    members = [load("toy/small"), load("toy/large")]
+    images, labels = [], []
+    for batch in (range(0, 4), range(4, 8)):
+        x, y, rng = seeds.draw(batch, (1, 28, 28), 10, labels="balanced")
+        out = sample(members, x, y, fractions=[0.5, 0.5], solver="ddim", steps=3, guidance=3.0, eta=0.0,
+                     randn_like=rng.randn_like)
+        images.append(load_codec("pixels", members[-1].space).decode(out.x))
+        labels.append(y)
+    expected = FashionMetric(cache_root=tmp_path / "cache" / "fidelity")(torch.cat(images), torch.cat(labels))
+    assert rows[1]["accuracy"] == expected["accuracy"] and rows[1]["fd"] == pytest.approx(expected["fd"], rel=1e-6)
+    assert len({row["fd"] for row in rows}) == 3  # three sample sets, three distances
 
 
 def test_wandb_offline_run_is_written(tmp_path):

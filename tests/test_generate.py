@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tstitch.metrics import FashionMetric
+
 EXE = str(Path(sys.executable).parent / "tstitch-generate")
 COMMON = ["solver.steps=4", "stitch.fractions=[0.5,0.5]", "metric=none", "logger=none"]
 
@@ -110,7 +112,10 @@ def test_metric_and_wandb_offline_run(tmp_path):
                        timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"})
     assert r.returncode == 0, r.stderr[-2000:]
     row = json.loads((tmp_path / "results.jsonl").read_text())
-    assert row["fd"] > 0 and 0 <= row["accuracy"] <= 1 and row["speedup"] > 0
+    expected = FashionMetric().score_file(tmp_path / "samples.npz")  # the written set and its labels, scored apart
+    assert row["accuracy"] == expected["accuracy"] and row["fd"] == pytest.approx(expected["fd"], rel=1e-6)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())  # the last member alone vs this allocation
+    assert row["speedup"] == pytest.approx(manifest["baseline_s_per_image"] / manifest["s_per_image"])
     assert "tstitch-generate: 20 samples (20 new, 0 from earlier shards)" in r.stdout and "FD" not in r.stdout
     (wandb_run,) = (tmp_path / "wandb").glob("offline-run-*")
     rows, members = tracking.read_offline(wandb_run)
@@ -156,7 +161,8 @@ def test_launched_ranks_need_a_shared_run_directory():
     from tstitch.errors import ConfigError
 
     assert launched_run_dir([], {}) is None
-    assert launched_run_dir([], {"SLURM_NTASKS": "8", "SLURM_JOB_ID": "42"}) == "hydra.run.dir=outputs/generate/slurm-42"
+    slurm = {"SLURM_NTASKS": "8", "SLURM_JOB_ID": "42"}
+    assert launched_run_dir([], slurm) == "hydra.run.dir=outputs/generate/slurm-42"
     assert launched_run_dir(["hydra.run.dir=x"], {"SLURM_NTASKS": "8", "SLURM_JOB_ID": "42"}) is None
     with pytest.raises(ConfigError, match="give hydra.run.dir"):
         launched_run_dir([], {"WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "none"})

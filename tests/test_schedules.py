@@ -7,7 +7,6 @@ import torch
 
 from tstitch.schedules import Schedule, grid, linear_betas, space_timesteps
 
-
 # --- space_timesteps: ADM's guided_diffusion/respace.py semantics ---------------------------------------------
 
 def test_ddim_string_uses_the_integer_stride():

@@ -160,7 +160,8 @@ def members(dirs):
     )
 
 
-def noise(n=len(PROMPTS)):
+def noise(n=None):
+    n = len(PROMPTS) if n is None else n
     return SeedNoise(range(n)).randn(SHAPE)
 
 
@@ -642,8 +643,9 @@ def test_zoo_has_the_issue_checkpoints():
 def test_sd_zoo_entry(name):
     """Known keys only; the VAE is the checkpoint's (or its base's); space and text width agree with the family;
     LCM UNets carry their embedded guidance."""
-    from diffusers import UNet2DConditionModel
     import inspect
+
+    from diffusers import UNet2DConditionModel
 
     e = zoo.entry(name)
     assert set(e) <= KEYS and e["family"] == "sd" and e["schedule"] == {"name": "scaled_linear", "num_timesteps": 1000}

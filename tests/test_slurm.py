@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 
 from tstitch.cli import CONF
 from tstitch.errors import ConfigError
@@ -40,10 +40,16 @@ def slurm(**env):
 
 # ------------------------------------------------------------------------------------------------- task checks
 
-def test_tasks_are_not_checked_outside_slurm_or_without_a_task_count():
-    check_tasks({**CPU, "devices": 4}, env={})
-    check_tasks({**CPU, "devices": 4}, env={"SLURM_JOB_ID": "7"})  # sbatch without --ntasks: nothing to compare
-    check_tasks({**CPU, "devices": 4}, env=slurm(SLURM_NTASKS="1", SLURM_JOB_NAME="interactive"))  # Lightning's opt-out
+@pytest.mark.parametrize("skipped,checked", [
+    ({}, slurm(SLURM_NTASKS="1")),  # outside SLURM
+    ({"SLURM_JOB_ID": "7"}, {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}),  # sbatch without --ntasks: nothing to compare
+    (slurm(SLURM_NTASKS="1", SLURM_JOB_NAME="interactive"), slurm(SLURM_NTASKS="1", SLURM_JOB_NAME="gen")),  # opt-out
+])
+def test_tasks_are_not_checked_outside_slurm_or_without_a_task_count(skipped, checked):
+    """Each environment that skips the check, beside the one change that makes the same trainer checked."""
+    check_tasks({**CPU, "devices": 4}, env=skipped)
+    with pytest.raises(ConfigError, match=r"^SLURM job has 1 task but trainer.devices=4 x trainer.num_nodes=1 need 4"):
+        check_tasks({**CPU, "devices": 4}, env=checked)
 
 
 def test_one_task_for_two_devices_is_one_line_naming_the_fix():
@@ -71,17 +77,24 @@ def test_task_count_mismatches_name_both_fixes(trainer, env, message):
     assert str(e.value) == message
 
 
-@pytest.mark.parametrize("trainer,env", [
-    ({**CPU, "devices": 2}, slurm(SLURM_NTASKS="2", SLURM_NTASKS_PER_NODE="2")),
-    ({**CPU, "devices": 2, "num_nodes": 2}, slurm(SLURM_NTASKS="4", SLURM_NNODES="2")),
-    ({"accelerator": "gpu", "devices": -1, "num_nodes": 1}, slurm(SLURM_NTASKS="4", SLURM_GPUS_ON_NODE="4")),
-    ({"accelerator": "gpu", "devices": -1, "num_nodes": 1}, slurm(SLURM_NTASKS="2", CUDA_VISIBLE_DEVICES="0,1")),
-    ({"accelerator": "gpu", "devices": -1, "num_nodes": 1}, slurm(SLURM_NTASKS="3")),  # GPUs unknown: skipped
-    ({"accelerator": "gpu", "devices": [0, 1], "num_nodes": 1}, slurm(SLURM_NTASKS="2")),
-    ({"accelerator": "gpu", "devices": "2", "num_nodes": 1}, slurm(SLURM_NTASKS="2")),
+@pytest.mark.parametrize("trainer,env,changed", [
+    ({**CPU, "devices": 2}, slurm(SLURM_NTASKS="2", SLURM_NTASKS_PER_NODE="2"), {"SLURM_NTASKS": "3"}),
+    ({**CPU, "devices": 2, "num_nodes": 2}, slurm(SLURM_NTASKS="4", SLURM_NNODES="2"), {"SLURM_NTASKS": "2"}),
+    ({"accelerator": "gpu", "devices": -1, "num_nodes": 1}, slurm(SLURM_NTASKS="4", SLURM_GPUS_ON_NODE="4"),
+     {"SLURM_GPUS_ON_NODE": "2"}),
+    ({"accelerator": "gpu", "devices": -1, "num_nodes": 1}, slurm(SLURM_NTASKS="2", CUDA_VISIBLE_DEVICES="0,1"),
+     {"CUDA_VISIBLE_DEVICES": "0"}),
+    ({"accelerator": "gpu", "devices": -1, "num_nodes": 1}, slurm(SLURM_NTASKS="3"),  # GPUs unknown: skipped
+     {"SLURM_GPUS_ON_NODE": "2"}),
+    ({"accelerator": "gpu", "devices": [0, 1], "num_nodes": 1}, slurm(SLURM_NTASKS="2"), {"SLURM_NTASKS": "1"}),
+    ({"accelerator": "gpu", "devices": "2", "num_nodes": 1}, slurm(SLURM_NTASKS="2"), {"SLURM_NTASKS": "4"}),
 ])
-def test_matching_or_unknown_task_counts_pass(trainer, env):
+def test_matching_or_unknown_task_counts_pass(trainer, env, changed):
+    """Each passing case beside one changed variable that makes the tasks and devices disagree."""
     check_tasks(trainer, env=env)
+    tasks = int({**env, **changed}["SLURM_NTASKS"])
+    with pytest.raises(ConfigError, match=rf"^SLURM job has {tasks} tasks? but trainer\.devices="):
+        check_tasks(trainer, env={**env, **changed})
 
 
 def test_tasks_of_a_batch_script_without_srun_are_named():
@@ -279,7 +292,7 @@ class Cluster:
             end = time.monotonic() + 15  # job steps gone: slurmstepd removes its socket in the spool on exit
             while any(p.is_socket() for p in (self.root / "spool").iterdir()) and time.monotonic() < end:
                 time.sleep(0.2)
-        for name, p in reversed(self.procs):  # slurmd, slurmctld, munged
+        for _, p in reversed(self.procs):  # slurmd, slurmctld, munged
             if p.poll() is None:
                 p.terminate()
                 try:

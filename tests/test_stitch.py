@@ -280,7 +280,8 @@ def test_incompatible_members_are_refused(dits, other, what):
 
 def test_noise_of_wrong_shape_is_refused(dits):
     y = torch.tensor([0, 1])
-    with pytest.raises(ConfigError, match=r"noise of shape \(4, 16, 16\) per sample for members trained on \(4, 8, 8\)"):
+    with pytest.raises(ConfigError,
+                       match=r"noise of shape \(4, 16, 16\) per sample for members trained on \(4, 8, 8\)"):
         sample(list(dits), torch.zeros(2, 4, 16, 16), y, fractions=[0.5, 0.5], steps=4)
 
 
@@ -361,11 +362,19 @@ def test_members_on_different_schedules_stitch_exactly(first, second):
 
 
 def test_schedule_time_of_and_abar_at_are_inverse():
+    def log_snr(abar):
+        return math.log(abar / (1 - abar))
+
     for name in ("linear", "scaled_linear", "cosine", "vp_continuous"):
-        s = Schedule(name)
+        s, ac = Schedule(name), Schedule(name).alphas_cumprod
         for t in (0, 1, 17.25, 500, 998.5, 999):
             assert s.time_of(s.abar_at(t)) == pytest.approx(t, abs=1e-6)
-            assert s.abar_at(int(t)) == pytest.approx(s.alphas_cumprod[int(t)], rel=1e-9) if t == int(t) else True
+        for t in (0, 1, 500, 999):  # on the integer timesteps: the schedule's own table
+            assert s.abar_at(t) == pytest.approx(ac[t], rel=1e-9)
+        # between them: linear in log-SNR on a discrete schedule, the VP-SDE's closed form at s = (t + 1) / T
+        between = math.exp(-(0.1 * 0.01825 + 0.5 * 19.9 * 0.01825 ** 2)) if name == "vp_continuous" else (
+            1 / (1 + math.exp(-(0.75 * log_snr(ac[17]) + 0.25 * log_snr(ac[18])))))
+        assert s.abar_at(17.25) == pytest.approx(between, rel=1e-9)
     v = Schedule("vp_continuous")  # s = (t + 1) / T on the linear VP-SDE, beta 0.1 ... 20
     assert v.alphas_cumprod[999] == pytest.approx(math.exp(-(0.1 + 0.5 * 19.9)))
 

@@ -32,7 +32,7 @@ def test_feature_net_classifies_real_test_images():
     assert features.accuracy(net, x[:2000], y[:2000]) >= 0.88
 
 
-# Measured when the weights were shipped (README "Toy zoo"): large FD 97.4 / 95.5%, small FD 635.0 / 50.5%,
+# Measured when the weights were shipped (docs/toy_results.md): large FD 97.4 / 95.5%, small FD 635.0 / 50.5%,
 # 40% small FD 90.4 / 94.5%. The bounds leave room for CPU kernel differences, not for a worse model.
 def test_large_member_is_good_and_clearly_better_than_small(scores):
     assert scores["large"]["accuracy"] >= 0.90 and scores["large"]["fd"] <= 120, scores

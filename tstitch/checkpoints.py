@@ -2,8 +2,8 @@
 wrappers, as the official DiT and T-Stitch files), ``.safetensors``, local paths or URLs with a cache."""
 import argparse
 import importlib
-import re
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlparse
 

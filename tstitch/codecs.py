@@ -142,8 +142,12 @@ def _from_single_file(source, scaling_factor=None):
     under ``first_stage_model.``), converted by diffusers' single-file code with the architecture read off the
     weights, so nothing is fetched; every diffusers parameter must be filled (a mismatch names its keys)."""
     from diffusers import AutoencoderKL
-    from diffusers.loaders.single_file_utils import (LDM_VAE_DEFAULT_SCALING_FACTOR, LDM_VAE_KEYS,
-                                                     convert_ldm_vae_checkpoint, create_vae_diffusers_config_from_ldm)
+    from diffusers.loaders.single_file_utils import (
+        LDM_VAE_DEFAULT_SCALING_FACTOR,
+        LDM_VAE_KEYS,
+        convert_ldm_vae_checkpoint,
+        create_vae_diffusers_config_from_ldm,
+    )
 
     if urlparse(source).scheme not in ("http", "https") and not Path(source).expanduser().exists():
         raise ConfigError(f"VAE file not found: {Path(source).expanduser()}; put the autoencoder there (the zoo "

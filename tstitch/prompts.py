@@ -14,8 +14,8 @@ import random
 from pathlib import Path
 
 from tstitch.errors import ConfigError
+from tstitch.searchpath import config_dirs
 
-SHIPPED = Path(__file__).resolve().parents[1] / "conf" / "prompts"  # the shipped sets (demo.txt)
 FIELDS = ("prompt", "caption")
 
 
@@ -23,7 +23,7 @@ def load(path, *, column=None, captions="first", limit=None, seed=0):
     """The prompts in ``path`` in file order; ``limit`` takes that many of them, chosen with ``seed`` (file order
     kept). ``column`` names the csv column / json field (default: ``prompt``, then ``caption``); ``captions``
     ("first" or "all") applies to COCO annotations. A relative path not found from the working directory is
-    looked up among the shipped sets in ``conf/prompts/``."""
+    looked up among the shipped sets in ``conf/prompts/``, then in ``prompts/`` of the user's config folders."""
     file = _find(path)
     kind = file.suffix.lower()
     try:
@@ -57,8 +57,8 @@ def _find(path):
         raise ConfigError("no prompt file given; set prompts.path=... to a .txt/.csv/.json file or a COCO "
                           "captions_*.json")
     file = Path(str(path)).expanduser()
-    if not file.exists() and not file.is_absolute() and (SHIPPED / file).exists():
-        file = SHIPPED / file
+    if not file.exists() and not file.is_absolute():
+        file = next((d / "prompts" / file for d in config_dirs() if (d / "prompts" / file).is_file()), file)
     if not file.is_file():
         raise ConfigError(f"prompt file not found: {file}; set prompts.path=... to a .txt/.csv/.json file or a COCO "
                           "captions_*.json (MS-COCO annotations)")

@@ -40,8 +40,8 @@ def _sample_all(members, cfg, fractions, x, y, rng, progress=None):
         seconds += time.perf_counter() - start
         bad = checks.bad_rows(r.x)
         if bad:  # sampled again, watching each step, only when a batch failed
-            found = checks.where(lambda watch: sample(members, x[sl], y[sl], callback=watch, **options),
-                                 [m.name for m in members])
+            found = checks.where(lambda watch, sl=sl, options=options: sample(members, x[sl], y[sl], callback=watch,
+                                                                              **options), [m.name for m in members])
             batch_seeds = list(range(cfg.seed + i, cfg.seed + i + len(r.x)))
             checks.warn(checks.report(batch_seeds, bad, len(r.x), found, cfg.get("nonfinite", "error")))
         out.append(r.x)

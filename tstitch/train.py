@@ -32,8 +32,9 @@ def diffusion_loss(net, x0, y, chain, generator=None):
     log_var = gaussian.learned_range_log_var(chain, t, xt, v)
     true_mean = gaussian.posterior_mean(chain, t, xt, x0)
     true_log_var = gaussian.at(chain["log_var_clipped"], t, xt)
-    kl = gaussian.normal_kl(true_mean, true_log_var, mean, log_var).flatten(1).mean(1) / torch.log(torch.tensor(2.0))
-    nll = -gaussian.discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var).flatten(1).mean(1) / torch.log(torch.tensor(2.0))
+    ln2 = torch.log(torch.tensor(2.0))  # nats -> bits
+    kl = gaussian.normal_kl(true_mean, true_log_var, mean, log_var).flatten(1).mean(1) / ln2
+    nll = -gaussian.discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var).flatten(1).mean(1) / ln2
     vb = torch.where(t == 0, nll, kl)
     return mse + vb, mse, vb
 
@@ -100,8 +101,9 @@ def fit(net, chain, data, *, steps, batch_size, lr, warmup, ema_decay, seed, out
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*data), batch_size=batch_size,
                                          shuffle=True, drop_last=True, num_workers=0)
     module = DiffusionTraining(net, chain, lr=lr, warmup=warmup, ema_decay=ema_decay)
-    trainer = L.Trainer(max_steps=steps, accelerator=accelerator, devices=1, logger=L.pytorch.loggers.CSVLogger(out_dir),
-                        enable_checkpointing=False, log_every_n_steps=100,
-                        callbacks=[Snapshots(out_dir, snapshot_every, dict(meta or {}))], enable_model_summary=False, enable_progress_bar=progress)
+    trainer = L.Trainer(max_steps=steps, accelerator=accelerator, devices=1,
+                        logger=L.pytorch.loggers.CSVLogger(out_dir), enable_checkpointing=False,
+                        log_every_n_steps=100, callbacks=[Snapshots(out_dir, snapshot_every, dict(meta or {}))],
+                        enable_model_summary=False, enable_progress_bar=progress)
     trainer.fit(module, loader)
     return module

@@ -1,26 +1,29 @@
 """The model zoo: one yaml per model under ``conf/model/`` (name, family, net sizes, checkpoint, schedule,
-data space). ``load`` turns an entry (a zoo name or a dict) into a member through its family's adapter."""
-from pathlib import Path
-
+data space), plus the ``model/`` folders of the user's config folders (``TSTITCH_CONFIG_PATH``, see
+``tstitch.searchpath``). ``load`` turns an entry (a zoo name or a dict) into a member through its family's adapter."""
 from omegaconf import OmegaConf
 
 from tstitch import checks
 from tstitch.errors import ConfigError
 from tstitch.protocols import Space
 from tstitch.schedules import Schedule
+from tstitch.searchpath import config_dirs
 
-ZOO = Path(__file__).resolve().parents[1] / "conf" / "model"
 REQUIRED = ("name", "family", "net", "schedule", "space")
 
 
 def names():
-    return sorted(str(p.relative_to(ZOO).with_suffix("")) for p in ZOO.rglob("*.yaml") if not p.name.startswith("_"))
+    """Every zoo name, shipped and the user's."""
+    return sorted({str(p.relative_to(d / "model").with_suffix("")) for d in config_dirs()
+                   for p in (d / "model").rglob("*.yaml") if not p.name.startswith("_")})
 
 
 def entry(name):
-    path = ZOO / f"{name}.yaml"
-    if not path.exists():
-        raise ConfigError(f"unknown zoo entry {name!r}; choose one of {names()}")
+    """The entry ``name`` as a dict, from the first config folder that has it (the shipped ones first, as Hydra)."""
+    path = next((p for p in (d / "model" / f"{name}.yaml" for d in config_dirs()) if p.is_file()), None)
+    if path is None:
+        raise ConfigError(f"unknown zoo entry {name!r}; choose one of {names()}, or add model/{name}.yaml to a "
+                          "config folder named in TSTITCH_CONFIG_PATH")
     return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
 
 

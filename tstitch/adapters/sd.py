@@ -117,8 +117,8 @@ def load(entry, schedule, space, device="cpu", dtype=torch.float32):
     """A member from a zoo entry: ``checkpoint`` (hub id or diffusers directory), ``net`` (UNet config values the
     checkpoint must have), optional ``unet: {source, subfolder}`` (a UNet stored elsewhere, e.g. LCM-SDXL),
     ``variant`` (e.g. fp16 weight files), ``embedded_guidance`` (LCM), ``scheduler`` (the diffusers scheduler class
-    the model runs with its checkpoint's scheduler config, where it is not the shipped one). ``space`` is checked against the model's
-    VAE config (``<checkpoint>/vae``; the ``codec`` directory for a checkpoint without one)."""
+    the model runs with its checkpoint's scheduler config, where it is not the shipped one). ``space`` is checked
+    against the model's VAE config (``<checkpoint>/vae``; the ``codec`` directory for a checkpoint without one)."""
     from diffusers import DDIMScheduler, UNet2DConditionModel
 
     name, source = entry["name"], entry.get("checkpoint")

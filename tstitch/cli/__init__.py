@@ -6,9 +6,7 @@ import sys
 from pathlib import Path
 
 from tstitch.errors import ConfigError
-
-# The Hydra configs live at the repository root (editable install); an absolute path works from any cwd.
-CONF = str(Path(__file__).resolve().parents[2] / "conf")
+from tstitch.searchpath import CONF, with_user_dirs  # CONF: the config_path of every command
 
 
 def guard(fn):
@@ -40,7 +38,7 @@ def check_run_dir(argv, default="outputs"):
         fail(f"output directory {path} cannot be made ({problem}); choose another with hydra.run.dir=...")
 
 
-LAUNCHER = ("hydra/launcher", "hydra.launcher")
+LAUNCHER = ("hydra/launcher", "hydra.launcher", "hydra.searchpath")  # composed in the preflight too
 
 
 def preflight(config_name, argv):
@@ -62,7 +60,8 @@ def preflight(config_name, argv):
         first, others = [], []  # each override at its first value; the other values of swept ones
         for o in overrides:
             if o.key_or_group.startswith("hydra") and not o.key_or_group.startswith(LAUNCHER):
-                continue  # Hydra's run settings are Hydra's; the launcher decides where devices are checked
+                continue  # Hydra's run settings are Hydra's; the launcher decides where devices are checked, the
+                # search path where configs are found
             values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
             others += [(len(first), f"{o.get_key_element()}={v}") for v in values[1:]]
             first.append(f"{o.get_key_element()}={values[0]}" if o.is_sweep_override() else o.input_line)
@@ -122,6 +121,10 @@ def entry_point(main, config_name=None, after=None):
     """The console-script function for a Hydra ``main``: given the config's name, the composed config is checked
     first (``preflight``; then ``after(cfg, argv)``, the command's own early checks), and the run directory."""
     def entry():
+        try:  # the user's config folders (TSTITCH_CONFIG_PATH) join Hydra's search path
+            sys.argv[1:] = with_user_dirs(sys.argv[1:])
+        except ConfigError as e:
+            fail(str(e))
         flags = [a for a in sys.argv[1:] if a.startswith("-") and a not in ("-m", "--multirun")]
         if config_name and not flags:  # Hydra's own flags (--help, --cfg, -cn NAME, ...): Hydra handles them
             cfg = preflight(config_name, sys.argv[1:])
