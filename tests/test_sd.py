@@ -698,3 +698,13 @@ def test_pipeline_images_are_stable_diffusion_pipelines(dirs):
     theirs = (theirs * 255).round().astype(np.uint8)
     assert ours.shape == theirs.shape == (3, 16, 16, 3)
     assert np.abs(ours.astype(int) - theirs).max() <= 1 and (ours == theirs).mean() > 0.99
+
+
+def test_sd_members_satisfy_the_member_protocol(members):
+    from tstitch.protocols import Member
+
+    for m in (members.small, members.xl, members.lcm):
+        assert isinstance(m, Member) and m.encoder is not None and m.scheduler_config is not None
+    assert members.lcm.guidance_embedded and not members.small.guidance_embedded
+    assert members.small.sampler == {"solver": "scheduler", "steps": 50, "guidance": 7.5}
+    assert members.xl.sampler["guidance"] == 5.0  # StableDiffusionXLPipeline's default

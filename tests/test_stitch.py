@@ -9,7 +9,7 @@ from tstitch.adapters.dit import DiTMember
 from tstitch.errors import ConfigError
 from tstitch.guidance import guided
 from tstitch.nets.dit import DiT
-from tstitch.protocols import Output, Space
+from tstitch.protocols import MemberBase, Output, Space
 from tstitch.sample import sample
 from tstitch.schedules import Schedule, grid
 from tstitch.seeds import SeedNoise, draw
@@ -163,7 +163,7 @@ def test_stitch_routes_each_timestep_to_its_member_and_counts_nfe():
 
 # --- guidance ---------------------------------------------------------------------------------------------------
 
-class CountingMember:
+class CountingMember(MemberBase):
     """Fake member: eps = class label (as a float) in every entry; records the batch of each call."""
 
     name, schedule, space, cfg_channels, num_classes = "fake", Schedule("linear"), SPACE, None, 10
@@ -315,7 +315,7 @@ MU, STD = torch.tensor([1.5, -0.5, 0.0, 0.8], dtype=torch.float64), torch.tensor
                                                                                   dtype=torch.float64)
 
 
-class ExactMember:
+class ExactMember(MemberBase):
     """E[eps | x_t] of x_0 ~ N(MU, STD^2) behind the member protocol, on its own schedule: ``t`` is its own
     (possibly fractional) timestep, turned into a noise level by that schedule. ``declared`` is the schedule it
     claims (default: its own)."""

@@ -75,7 +75,7 @@ def _labels(members, labels, n, device):
 
 def weights(member):
     """Refuse a member whose network (or text encoder) holds NaN or inf, naming the first such tensor."""
-    modules = [("", member.net)] + ([("encoder.", member.encoder)] if getattr(member, "encoder", None) else [])
+    modules = [("", member.net)] + ([("encoder.", member.encoder)] if member.encoder is not None else [])
     tensors = [(prefix + name, t) for prefix, module in modules for name, t in module.state_dict().items()
                if t.is_floating_point() and not t.is_meta]  # meta: shapes only (nothing to check)
     if not tensors:

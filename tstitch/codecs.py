@@ -20,28 +20,32 @@ import torch
 from tstitch import checks
 from tstitch.checkpoints import load_state_dict
 from tstitch.errors import ConfigError
+from tstitch.protocols import Codec, Space
 
 SINGLE_FILE = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")  # a codec source with these suffixes is one file
 
 
-def to_uint8(x):
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return torch.clamp(x.float() * 127.5 + 128.0, 0, 255).to(torch.uint8)
 
 
-def from_uint8(images):
+def from_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 127.5 - 1.0
 
 
 class PixelCodec:
     """Pixel-space models: the data space is the image in [-1, 1]."""
 
-    scale = 1.0
+    scale, source = 1.0, "pixels"
 
-    def decode(self, x):
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
         return to_uint8(x)
 
-    def encode(self, images):
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
         return from_uint8(images)
+
+    def to(self, device):
+        return self
 
 
 class VAECodec:
@@ -49,14 +53,21 @@ class VAECodec:
     ``scale``, in chunks of ``chunk_size`` so that a large batch does not hold every activation at once.
     ``scaling_factor`` is for a single-file (CompVis-layout) VAE only."""
 
-    def __init__(self, source, subfolder=None, device="cpu", dtype=torch.float32, chunk_size=16, scaling_factor=None):
+    def __init__(self, source: str, subfolder: str | None = None, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32, chunk_size: int = 16, scaling_factor: float | None = None):
         self.source, self.device, self.dtype, self.chunk_size = str(source), device, dtype, chunk_size
         vae = _load_vae(self.source, subfolder, scaling_factor)
         self.vae = vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
         self.scale = float(self.vae.config.scaling_factor)
 
+    def to(self, device):
+        """Decode (and encode) on ``device`` from now on."""
+        self.vae.to(device)
+        self.device = device
+        return self
+
     @torch.inference_mode()
-    def decode(self, z):
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
         """uint8 images of latents ``z``; NaN or inf pixels from finite latents are an error (a VAE overflowing in
         float16 would otherwise give black images)."""
         out = []
@@ -71,13 +82,14 @@ class VAECodec:
         return torch.cat(out).to(z.device)
 
     @torch.inference_mode()
-    def encode(self, images):
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
         out = [self.vae.encode(from_uint8(c).to(self.device, self.dtype)).latent_dist.mean * self.scale
                for c in images.split(self.chunk_size)]
         return torch.cat(out).to(images.device)
 
 
-def load_codec(spec, space, device="cpu", dtype=torch.float32):
+def load_codec(spec: str | dict | None, space: Space, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32) -> Codec:
     """The codec named by a zoo entry's ``codec`` (``"pixels"``, a hub id, a local directory, or a dict of
     ``VAECodec`` arguments), checked against the entry's data ``space``."""
     if spec in (None, "pixels"):

@@ -124,7 +124,7 @@ def speed_up(members, device="cpu", precision="fp32", tf32=True, compile=False, 
         if compile or graphs:
             m.net = torch.compile(m.net, dynamic=False, mode="reduce-overhead" if graphs else None)
         if offload:
-            if getattr(m, "encoder", None) is not None:
+            if m.encoder is not None:
                 m.encoder.to(device)
             m = Offloaded(m, slot)
         if graphs:

@@ -18,7 +18,7 @@ def _cat(a, b):
 
 def guided(member, cond, scale=1.0, channels=None):
     """A denoiser ``(x, t) -> Output`` for ``member`` conditioned on ``cond`` with guidance ``scale``."""
-    if scale == 1.0 or getattr(member, "guidance_embedded", False):  # LCM: w is an input of the network
+    if scale == 1.0 or member.guidance_embedded:  # LCM: w is an input of the network
         return lambda x, t: member(x, t, cond)
     both = _cat(cond, member.null(cond))
 

@@ -10,12 +10,13 @@ class indices for class-conditional ones. Image i is a function of its seed alon
 draws it (noise, then a class label, then the solver's noise), so a seed's image here is the generator's image of
 that seed whenever the condition is the same.
 
-Defaults follow each family's own pipeline (the last member's family): Stable Diffusion runs the scheduler the
-model ships (``solver=scheduler``), 50 steps, guidance 7.5 (SDXL 5.0), as ``StableDiffusionPipeline`` /
-``StableDiffusionXLPipeline``; U-ViT its DPM-Solver, 50 steps, guidance 1.4 (official scale 0.4) where it has a
-null class; DiT DDIM at 100 steps, guidance 1.5 (the T-Stitch DiT setting).
+Defaults are the last member's family's own sampler (``member.sampler``, set by its adapter): Stable Diffusion runs
+the scheduler the model ships (``solver=scheduler``), 50 steps, guidance 7.5 (SDXL 5.0), as
+``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline``; U-ViT its DPM-Solver, 50 steps, guidance 1.4 (official
+scale 0.4) where it has a null class; DiT DDIM at 100 steps, guidance 1.5 (the T-Stitch DiT setting).
 """
 import numbers
+from collections.abc import Sequence
 
 import torch
 from PIL import Image
@@ -25,12 +26,6 @@ from tstitch.codecs import load_codec
 from tstitch.errors import ConfigError
 from tstitch.sample import check, sample
 from tstitch.zoo import entry, load
-
-DEFAULTS = {"sd": ("scheduler", 50, 7.5), "uvit": ("dpm_solver", 50, 1.4), "dit": ("ddim", 100, 1.5)}
-
-
-def _loaded(spec):
-    return hasattr(spec, "space") and callable(spec)
 
 
 def _codec_spec(spec):
@@ -45,8 +40,9 @@ class Pipeline:
     """Stitched members with their decoder, loaded once; calling it samples and decodes (see the module docstring).
     ``fractions``, ``solver``, ``steps``, ``guidance``, ``rule`` and solver options set the defaults of each call."""
 
-    def __init__(self, members, fractions=None, *, codec=None, solver=None, steps=None, guidance=None, rule="steps",
-                 device="cpu", **solver_options):
+    def __init__(self, members: Sequence, fractions: Sequence[float] | None = None, *, codec=None,
+                 solver: str | None = None, steps: int | str | None = None, guidance: float | None = None,
+                 rule: str = "steps", device: str = "cpu", **solver_options):
         specs = list(members)
         if not specs:
             raise ConfigError("give one or more members: zoo names such as 'toy/large', entries or loaded members")
@@ -54,20 +50,17 @@ class Pipeline:
         if codec is None:
             raise ConfigError("the last member was given loaded: give its decoder too (codec='pixels', a VAE "
                               "directory or hub id)")
-        self.members = [s if _loaded(s) else load(s, device=device) for s in specs]
+        self.members = [load(s, device=device) if isinstance(s, (str, dict)) else s for s in specs]
         self.codec = load_codec(codec, self.members[-1].space, device)
-        last = self.members[-1]
-        solver_d, steps_d, guidance_d = DEFAULTS.get(getattr(last, "family", None), ("ddim", 50, 1.0))
-        if getattr(last, "family", None) == "sd" and getattr(last, "time_ids", None) is not None:
-            guidance_d = 5.0  # StableDiffusionXLPipeline's default
-        if getattr(last, "family", None) == "uvit" and getattr(last, "null_class", None) is None:
-            guidance_d = 1.0  # the 64x64 U-ViTs have no null class and were sampled without guidance
-        self.options = {"fractions": fractions, "solver": solver or solver_d, "steps": steps or steps_d,
-                        "guidance": guidance_d if guidance is None else guidance, "rule": rule, **solver_options}
+        own = self.members[-1].sampler
+        self.options = {"fractions": fractions, "solver": solver or own["solver"], "steps": steps or own["steps"],
+                        "guidance": own["guidance"] if guidance is None else guidance, "rule": rule,
+                        **solver_options}
         check(self.members, **{k: v for k, v in self.options.items() if k != "guidance"})
         self.device, self.result = device, None
 
-    def __call__(self, conditions, seeds=None, **options):
+    def __call__(self, conditions: Sequence | str | int, seeds: Sequence[int] | None = None,
+                 **options) -> list[Image.Image]:
         """PIL images for ``conditions`` (prompts, or class indices), one per seed (default 0, 1, ...); keyword
         arguments override this pipeline's (``fractions``, ``steps``, ``guidance``, ...). ``self.result`` keeps the
         last ``tstitch.sample`` result (samples in the data space, NFE per member, plan)."""
@@ -91,6 +84,6 @@ class Pipeline:
         return [Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img) for img in images]
 
 
-def pipeline(members, fractions=None, **kwargs):
+def pipeline(members: Sequence, fractions: Sequence[float] | None = None, **kwargs) -> Pipeline:
     """``Pipeline(members, fractions, **kwargs)``: see ``tstitch.pipeline.Pipeline``."""
     return Pipeline(members, fractions, **kwargs)

@@ -19,9 +19,14 @@
   with one member, and a grid that repeats a timestep routes each call correctly).
 
 Solvers know neither members nor stitching: they see a denoiser, a grid and the schedule.
+
+The contracts are ``typing.Protocol`` classes below (``Member``, ``Denoiser``, ``Solver``, ``Codec``, ``Metric``);
+``MemberBase`` gives every adapter the optional parts of ``Member`` explicitly, so no caller probes for them.
 """
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -44,6 +49,84 @@ class Space:
     shape: tuple
     scale: float = 1.0
     clip: bool = False
+
+
+@runtime_checkable
+class Member(Protocol):
+    """One pretrained model behind its family's adapter (see the module docstring). The attributes after ``net``
+    are the optional parts, with the defaults of ``MemberBase``."""
+
+    family: str                     # the adapter's family: "dit", "uvit", "sd"
+    name: str
+    schedule: Any                   # tstitch.schedules.Schedule
+    space: Space
+    cfg_channels: int | None        # guide only the first k channels (DiT's official 3), None: every channel
+    num_classes: int | None         # class-conditional: the classes; None: text-conditioned (prompts)
+    net: torch.nn.Module            # the network run per step (what tstitch.fast compiles, converts, offloads)
+    encoder: torch.nn.Module | None  # networks that encode conditions (text encoders), None
+    guidance_embedded: bool         # the guidance scale is an input of the network (LCM): no unconditional half
+    scheduler_config: dict | None   # the diffusers scheduler config the checkpoint ships (solver=scheduler)
+    offloaded: bool                 # its network moves itself to the device (tstitch.fast offload)
+    sampler: dict                   # its family's own sampler: {"solver", "steps", "guidance"} (tstitch.pipeline)
+
+    def __call__(self, x: torch.Tensor, t: int | float, cond: Any) -> "Output": ...
+
+    def condition(self, labels: Any) -> Any: ...
+
+    def null(self, cond: Any) -> Any: ...
+
+
+class MemberBase:
+    """The optional parts of ``Member``, explicit: an adapter's member class derives from this and overrides what
+    its family has (a member of no zoo family, e.g. one written by hand, is of family ``custom``)."""
+
+    family = "custom"
+    cfg_channels = None
+    encoder = None
+    guidance_embedded = False
+    scheduler_config = None
+    offloaded = False
+    sampler = {"solver": "ddim", "steps": 50, "guidance": 1.0}
+
+
+class Denoiser(Protocol):
+    """What solvers call: conditioning and guidance bound in (``tstitch.guidance.guided``), possibly stitched
+    (``tstitch.stitch.Stitch``)."""
+
+    def __call__(self, x: torch.Tensor, t: int | float) -> "Output": ...
+
+
+class Solver(Protocol):
+    """A pure function of a denoiser (``tstitch.solvers``); every solver takes these keywords."""
+
+    def __call__(self, denoiser: Denoiser, x: torch.Tensor, timesteps: list, abar: torch.Tensor | None, *,
+                 schedule: Any, steps: int | str, randn_like: Callable, clip: bool, callback: Callable | None,
+                 **options: Any) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """Between a data space and uint8 images (``tstitch.codecs``): ``source`` names it in records."""
+
+    scale: float
+    source: str
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def to(self, device: Any) -> "Codec": ...
+
+
+@runtime_checkable
+class Metric(Protocol):
+    """Sample quality (``tstitch.metrics``): of images in memory, of a sample file, and what it compared with."""
+
+    def __call__(self, images: torch.Tensor, labels: Any) -> dict: ...
+
+    def score_file(self, path: Any) -> dict: ...
+
+    def describe(self) -> dict: ...
 
 
 class Wrapped:

@@ -86,7 +86,7 @@ def prompt_list(cfg):
 
 def codec_name(codec):
     """What decoded the samples, for the records."""
-    return getattr(codec, "source", "pixels")
+    return codec.source
 
 
 def run(cfg, stitch=None, metric=None):

@@ -5,6 +5,7 @@
     out = tstitch.sample([small, large], x, y, fractions=[0.4, 0.6], solver="ddim", steps=20, guidance=3.0)
     out.x, out.nfe  # final samples in the data space, function evaluations per member
 """
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -12,20 +13,24 @@ import torch
 from tstitch import checks, solvers
 from tstitch.errors import ConfigError
 from tstitch.guidance import guided
+from tstitch.protocols import Grid, Member
+from tstitch.schedules import Schedule
 from tstitch.stitch import Stitch, check_compatible, check_fractions, on_schedule, plan
 
 
 @dataclass
 class Result:
-    x: torch.Tensor
-    nfe: list       # model calls per member
-    plan: list      # the member of each sampling step
-    timesteps: list  # the timestep of each model call (the grid's)
+    x: torch.Tensor        # final samples in the members' data space, float32
+    nfe: list[int]         # model calls per member
+    plan: list[int]        # the member of each sampling step
+    timesteps: list        # the timestep of each model call (the grid's; int, or float between timesteps)
 
 
 @torch.no_grad()
-def sample(members, noise, labels, *, fractions=None, solver="ddim", steps=50, guidance=1.0, channels=None,
-           rule="steps", randn_like=torch.randn_like, callback=None, **solver_options):
+def sample(members: Sequence[Member], noise: torch.Tensor, labels: torch.Tensor | Sequence, *,
+           fractions: Sequence[float] | None = None, solver: str = "ddim", steps: int | str = 50, guidance: float = 1.0,
+           channels: int | str | None = None, rule: str = "steps", randn_like: Callable = torch.randn_like,
+           callback: Callable | None = None, **solver_options) -> Result:
     """Sample from ``noise`` with ``members`` stitched by ``fractions`` (member 0 first; default: all steps to
     the last member). ``noise`` is float32 (another float dtype is cast to float32), one finite sample per row;
     ``labels`` an integer tensor or list of ints (class-conditional members) or a list of prompts, one per sample.
@@ -49,7 +54,8 @@ def sample(members, noise, labels, *, fractions=None, solver="ddim", steps=50, g
     return Result(x, stitched.nfe, steps_plan, list(grid.timesteps))
 
 
-def prepare(members, fractions, solver="ddim", steps=50, rule="steps", solver_options=None):
+def prepare(members: Sequence[Member], fractions: Sequence[float], solver: str = "ddim", steps: int | str = 50,
+            rule: str = "steps", solver_options: dict | None = None) -> tuple[Grid, Schedule, list[int], dict]:
     """The solver's grid, its schedule, the plan (member per step) and the solver's options, checked before any
     model runs (a bad solver, scheduler or step count fails here, in one line).
 
@@ -62,16 +68,17 @@ def prepare(members, fractions, solver="ddim", steps=50, rule="steps", solver_op
     lead = running[-1] if spec.shipped else running[0]
     options = dict(solver_options or {})
     if spec.shipped:
-        options["shipped"] = getattr(lead, "scheduler_config", None)
+        options["shipped"] = lead.scheduler_config
     grid = spec.grid(lead.schedule, steps, **options)
-    sd = all(getattr(m, "family", None) == "sd" for m in members)
+    sd = all(m.family == "sd" for m in members)
     loop = (grid.starts, len(grid.timesteps)) if sd else None
     steps_plan = plan(fractions, [grid.timesteps[c] for c in grid.starts], rule, lead.schedule.num_timesteps, loop)
     return grid, lead.schedule, steps_plan, options
 
 
-def check(members, fractions=None, solver="ddim", steps=50, rule="steps", guidance=1.0, channels=None,
-          **solver_options):
+def check(members: Sequence[Member], fractions: Sequence[float] | None = None, solver: str = "ddim",
+          steps: int | str = 50, rule: str = "steps", guidance: float = 1.0, channels: int | str | None = None,
+          **solver_options) -> None:
     """``sample``'s keyword arguments checked against ``members`` without running a model: for callers that validate
     a configuration before any side effect. Raises ``ConfigError``."""
     del guidance, channels

@@ -1,5 +1,7 @@
 """Per-sample randomness: sample i is a function of its seed alone (NVlabs/edm style), so any batch size,
 GPU count, restart or stitch configuration reproduces it, and sweeps over fractions are paired."""
+from collections.abc import Iterable, Sequence
+
 import torch
 
 from tstitch.errors import ConfigError
@@ -9,14 +11,14 @@ class SeedNoise:
     """One ``torch.Generator`` per sample. Draw order per seed: initial noise, then the class label, then
     whatever a stochastic solver asks for through ``randn_like``."""
 
-    def __init__(self, seeds, device="cpu"):
+    def __init__(self, seeds: Iterable[int], device: str | torch.device = "cpu"):
         self.generators = [torch.Generator(device).manual_seed(int(s)) for s in seeds]
         self.device = device
 
-    def randn(self, shape, dtype=torch.float32):
+    def randn(self, shape: tuple, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return torch.stack([torch.randn(shape, generator=g, device=self.device, dtype=dtype) for g in self.generators])
 
-    def randint(self, high):
+    def randint(self, high: int) -> torch.Tensor:
         return torch.stack([torch.randint(high, (), generator=g, device=self.device) for g in self.generators])
 
     def __getitem__(self, index):
@@ -25,7 +27,7 @@ class SeedNoise:
         sub.generators = self.generators[index]
         return sub
 
-    def randn_like(self, x):
+    def randn_like(self, x: torch.Tensor) -> torch.Tensor:
         return self.randn(x.shape[1:], dtype=x.dtype).to(x.device)
 
 
@@ -33,10 +35,13 @@ def generators(randn_like):
     """The per-sample generators behind ``randn_like`` when it is a ``SeedNoise``'s (for samplers that draw their
     own noise, such as diffusers schedulers, which take them as a ``generator`` list); None for any other
     (``torch.randn_like``: torch's global generator)."""
-    return getattr(getattr(randn_like, "__self__", None), "generators", None)
+    owner = getattr(randn_like, "__self__", None)  # a bound method's object
+    return owner.generators if isinstance(owner, SeedNoise) else None
 
 
-def draw(seeds, shape, num_classes, labels="random", device="cpu", prompts=None, base_seed=0):
+def draw(seeds: Iterable[int], shape: tuple, num_classes: int | None, labels: str = "random",
+         device: str | torch.device = "cpu", prompts: Sequence[str] | None = None,
+         base_seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | list[str], SeedNoise]:
     """Initial noise, conditions and the per-sample noise source for ``seeds``.
 
     Class-conditional members: ``labels="random"``: uniform from each seed's generator (as DiT); ``"balanced"``:

@@ -1,24 +1,25 @@
 """The model zoo: one yaml per model under ``conf/model/`` (name, family, net sizes, checkpoint, schedule,
 data space), plus the ``model/`` folders of the user's config folders (``TSTITCH_CONFIG_PATH``, see
 ``tstitch.searchpath``). ``load`` turns an entry (a zoo name or a dict) into a member through its family's adapter."""
+import torch
 from omegaconf import OmegaConf
 
 from tstitch import checks
 from tstitch.errors import ConfigError
-from tstitch.protocols import Space
+from tstitch.protocols import Member, Space
 from tstitch.schedules import Schedule
 from tstitch.searchpath import config_dirs
 
 REQUIRED = ("name", "family", "net", "schedule", "space")
 
 
-def names():
+def names() -> list[str]:
     """Every zoo name, shipped and the user's."""
     return sorted({str(p.relative_to(d / "model").with_suffix("")) for d in config_dirs()
                    for p in (d / "model").rglob("*.yaml") if not p.name.startswith("_")})
 
 
-def entry(name):
+def entry(name: str) -> dict:
     """The entry ``name`` as a dict, from the first config folder that has it (the shipped ones first, as Hydra)."""
     path = next((p for p in (d / "model" / f"{name}.yaml" for d in config_dirs()) if p.is_file()), None)
     if path is None:
@@ -39,7 +40,7 @@ def families():
             for m in pkgutil.iter_modules(tstitch.adapters.__path__) if not m.name.startswith("_")}
 
 
-def load(spec, checkpoint=None, device="cpu", **kwargs):
+def load(spec: str | dict, checkpoint: str | None = None, device: str | torch.device = "cpu", **kwargs) -> Member:
     """A member from a zoo name (``"toy/large"``, ``"dit/xl2"``) or an entry dict; ``checkpoint`` overrides."""
     e = entry(spec) if isinstance(spec, str) else dict(OmegaConf.to_container(OmegaConf.create(spec), resolve=True))
     missing = [k for k in REQUIRED if k not in e]

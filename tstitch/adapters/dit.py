@@ -8,11 +8,12 @@ import torch
 from tstitch.checkpoints import load_into
 from tstitch.errors import ConfigError
 from tstitch.nets.dit import DiT
-from tstitch.protocols import Output
+from tstitch.protocols import MemberBase, Output
 
 
-class DiTMember:
+class DiTMember(MemberBase):
     family = "dit"
+    sampler = {"solver": "ddim", "steps": 100, "guidance": 1.5}  # T-Stitch's DiT tables: DDIM-100, cfg 1.5
 
     def __init__(self, net, name, schedule, space, cfg_channels=None):
         self.net, self.name, self.schedule, self.space, self.cfg_channels = net, name, schedule, space, cfg_channels

@@ -35,11 +35,11 @@ import torch
 
 from tstitch.adapters._text import is_local, load_text_encoders, pretrained
 from tstitch.errors import ConfigError
-from tstitch.protocols import Output
+from tstitch.protocols import MemberBase, Output
 from tstitch.schedules import BETAS
 
 
-class SDMember:
+class SDMember(MemberBase):
     family = "sd"
     cfg_channels = None  # guide every latent channel
     num_classes = None   # conditioned on prompts
@@ -59,6 +59,11 @@ class SDMember:
     def device(self):
         """Where prompts are encoded (the UNet itself may wait in host memory: ``fast.offload``)."""
         return next(self.encoder.parameters()).device
+
+    @property
+    def sampler(self):
+        """Its pipeline's defaults: the scheduler the checkpoint ships, 50 steps, guidance 7.5 (SDXL: 5.0)."""
+        return {"solver": "scheduler", "steps": 50, "guidance": 5.0 if self.time_ids is not None else 7.5}
 
     @property
     def dtype(self):

@@ -21,7 +21,7 @@ import torch
 from tstitch.checkpoints import load_into
 from tstitch.errors import ConfigError
 from tstitch.nets.uvit import UViT
-from tstitch.protocols import Output
+from tstitch.protocols import MemberBase, Output
 
 
 def time_input(t, schedule):
@@ -31,7 +31,7 @@ def time_input(t, schedule):
     return float(t) + 1.0
 
 
-class UViTMember:
+class UViTMember(MemberBase):
     family = "uvit"
 
     def __init__(self, net, name, schedule, space, null_class=None):
@@ -40,6 +40,11 @@ class UViTMember:
                               "or null; fix the zoo entry")
         self.net, self.name, self.schedule, self.space, self.null_class = net, name, schedule, space, null_class
         self.cfg_channels = None
+
+    @property
+    def sampler(self):
+        """U-ViT's own: its DPM-Solver at 50 steps, official cfg scale 0.4 (w 1.4) where it has a null class."""
+        return {"solver": "dpm_solver", "steps": 50, "guidance": 1.4 if self.null_class is not None else 1.0}
 
     @property
     def num_classes(self):

@@ -89,19 +89,18 @@ class Generation(L.LightningModule):
         self.nonfinite, self.warned = nonfinite, []  # seeds with non-finite samples (nonfinite=warn)
         self.members, self.codec, self.options, self.labels = members, codec, dict(options), labels
         # registered so that Lightning moves them to the device; offloaded networks move themselves (fast.offload)
-        self.nets = torch.nn.ModuleList([m.net for m in members if not getattr(m, "offloaded", False)]
-                                        + [m.encoder for m in members if getattr(m, "encoder", None) is not None])
+        self.nets = torch.nn.ModuleList([m.net for m in members if not m.offloaded]
+                                        + [m.encoder for m in members if m.encoder is not None])
         self.batch_size, self.warmup, self.baseline_batches = batch_size, warmup, baseline_batches
         self.prompts, self.base_seed = prompts, base_seed  # text-conditioned members: seed base + i gets prompt i
         self.clock = None
+        self.first_batch, self.warmup_seconds = None, 0.0  # set by the first batch and the warm-up
         self.timed = None
         self.totals = torch.zeros(5 + len(members), dtype=torch.float64)  # see _timing's layout
         self.result = {}
 
     def on_predict_start(self):
-        if hasattr(self.codec, "vae"):  # a VAE decoder runs where the members run
-            self.codec.vae.to(self.device)
-            self.codec.device = self.device
+        self.codec.to(self.device)  # a VAE decoder runs where the members run
         self.clock = Clock(len(self.members), self.device)
         self.timed = [Timed(m, k, self.clock) for k, m in enumerate(self.members)]
         if self.device.type == "cuda":
@@ -159,7 +158,7 @@ class Generation(L.LightningModule):
 
     def on_predict_end(self):
         fractions = self.options["fractions"]
-        if self.baseline_batches and fractions[-1] != 1.0 and getattr(self, "first_batch", None):
+        if self.baseline_batches and fractions[-1] != 1.0 and self.first_batch:
             alone = [0.0] * (len(self.members) - 1) + [1.0]
             for _ in range(self.baseline_batches):
                 sync(self.device)
@@ -174,7 +173,7 @@ class Generation(L.LightningModule):
         totals = reduce(self.totals.to(self.device, copy=True), reduce_op="sum").cpu().tolist()
         slowest = float(reduce(self.totals[:1].to(self.device, copy=True), reduce_op="max"))  # ranks run side by side
         self.result = _timing(totals, slowest, [m.name for m in self.members], fractions)
-        self.result["warmup_seconds"] = getattr(self, "warmup_seconds", 0.0)
+        self.result["warmup_seconds"] = self.warmup_seconds
         if self.device.type == "cuda":
             self.result["peak_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
 

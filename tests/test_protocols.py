@@ -1,0 +1,71 @@
+"""The contracts as code (tstitch/protocols.py): every family's member, the codecs and the metrics satisfy their
+Protocol with the optional parts explicit, and every solver takes the same keywords."""
+import inspect
+
+import pytest
+import torch
+
+import tstitch
+from tstitch import solvers
+from tstitch.codecs import PixelCodec
+from tstitch.protocols import Codec, Member, MemberBase, Metric
+
+
+def test_members_of_each_family_satisfy_the_protocol():
+    from tstitch.zoo import entry, load
+
+    uvit = entry("uvit/m4_64")
+    uvit["net"].update(img_size=8, patch_size=4, embed_dim=16, depth=2, num_heads=2)
+    uvit["space"]["shape"], uvit["checkpoint"] = [3, 8, 8], None
+    members = [tstitch.load("toy/large"), load(uvit)]
+    for m in members:
+        assert isinstance(m, Member) and isinstance(m, MemberBase)
+        assert m.encoder is None and m.guidance_embedded is False and m.offloaded is False
+        assert set(m.sampler) == {"solver", "steps", "guidance"}
+    assert members[0].sampler == {"solver": "ddim", "steps": 100, "guidance": 1.5}
+    assert members[1].sampler == {"solver": "dpm_solver", "steps": 50, "guidance": 1.0}  # no null class at 64x64
+
+
+def test_wrapped_members_keep_the_protocol():
+    from tstitch import fast
+
+    (wrapped,) = fast.speed_up([tstitch.load("toy/small")], precision="bf16", offload=True)
+    assert isinstance(wrapped, Member) and wrapped.offloaded is True and wrapped.encoder is None
+
+
+def test_codecs_and_metrics_satisfy_theirs():
+    from tstitch.metrics import FashionMetric
+
+    assert isinstance(PixelCodec(), Codec) and PixelCodec().source == "pixels"
+    assert isinstance(FashionMetric(), Metric)
+
+
+@pytest.mark.parametrize("name", sorted(solvers.SOLVERS))
+def test_every_solver_takes_the_same_keywords(name):
+    params = inspect.signature(solvers.get(name)).parameters
+    assert list(params)[:4] == ["denoiser", "x", "timesteps", "abar"]
+    assert {"schedule", "steps", "randn_like", "clip", "callback"} <= {
+        k for k, p in params.items() if p.kind is p.KEYWORD_ONLY}
+
+
+def test_a_hand_written_member_needs_only_the_required_parts():
+    """A member written by hand on MemberBase (family ``custom``) samples and stitches like a zoo member."""
+    from tstitch.protocols import Output, Space
+    from tstitch.schedules import Schedule
+
+    class Zero(MemberBase):
+        name, schedule, space, num_classes, net = "zero", Schedule("linear"), Space("px", (1, 4, 4)), 2, None
+
+        def __call__(self, x, t, y):
+            return Output(torch.zeros_like(x))
+
+        def condition(self, labels):
+            return labels
+
+        def null(self, y):
+            return y
+
+    x = torch.ones(2, 1, 4, 4)
+    out = tstitch.sample([Zero(), Zero()], x, [0, 1], fractions=[0.5, 0.5], steps=4, guidance=2.0)
+    assert out.nfe == [2, 2] and Zero().family == "custom"
+    assert torch.allclose(out.x, x / float(Schedule("linear").alphas_cumprod[999]) ** 0.5, rtol=1e-5)
