@@ -65,7 +65,7 @@ def test_vae_scale_and_channels_must_match_space(vae_dir):
 def test_unloadable_local_vae(tmp_path):
     with pytest.raises(ConfigError, match=f"VAE directory not found: {tmp_path / 'missing'}"):
         load_codec(str(tmp_path / "missing"), SPACE)
-    with pytest.raises(ConfigError, match=f"cannot load VAE {tmp_path}"):  # a directory without config.json
+    with pytest.raises(ConfigError, match=f"cannot load the VAE from {tmp_path}"):  # a directory without config.json
         load_codec(str(tmp_path), SPACE)
 
 

@@ -1,7 +1,7 @@
 """The toy feature net: a few training steps lower the loss, and torch-fidelity finds the registered extractor."""
 import torch_fidelity
 
-from tstitch.fidelity import Images
+from tstitch.imageset import Images
 from tstitch.toy import data, features
 
 

@@ -10,7 +10,7 @@ with OpenCLIP ViT-g/14, so their 0.2958 (SD v1.4) is not on this scale.
 """
 import torch
 
-from tstitch.adapters._text import pretrained
+from tstitch.hub import pretrained
 
 DEFAULT = "openai/clip-vit-large-patch14"
 

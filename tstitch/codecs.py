@@ -10,8 +10,6 @@ so that samples decoded here are byte-identical to the official scripts'.
 """
 import importlib.util
 import os
-import socket
-import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -20,6 +18,7 @@ import torch
 from tstitch import checks
 from tstitch.checkpoints import load_state_dict
 from tstitch.errors import ConfigError
+from tstitch.hub import is_local, pretrained
 from tstitch.protocols import Codec, Space
 
 SINGLE_FILE = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")  # a codec source with these suffixes is one file
@@ -117,36 +116,14 @@ def _load_vae(source, subfolder=None, scaling_factor=None):
     if scaling_factor is not None:
         raise ConfigError(f"VAE {source} has its scaling_factor in its config.json; remove codec.scaling_factor "
                           "(it is for a single .pth/.ckpt/.safetensors file)")
-    path = Path(source).expanduser()
-    if path.exists() or source.startswith(("/", ".", "~")) or source.count("/") > 1:
-        if not path.is_dir():
-            raise ConfigError(f"VAE directory not found: {path}; set codec to a directory holding config.json and "
-                              "the weights (AutoencoderKL.save_pretrained), or to a hub id")
-        return _from_pretrained(str(path), subfolder)
-    try:
-        return _from_pretrained(source, subfolder, local_files_only=True)
-    except ConfigError:  # not in the hub cache: download it if the hub can be reached
-        pass
-    if _offline():
-        raise ConfigError(f"VAE {source} is not in the Hugging Face cache and the hub cannot be reached (offline or "
-                          f"HF_HUB_OFFLINE); run `hf download {source}` (`huggingface-cli download` in older "
-                          "huggingface_hub) on a connected machine and copy the cache, or set codec to a local "
-                          "directory")
-    return _from_pretrained(source, subfolder)
-
-
-def _from_pretrained(source, subfolder, **kwargs):
+    if is_local(source) and not Path(source).expanduser().is_dir():
+        raise ConfigError(f"VAE directory not found: {Path(source).expanduser()}; set codec to a directory holding "
+                          "config.json and the weights (AutoencoderKL.save_pretrained), or to a hub id")
     from diffusers import AutoencoderKL
 
-    try:
-        with warnings.catch_warnings():  # diffusers passes a deprecated argument to the hub on every load
-            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks")
-            return AutoencoderKL.from_pretrained(source, subfolder=subfolder, **kwargs,
-                                                 low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None)
-    except Exception as e:  # noqa: BLE001 - diffusers and the hub raise many types for a bad source
-        first = (str(e).strip().splitlines() or [""])[0][:160]
-        raise ConfigError(f"cannot load VAE {source} ({type(e).__name__}: {first}); set codec to a hub id such as "
-                          "stabilityai/sd-vae-ft-ema or to a local AutoencoderKL directory") from None
+    return pretrained(AutoencoderKL.from_pretrained, source, subfolder=subfolder, what="the VAE",
+                      fix="set codec to a hub id such as stabilityai/sd-vae-ft-ema or to a local AutoencoderKL "
+                      "directory", low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None)
 
 
 def _from_single_file(source, scaling_factor=None):
@@ -198,18 +175,3 @@ def _ldm_ddconfig(sd):
     return dict(ch=ch, ch_mult=[sd[f"encoder.down.{i}.block.0.conv2.weight"].shape[0] // ch for i in levels],
                 num_res_blocks=len(blocks), in_channels=sd["encoder.conv_in.weight"].shape[1],
                 out_ch=sd["decoder.conv_out.weight"].shape[0], z_channels=sd["decoder.conv_in.weight"].shape[1])
-
-
-def _offline(timeout=3.0):
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
-        return True
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return False  # only the proxy can tell; let the hub try
-    url = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-        return False
-    except OSError:
-        return True

@@ -69,8 +69,8 @@ def fingerprint(source):
     Hugging Face hub id (its cached snapshot); None for no source or ``pixels``."""
     if source in (None, "", "pixels"):
         return None
-    from tstitch.adapters._text import is_local
     from tstitch.checkpoints import resolve
+    from tstitch.hub import is_local
 
     text = str(source)
     if text.startswith(("http://", "https://", "pkg://")):

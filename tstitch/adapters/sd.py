@@ -33,8 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tstitch.adapters._text import is_local, load_text_encoders, pretrained
+from tstitch.adapters._text import load_text_encoders
 from tstitch.errors import ConfigError
+from tstitch.hub import is_local, pretrained
 from tstitch.protocols import MemberBase, Output
 from tstitch.schedules import BETAS
 
