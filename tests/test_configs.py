@@ -100,7 +100,10 @@ def test_stitch_names_its_zoo_entries_in_order(name):
         cfg = compose(config_name="tstitch", overrides=[f"stitch={name}"])
     defaults = OmegaConf.load(Path(CONF) / "stitch" / f"{name}.yaml").defaults
     entries = [value for d in defaults for key, value in d.items() if key.startswith("/model@members.")]
-    assert list(cfg.stitch.members) == [key.split(".")[-1] for d in defaults for key in d]
+    assert list(cfg.stitch.members) == [key.split(".")[-1] for d in defaults for key in d
+                                        if key.startswith("/model@members.")]
+    solver = [value for d in defaults for key, value in d.items() if key.startswith("override /solver")]
+    assert cfg.solver.name == (solver[0] if solver else "ddim")  # a family's own sampler, where the preset names it
     assert [m.name for m in cfg.stitch.members.values()] == [zoo.entry(e)["name"] for e in entries]
     assert check_fractions(cfg.stitch.fractions, len(entries)) == list(cfg.stitch.fractions)
     assert cfg.stitch.rule in ("steps", "official")
