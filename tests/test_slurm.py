@@ -176,7 +176,7 @@ def test_missing_sbatch_is_one_line(monkeypatch):
      "tstitch: error: hydra/launcher=slurm_1gpu submits to SLURM but names no partition: add "
      "hydra.launcher.partition=NAME (sinfo lists them)"),
     ("tstitch-generate", ["hydra/launcher=slurm_multi", "hydra.launcher.partition=gpu", "trainer=gpu"],
-     "tstitch: error: hydra.launcher.tasks_per_node=8 x hydra.launcher.nodes=1 start 8 tasks per job but "
+     "tstitch-generate: error: hydra.launcher.tasks_per_node=8 x hydra.launcher.nodes=1 start 8 tasks per job but "
      "trainer.devices=1 x trainer.num_nodes=1 use 1: set trainer.devices=8 trainer.num_nodes=1, or "
      "hydra.launcher.tasks_per_node=1 hydra.launcher.nodes=1"),
 ])

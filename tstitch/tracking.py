@@ -22,8 +22,10 @@ def wandb_logger(logger_cfg, out_dir):
     os.environ.setdefault("WANDB_SILENT", "true")
     from lightning.pytorch.loggers import WandbLogger
 
-    return WandbLogger(project=logger_cfg.project, entity=logger_cfg.get("entity"), save_dir=str(out_dir),
-                       offline=logger_cfg.mode == "offline")
+    logger = WandbLogger(project=logger_cfg.project, entity=logger_cfg.get("entity"), save_dir=str(out_dir),
+                         offline=logger_cfg.mode == "offline")
+    logger._wandb_init.pop("anonymous", None)  # Lightning passes anonymous=None, which wandb >= 0.19 warns about
+    return logger
 
 
 def cell(value):

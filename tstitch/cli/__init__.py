@@ -4,27 +4,48 @@ import os
 import sys
 from pathlib import Path
 
+from tstitch.cli.help import register as register_help
 from tstitch.errors import ConfigError
+
+register_help()  # the groups listed by each command's --help (conf/hydra/help/)
 
 # The Hydra configs live at the repository root (editable install); an absolute path works from any cwd.
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
 
 
+def command(name):
+    """The console command of a CLI module or Hydra config name: ``tstitch.cli.main`` and ``tstitch`` are
+    ``tstitch``, ``tstitch.cli.generate`` and ``generate`` are ``tstitch-generate``."""
+    if name == "__main__":  # python -m tstitch.cli.<module>
+        name = Path(sys.argv[0]).stem
+    name = name.rsplit(".", 1)[-1]
+    return "tstitch" if name in ("main", "tstitch") else f"tstitch-{name}"
+
+
+def error(name, message):
+    """Print a one-line error of the command ``name`` (as ``command`` takes it) on stderr."""
+    print(f"{command(name)}: error: {message}", file=sys.stderr)
+
+
 def guard(fn):
-    """Turn a ConfigError into one line on stderr and exit code 2, instead of a traceback."""
+    """Run a Hydra main with the commands' logging set up (``tstitch.logs``); turn a ConfigError into one line on
+    stderr, prefixed with the command's name, and exit code 2, instead of a traceback."""
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
+        from tstitch import logs
+
+        logs.setup()
         try:
             return fn(*args, **kwargs)
         except ConfigError as e:
-            print(f"tstitch: error: {e}", file=sys.stderr)
+            error(fn.__module__, e)
             if os.environ.get("SUBMITIT_FOLDER"):  # a submitit job: let submitit record the failure itself
                 raise
             sys.exit(2)
     return wrapped
 
 
-def check_run_dir(argv, default="outputs"):
+def check_run_dir(argv, default="outputs", name="tstitch"):
     """Fail early, in one line, when the run directory cannot be written (Hydra would raise a traceback)."""
     target = ([a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")] or [default])[-1]
     path = Path(target.split("${")[0] or ".").expanduser().absolute()  # the part before any interpolation
@@ -34,8 +55,7 @@ def check_run_dir(argv, default="outputs"):
         probe.touch()
         probe.unlink()
     except OSError as e:
-        print(f"tstitch: error: output directory {path} is not writable ({e.strerror}); "
-              "choose another with hydra.run.dir=...", file=sys.stderr)
+        error(name, f"output directory {path} is not writable ({e.strerror}); choose another with hydra.run.dir=...")
         sys.exit(2)
 
 
@@ -68,20 +88,24 @@ def preflight(config_name, argv):
             for k, line in others:
                 compose(config_name, first[:k] + [line] + first[k + 1:])
     except (HydraException, OmegaConfBaseException) as e:
-        message = " ".join(str(e).split("Config search path")[0].split())
-        print(f"tstitch: error: {message}", file=sys.stderr)
+        error(config_name, " ".join(str(e).split("Config search path")[0].split()))
         sys.exit(2)
     except ConfigError as e:
-        print(f"tstitch: error: {e}", file=sys.stderr)
+        error(config_name, e)
         sys.exit(2)
+
+
+INFO_FLAGS = {"-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion",
+              "--version"}  # Hydra flags that only print
 
 
 def entry_point(main, config_name=None):
     """The console-script function for a Hydra ``main``: checks the run directory and, given the config's
     name, the composed config first."""
     def entry():
-        check_run_dir(sys.argv[1:])
         flags = [a for a in sys.argv[1:] if a.startswith("-") and a not in ("-m", "--multirun")]
+        if not set(flags) & INFO_FLAGS:  # --help, --cfg job, ...: Hydra prints and writes nothing
+            check_run_dir(sys.argv[1:], name=main.__module__)
         if config_name and not flags:  # Hydra's own flags (--help, --cfg, -cn NAME, ...): Hydra handles them
             preflight(config_name, sys.argv[1:])
         main()

@@ -1,6 +1,7 @@
 """`tstitch-generate`: one allocation's sample set on Lightning (any devices/nodes), resumable, as samples.npz,
 scored by the configured metric, logged to W&B and to results.jsonl like one row of the `tstitch` table."""
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -13,9 +14,10 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from tstitch.cli import CONF, entry_point, guard
+from tstitch.cli import CONF, entry_point, error, guard
 from tstitch.errors import ConfigError
 
+log = logging.getLogger(__name__)
 TIMING = ("s_per_image", "images_per_second", "s_per_image_per_member", "decode_s_per_image", "images_timed",
           "baseline_s_per_image", "speedup", "warmup_seconds", "peak_memory_gb")
 
@@ -142,7 +144,7 @@ def main(cfg):
     tracking.log_results(tracking.wandb_logger(cfg.logger, out), config, [row], names,
                          {k: manifest[k] for k in ("git", "world_size", "num_samples", "metric", "decoder")},
                          [out / "grid.png"])
-    print(summary(row, names, manifest))
+    log.info(summary(row, names, manifest))
 
 
 def launched_run_dir(argv, env=os.environ):
@@ -165,7 +167,7 @@ def entry():
     try:
         shared = launched_run_dir(sys.argv[1:])
     except ConfigError as e:
-        print(f"tstitch: error: {e}", file=sys.stderr)
+        error("generate", e)
         sys.exit(2)
     if shared:
         sys.argv.append(shared)

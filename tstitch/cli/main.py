@@ -1,5 +1,6 @@
 """`tstitch`: sweep stitch allocations on the configured members and write the table, grid and plot."""
 import json
+import logging
 from pathlib import Path
 
 import hydra
@@ -8,6 +9,7 @@ from omegaconf import OmegaConf
 
 from tstitch.cli import CONF, entry_point, guard
 
+log = logging.getLogger(__name__)
 
 @hydra.main(version_base=None, config_path=CONF, config_name="tstitch")
 @guard
@@ -26,9 +28,8 @@ def main(cfg):
     (out / "run.json").write_text(json.dumps({"members": names, **facts, "config": config}, indent=2))
     tracking.log_results(tracking.wandb_logger(cfg.logger, out), config, rows, names, facts,
                          [out / "grid.png", out / "tradeoff.png"])
-    print()
-    print(report.markdown(rows, names, label))
-    print(f"\n{len(rows)} allocations x {cfg.num_samples} samples, {cfg.solver.name} {cfg.solver.steps} steps, "
+    log.info("\n" + report.markdown(rows, names, label))
+    log.info(f"\n{len(rows)} allocations x {cfg.num_samples} samples, {cfg.solver.name} {cfg.solver.steps} steps, "
           f"guidance {cfg.guidance.scale}; metric: {facts['metric']}; outputs in {out}")
 
 

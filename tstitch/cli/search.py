@@ -1,5 +1,6 @@
 """`tstitch-search`: Pareto-optimal stitch allocations by measured cost and sampled quality."""
 import json
+import logging
 from pathlib import Path
 
 import hydra
@@ -7,6 +8,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from tstitch.cli import CONF, entry_point, guard
 
+log = logging.getLogger(__name__)
 
 @hydra.main(version_base=None, config_path=CONF, config_name="search")
 @guard
@@ -25,10 +27,10 @@ def main(cfg):
     (out / "search.json").write_text(json.dumps({k: result[k] for k in ("costs", "members", "metric", "best")},
                                                 indent=2))
     report.frontier_plot(result["candidates"], result["confirmed"], objective, names, out / "frontier.png")
-    print(report.markdown(result["confirmed"], names))
+    log.info(report.markdown(result["confirmed"], names))
     costs = ", ".join(f"{n} {c * 1000:.3f} ms" for n, c in result["costs"].items())
     best = result["best"]
-    print(f"\ncost per step and image: {costs}; {len(result['candidates'])} candidates scored on "
+    log.info(f"\ncost per step and image: {costs}; {len(result['candidates'])} candidates scored on "
           f"{cfg.search.num_samples} seeds, {len(result['confirmed'])} on the front confirmed on "
           f"{cfg.search.confirm_samples}"
           + (f"; cheapest meeting {objective} target {cfg.search.target}: {report.fmt('fractions', best['fractions'])}"
