@@ -34,6 +34,9 @@ def test_debug_run_writes_table_grid_plot(tmp_path, in_process):
     assert rows[0]["speedup"] == pytest.approx(1.0)
     assert all(0 <= r["accuracy"] <= 1 and r["fd"] > 0 for r in rows)
     assert "FD" in r.stdout and "speedup" in r.stdout
+    logged = json.loads((out / "run.json").read_text())["config"]["stitch"]["fractions"]
+    assert logged == [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]  # the allocations it ran, not the default of sweep=null
+    assert "| 0.5 : 0.5 |" in (out / "main.log").read_text()  # the run's log holds the table
 
 
 def test_wandb_offline_run_is_written(tmp_path):

@@ -141,7 +141,7 @@ def main(cfg):
         first = np.array(fidelity.npz_member(path, "arr_0")[: cfg.grid_columns])
         report.image_grid([torch.from_numpy(first).permute(0, 3, 1, 2)], out / "grid.png",
                           [report.fmt("fractions", fractions)])
-    tracking.log_results(tracking.wandb_logger(cfg.logger, out), config, [row], names,
+    tracking.log_results(tracking.wandb_logger(cfg.logger, out, [fractions]), config, [row], names,
                          {k: manifest[k] for k in ("git", "world_size", "num_samples", "metric", "decoder")},
                          [out / "grid.png"])
     log.info(summary(row, names, manifest))

@@ -20,13 +20,13 @@ def main(cfg):
     out = Path(HydraConfig.get().runtime.output_dir)
     rows, grids, members, facts = run(cfg)
     names = [m.name for m in members]
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = tracking.run_config(OmegaConf.to_container(cfg, resolve=True), [r["fractions"] for r in rows])
     label = report.add_paper(rows, config)
     report.write_table(rows, names, out, label)
     report.image_grid(grids, out / "grid.png", [report.fmt("fractions", r["fractions"]) for r in rows])
     report.tradeoff_plot(rows, names, out / "tradeoff.png", paper_label=label)
     (out / "run.json").write_text(json.dumps({"members": names, **facts, "config": config}, indent=2))
-    tracking.log_results(tracking.wandb_logger(cfg.logger, out), config, rows, names, facts,
+    tracking.log_results(tracking.wandb_logger(cfg.logger, out, [r["fractions"] for r in rows]), config, rows, names, facts,
                          [out / "grid.png", out / "tradeoff.png"])
     log.info("\n" + report.markdown(rows, names, label))
     log.info(f"\n{len(rows)} allocations x {cfg.num_samples} samples, {cfg.solver.name} {cfg.solver.steps} steps, "
