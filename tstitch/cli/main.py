@@ -14,19 +14,25 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base=None, config_path=CONF, config_name="tstitch")
 @guard
 def main(cfg):
-    from tstitch import report, tracking
-    from tstitch.run import run
+    from tstitch import report, seeds, tracking
+    from tstitch.run import prompt_list, run
 
     out = Path(HydraConfig.get().runtime.output_dir)
     rows, grids, members, facts = run(cfg)
-    names = [m.name for m in members]
-    config = tracking.run_config(OmegaConf.to_container(cfg, resolve=True), [r["fractions"] for r in rows])
+    names, allocations = [m.name for m in members], [r["fractions"] for r in rows]
+    config = tracking.run_config(OmegaConf.to_container(cfg, resolve=True), allocations)
     label = report.add_paper(rows, config)
     report.write_table(rows, names, out, label)
-    report.image_grid(grids, out / "grid.png", [report.fmt("fractions", r["fractions"]) for r in rows])
+    n = len(grids[0])
+    _, y, _ = seeds.draw(range(cfg.seed, cfg.seed + n), members[0].space.shape, members[-1].num_classes, cfg.labels,
+                         cfg.device, prompt_list(cfg), cfg.seed)  # the grid's columns, as run() drew them
+    report.image_grid(grids, out / "grid.png", [report.fmt("fractions", a) for a in allocations],
+                      title=f"rows: fractions of the steps, {' : '.join(names)}; columns: seeds {cfg.seed}-"
+                            f"{cfg.seed + n - 1}, the same in every row",
+                      columns=report.column_labels(y, list(cfg.stitch.members.values())[-1].get("classes")))
     report.tradeoff_plot(rows, names, out / "tradeoff.png", paper_label=label)
     (out / "run.json").write_text(json.dumps({"members": names, **facts, "config": config}, indent=2))
-    tracking.log_results(tracking.wandb_logger(cfg.logger, out, [r["fractions"] for r in rows]), config, rows, names, facts,
+    tracking.log_results(tracking.wandb_logger(cfg.logger, out, allocations), config, rows, names, facts,
                          [out / "grid.png", out / "tradeoff.png"])
     log.info("\n" + report.markdown(rows, names, label))
     log.info(f"\n{len(rows)} allocations x {cfg.num_samples} samples, {cfg.solver.name} {cfg.solver.steps} steps, "
