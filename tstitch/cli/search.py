@@ -18,14 +18,14 @@ def main(cfg):
     from tstitch.search import search
 
     out = Path(HydraConfig.get().runtime.output_dir)
-    result = search(cfg, run)
+    result = search(cfg, run, out)  # keeps each scored allocation in out as it goes; resumes from them
     names, objective = result["members"], cfg.search.objective
     report.write_table(result["confirmed"], names, out)
-    with open(out / "candidates.jsonl", "w") as f:
-        for r in result["candidates"]:
-            f.write(json.dumps(r) + "\n")
-    (out / "search.json").write_text(json.dumps({k: result[k] for k in ("costs", "members", "metric", "best")},
-                                                indent=2))
+    tmp = out / ".candidates.jsonl.tmp"  # every candidate, now with its place on the front
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in result["candidates"]))
+    tmp.replace(out / "candidates.jsonl")
+    (out / "search.json").write_text(json.dumps(
+        {k: result[k] for k in ("costs", "members", "metric", "best", "settings")}, indent=2))
     report.frontier_plot(result["candidates"], result["confirmed"], objective, names, out / "frontier.png")
     log.info(report.markdown(result["confirmed"], names))
     costs = ", ".join(f"{n} {c * 1000:.3f} ms" for n, c in result["costs"].items())
