@@ -157,3 +157,30 @@ def test_family_experiment_runs_on_tiny_official_format_weights(tmp_path, name, 
     assert r.returncode == 0, r.stderr[-2000:]
     head, rows = table(tmp_path / "runs" / "results.md")
     assert [(row[0], row[1]) for row in rows] == [("0 : 1", "0 : 4"), ("0.5 : 0.5", "2 : 2")]
+
+
+def test_paper_values_are_the_ones_docs_paper_md_lists_and_nothing_points_outside_the_repo():
+    """Every paper curve of an experiment is a row of a table in docs/paper.md (the numbers and their sources live
+    in this repository), and no tracked file points to a file outside it."""
+    def number(cell):  # "9.20" -> 9.2, "13.6 s" -> 13.6, "-" (a hidden marker) -> None, other text -> itself
+        try:
+            return None if cell == "-" else float(cell.removesuffix(" s"))
+        except ValueError:
+            return cell
+
+    rows = [[number(c.strip()) for c in line.strip().strip("|").split("|")]
+            for line in (ROOT / "docs" / "paper.md").read_text().splitlines() if line.startswith("|")]
+    for name in EXPERIMENTS:
+        with initialize_config_dir(CONF, version_base=None):
+            cfg = compose(command(name), [f"+experiment={name}"])
+        for curve in (cfg.get("paper") or {}).get("curves", []):
+            values = [None if v is None else float(v) for v in curve["values"]]
+            n = len(values)
+            found = [r for r in rows if any(r[i:i + n] == values for i in range(len(r) - n + 1))]
+            assert found, (name, values)
+        assert "docs/paper.md" in (cfg.get("paper") or {}).get("source", "docs/paper.md"), name
+    outside = ["../" + "shared", "REFERENCE" + ".md"]
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    hits = [f for f in files if (ROOT / f).is_file() and (ROOT / f).suffix in (".md", ".yaml", ".py", ".sh", ".sbatch")
+            and any(o in (ROOT / f).read_text(errors="replace") for o in outside)]
+    assert hits == []
