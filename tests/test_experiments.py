@@ -184,3 +184,18 @@ def test_paper_values_are_the_ones_docs_paper_md_lists_and_nothing_points_outsid
     hits = [f for f in files if (ROOT / f).is_file() and (ROOT / f).suffix in (".md", ".yaml", ".py", ".sh", ".sbatch")
             and any(o in (ROOT / f).read_text(errors="replace") for o in outside)]
     assert hits == []
+
+
+def test_cost_estimate_of_the_teaser_is_the_papers_timing_summed_over_its_jobs(capsys):
+    """benchmarks/experiment_cost.py for dit_s_xl: 11 jobs of 5000 images; with 100 guided steps, r of them on
+    DiT-S/2 (1.6 s per 8 images) and the rest on DiT-XL/2 (16.5 s), the 11 jobs take 5000 x (550 x 1.6 + 550 x 16.5)
+    / 800 s."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("experiment_cost", ROOT / "benchmarks" / "experiment_cost.py")
+    cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cost)
+    cost.main(["dit_s_xl"])
+    (row,) = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("dit_s_xl")]
+    assert row[1:3] == ["11", "55000"] and row[3:7] == ["dit-s2", "5.50,", "dit-xl2", "5.50"]
+    assert float(row[-1]) == pytest.approx(5000 * (550 * 1.6 + 550 * 16.5) / 800 / 3600, abs=0.05)
