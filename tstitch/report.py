@@ -250,8 +250,9 @@ def tradeoff_plot(rows, members, path, qualities=("fid", "isc", "fd", "accuracy"
         right.set_xlabel(f"{unit} per image (measured)")
         right.set_ylabel(name)
         right.grid(alpha=0.3)
+    shown = f"fraction of {members[0]}" if len(members) == 2 else "fractions"
     fig.suptitle(f"T-Stitch {' -> '.join(members)}: against the fraction (left) and the measured time (right, "
-                 f"labels: fraction of {members[0]})", fontsize=9)
+                 f"labels: {shown})", fontsize=9)
     fig.tight_layout()
     for ax, (points, texts) in labels.items():
         place_labels(ax, points, texts)
