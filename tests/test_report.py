@@ -164,3 +164,26 @@ def test_grid_has_a_header_naming_members_and_columns(tmp_path):
     assert [t.get_text() for t in ax.get_xticklabels()] == columns and ax.xaxis.get_ticks_position() == "top"
     assert [t.get_text() for t in fig.texts] == ["rows: small : large"]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["0 : 1", "1 : 0"] and (tmp_path / "g.png").exists()
+
+
+def test_wandb_runs_inside_reported_run_dirs_are_not_counted_twice(tmp_path, in_process):
+    """A multirun over solvers with W&B on: each job directory holds its results.jsonl and its own offline W&B run
+    (wandb/offline-run-*); the report has one row per setting and allocation, none from the W&B copies."""
+    import json
+
+    for job, solver in enumerate(("ddim", "ddpm")):
+        run = tmp_path / str(job)
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "overrides.yaml").write_text(f"- solver={solver}\n- +experiment=toy_samplers\n")
+        rows = [{"fractions": [f, 1 - f], "nfe": [0, 4], "s_per_image": 0.01 + job, "fd": 90.0 + job} for f in (0, 1)]
+        (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (run / "run.json").write_text(json.dumps({"members": ["a", "b"], "config": {}}))
+        table = run / "wandb" / "offline-run-1" / "files" / "media" / "table" / "results_0_x.table.json"
+        table.parent.mkdir(parents=True)
+        table.write_text(json.dumps({"columns": ["members", "fractions", "fd"],
+                                     "data": [['["a", "b"]', json.dumps(r["fractions"]), r["fd"]] for r in rows]}))
+    r = in_process("tstitch-report", tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "4 allocations from 2 runs" in r.stdout
+    settings = [line.split("|")[1].strip() for line in (tmp_path / "results.md").read_text().splitlines()[2:]]
+    assert settings == ["solver=ddim", "solver=ddim", "solver=ddpm", "solver=ddpm"]

@@ -18,6 +18,8 @@ def _runs(d):
 
     for table in sorted(Path(d).rglob(f"files/media/table/{tracking.TABLE}_*.table.json")):
         run = table.parents[3]
+        if (run.parents[1] / "results.jsonl").exists():  # <run dir>/wandb/<run>: the run dir's own table stands
+            continue
         rows, names = tracking.read_offline(run)
         yield run, rows, names, {}, []
     for path in sorted(Path(d).rglob("results.jsonl")):
