@@ -51,6 +51,9 @@ def test_debug_run_writes_table_grid_plot(tmp_path, in_process):
     expected = FashionMetric(cache_root=tmp_path / "cache" / "fidelity")(torch.cat(images), torch.cat(labels))
     assert rows[1]["accuracy"] == expected["accuracy"] and rows[1]["fd"] == pytest.approx(expected["fd"], rel=1e-6)
     assert len({row["fd"] for row in rows}) == 3  # three sample sets, three distances
+    logged = json.loads((out / "run.json").read_text())["config"]["stitch"]["fractions"]
+    assert logged == [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]  # the allocations it ran, not the default of sweep=null
+    assert "| 0.5 : 0.5 |" in (out / "main.log").read_text()  # the run's log holds the table
 
 
 def test_wandb_offline_run_is_written(tmp_path):

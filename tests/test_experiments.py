@@ -165,3 +165,45 @@ def test_family_experiment_runs_on_tiny_official_format_weights(tmp_path, name, 
     # U-ViT experiments run U-ViT's DPM-Solver: its 4 model calls are a step of order 3 and one of order 1
     half = "3 : 1" if name.startswith("uvit") else "2 : 2"
     assert [(row[0], row[1]) for row in rows] == [("0 : 1", "0 : 4"), ("0.5 : 0.5", half)]
+
+
+def test_paper_values_are_the_ones_docs_paper_md_lists_and_nothing_points_outside_the_repo():
+    """Every paper curve of an experiment is a row of a table in docs/paper.md (the numbers and their sources live
+    in this repository), and no tracked file points to a file outside it."""
+    def number(cell):  # "9.20" -> 9.2, "13.6 s" -> 13.6, "-" (a hidden marker) -> None, other text -> itself
+        try:
+            return None if cell == "-" else float(cell.removesuffix(" s"))
+        except ValueError:
+            return cell
+
+    rows = [[number(c.strip()) for c in line.strip().strip("|").split("|")]
+            for line in (ROOT / "docs" / "paper.md").read_text().splitlines() if line.startswith("|")]
+    for name in EXPERIMENTS:
+        with initialize_config_dir(CONF, version_base=None):
+            cfg = compose(command(name), [f"+experiment={name}"])
+        for curve in (cfg.get("paper") or {}).get("curves", []):
+            values = [None if v is None else float(v) for v in curve["values"]]
+            n = len(values)
+            found = [r for r in rows if any(r[i:i + n] == values for i in range(len(r) - n + 1))]
+            assert found, (name, values)
+        assert "docs/paper.md" in (cfg.get("paper") or {}).get("source", "docs/paper.md"), name
+    outside = ["../" + "shared", "REFERENCE" + ".md"]
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    hits = [f for f in files if (ROOT / f).is_file() and (ROOT / f).suffix in (".md", ".yaml", ".py", ".sh", ".sbatch")
+            and any(o in (ROOT / f).read_text(errors="replace") for o in outside)]
+    assert hits == []
+
+
+def test_cost_estimate_of_the_teaser_is_the_papers_timing_summed_over_its_jobs(capsys):
+    """benchmarks/experiment_cost.py for dit_s_xl: 11 jobs of 5000 images; with 100 guided steps, r of them on
+    DiT-S/2 (1.6 s per 8 images) and the rest on DiT-XL/2 (16.5 s), the 11 jobs take 5000 x (550 x 1.6 + 550 x 16.5)
+    / 800 s."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("experiment_cost", ROOT / "benchmarks" / "experiment_cost.py")
+    cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cost)
+    cost.main(["dit_s_xl"])
+    (row,) = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("dit_s_xl")]
+    assert row[1:3] == ["11", "55000"] and row[3:7] == ["dit-s2", "5.50,", "dit-xl2", "5.50"]
+    assert float(row[-1]) == pytest.approx(5000 * (550 * 1.6 + 550 * 16.5) / 800 / 3600, abs=0.05)

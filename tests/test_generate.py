@@ -99,7 +99,7 @@ def test_resume_with_other_settings_is_refused(tmp_path, in_process):
     r = run(tmp_path, "num_samples=4", "guidance.scale=1.5")
     assert r.returncode == 2 and "holds samples made with other settings (differs in: config.batch_size, " \
         "config.options.guidance)" in r.stderr
-    assert r.stderr.strip().splitlines()[-1].startswith("tstitch: error: ") and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("tstitch-generate: error: ") and "Traceback" not in r.stderr
 
 
 def test_metric_and_wandb_offline_run(tmp_path):
@@ -136,7 +136,8 @@ def test_logger_none_writes_no_wandb_files(reference):
 def test_bad_input_is_one_line_error(tmp_path, in_process, override, message):
     r = run(tmp_path, *override.split(), in_process=in_process)
     lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert r.returncode == 2 and lines[-1].startswith("tstitch: error: ") and message in lines[-1], r.stderr[-1500:]
+    assert r.returncode == 2 and lines[-1].startswith("tstitch-generate: error: "), r.stderr[-1500:]
+    assert message in lines[-1], r.stderr[-1500:]
     assert "Traceback" not in r.stderr and not (tmp_path / "shards").exists()
 
 

@@ -111,3 +111,140 @@ def test_generation_multirun_and_its_wandb_offline_runs_are_reported(tmp_path, i
         assert [line.split("|")[1].strip() for line in table[2:]] == ["0 : 1", "0.5 : 0.5"]
         assert "| 1.00x |" in table[2] and (tmp_path / f"report-{d}" / "tradeoff.png").exists()
     assert (tmp_path / "report-m" / "results.md").read_text() == (tmp_path / "report-w" / "results.md").read_text()
+
+
+# ---------------------------------------------------------------------------------------- tables and plots
+
+def rows_of(settings=(None,), times=None, paper=None, quality="fd"):
+    """Two-member rows at fractions 0, 0.3, 0.4, 1 of the first member: times (s) and quality per setting."""
+    out = []
+    for k, st in enumerate(settings):
+        for j, f in enumerate((0.0, 0.3, 0.4, 1.0)):
+            row = {"fractions": [f, 1 - f], "s_per_image": (times or [0.100, 0.0701, 0.0700, 0.01])[j],
+                   quality: [90.0, 84.0, 84.2, 600.0][j] + k}
+            if st is not None:
+                row["setting"] = st
+            if paper is not None:
+                row["paper"], row["paper_metric"] = paper[j], "fid"
+            out.append(row)
+    return out
+
+
+def test_times_of_a_table_are_in_one_unit():
+    from tstitch.report import markdown
+
+    def cells(rows):
+        return [line.split("|")[2].strip() for line in markdown(rows, ["a", "b"]).splitlines()[2:]]
+
+    assert cells(rows_of(times=[0.34637, 0.2, 0.1, 0.004])) == ["346.37 ms", "200.00 ms", "100.00 ms", "4.00 ms"]
+    assert cells(rows_of(times=[0.34637, 1.591, 13.6, 0.004])) == ["0.3464 s", "1.591 s", "13.6 s", "0.004 s"]
+
+
+def boxes(fig, ax):
+    """Pixel extents of the labels of ``ax`` (a closed figure gets its Agg canvas back)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    return [t.get_window_extent(renderer) for t in ax.texts]
+
+
+def test_labels_never_collide_and_stay_inside(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from tstitch.report import place_labels
+
+    fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
+    points = [(10 + 0.02 * k, 80 + 0.05 * k) for k in range(6)] + [(30, 120), (50, 60)]  # six in a clump
+    ax.plot(*zip(*points), "o")
+    ax.set_xlim(0, 60)
+    ax.set_ylim(40, 140)
+    fig.tight_layout()
+    renderer = fig.canvas.get_renderer()
+    naive = [ax.annotate("0.3", p, textcoords="offset points", xytext=(4, 3), fontsize=6) for p in points]
+    assert any(a.get_window_extent(renderer).overlaps(b.get_window_extent(renderer))
+               for i, a in enumerate(naive) for b in naive[i + 1:])  # what fixed offsets did
+    for a in naive:
+        a.remove()
+    placed = place_labels(ax, points, [f"0.{k}" for k in range(len(points))])
+    extents = boxes(fig, ax)
+    assert len(extents) == len(placed) >= 4 and {"0.6", "0.7"} <= {a.get_text() for a in placed}
+    assert not [(i, j) for i in range(len(extents)) for j in range(i + 1, len(extents))
+                if extents[i].overlaps(extents[j])]
+    frame = ax.get_window_extent(renderer)
+    assert all(frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1 for b in extents)
+    plt.close(fig)
+
+
+def test_tradeoff_plot_has_fraction_and_time_panels_the_paper_curve_and_the_last_member_alone(tmp_path):
+    from tstitch.report import tradeoff_plot
+
+    paper = [9.20, 9.03, 8.95, 33.46]
+    fig = tradeoff_plot(rows_of(("solver=ddim", "solver=ddpm"), paper=paper), ["small", "large"],
+                        tmp_path / "t.png", paper_label="paper FID-5K")
+    assert (tmp_path / "t.png").exists()
+    left, right = fig.axes[0], fig.axes[1]
+    assert left.get_xlabel() == "fraction of steps on small" and right.get_xlabel() == "ms per image (measured)"
+    twin = next(ax for ax in fig.axes[2:] if ax.get_ylabel().startswith("paper FID-5K"))  # toy FD vs the paper FID
+    dashed = [line for line in twin.get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 2 and list(dashed[0].get_ydata()) == paper and list(dashed[0].get_xdata()) == [0, .3, .4, 1]
+    stars = [line for line in left.get_lines() if line.get_marker() == "*"]
+    assert [list(s.get_xdata()) for s in stars] == [[0.0], [0.0]]
+    assert "large alone" in [t.get_text() for t in left.get_legend().get_texts()]
+    assert [list(s.get_xdata()) for s in right.get_lines() if s.get_marker() == "*"] == [[100.0], [100.0]]
+    extents = boxes(fig, right)
+    assert extents and not any(a.overlaps(b) for i, a in enumerate(extents) for b in extents[i + 1:])
+
+
+def test_paper_curve_of_the_same_metric_shares_the_axis_and_times_alone_get_a_panel(tmp_path):
+    from tstitch.report import tradeoff_plot
+
+    fig = tradeoff_plot(rows_of(paper=[9.2, 9.0, 8.9, 33.5], quality="fid"), ["s", "xl"], tmp_path / "t.png")
+    assert len(fig.axes) == 2 and [line.get_linestyle() for line in fig.axes[0].get_lines()].count("--") == 1
+    rows = [{k: v for k, v in r.items() if k != "fd"} for r in rows_of(times=[13.6, 11.0, 10.6, 8.8])]
+    for r, v in zip(rows, [13.6, 11.05, 10.6, 8.8]):
+        r["paper"], r["paper_metric"] = v, "s_per_image"
+    fig = tradeoff_plot(rows, ["ssd-1b", "sdxl"], tmp_path / "s.png", paper_label="paper s/image")
+    (ax,) = fig.axes[:1]
+    assert ax.get_ylabel() == "s per image" and len(fig.axes) == 1  # metric=none: time against the fraction
+    assert [list(line.get_ydata()) for line in ax.get_lines() if line.get_linestyle() == "--"] == [
+        [13.6, 11.05, 10.6, 8.8]]
+
+
+def test_grid_has_a_header_naming_members_and_columns(tmp_path):
+    import torch
+
+    from tstitch.report import column_labels, image_grid
+
+    columns = column_labels(torch.tensor([0, 9, 3]), "fashion-mnist")
+    assert columns == ["T-shirt/top", "Ankle boot", "Dress"]
+    assert column_labels([1, 0], prompts=["a cat", "a dog"]) == ["a dog", "a cat"]
+    assert column_labels([2], None) == ["class 2"] and column_labels(["a red bus"]) == ["a red bus"]
+    grids = [torch.zeros(3, 1, 28, 28, dtype=torch.uint8)] * 2
+    fig = image_grid(grids, tmp_path / "g.png", ["0 : 1", "1 : 0"], title="rows: small : large", columns=columns)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == columns and ax.xaxis.get_ticks_position() == "top"
+    assert [t.get_text() for t in fig.texts] == ["rows: small : large"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0 : 1", "1 : 0"] and (tmp_path / "g.png").exists()
+
+
+def test_wandb_runs_inside_reported_run_dirs_are_not_counted_twice(tmp_path, in_process):
+    """A multirun over solvers with W&B on: each job directory holds its results.jsonl and its own offline W&B run
+    (wandb/offline-run-*); the report has one row per setting and allocation, none from the W&B copies."""
+    import json
+
+    for job, solver in enumerate(("ddim", "ddpm")):
+        run = tmp_path / str(job)
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "overrides.yaml").write_text(f"- solver={solver}\n- +experiment=toy_samplers\n")
+        rows = [{"fractions": [f, 1 - f], "nfe": [0, 4], "s_per_image": 0.01 + job, "fd": 90.0 + job} for f in (0, 1)]
+        (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (run / "run.json").write_text(json.dumps({"members": ["a", "b"], "config": {}}))
+        table = run / "wandb" / "offline-run-1" / "files" / "media" / "table" / "results_0_x.table.json"
+        table.parent.mkdir(parents=True)
+        table.write_text(json.dumps({"columns": ["members", "fractions", "fd"],
+                                     "data": [['["a", "b"]', json.dumps(r["fractions"]), r["fd"]] for r in rows]}))
+    r = in_process("tstitch-report", tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "4 allocations from 2 runs" in r.stdout
+    settings = [line.split("|")[1].strip() for line in (tmp_path / "results.md").read_text().splitlines()[2:]]
+    assert settings == ["solver=ddim", "solver=ddim", "solver=ddpm", "solver=ddpm"]

@@ -61,7 +61,7 @@ def test_resume_with_another_precision_is_refused_and_nothing_changes(done_run, 
     """The issue's case: 40 samples fp32, then 60 with fast=bf16 gave a mixed set with a bf16 manifest."""
     before = files(done_run)
     r = generate(in_process, done_run, "num_samples=6", "fast=bf16")
-    assert error_line(r) == (f"tstitch: error: {done_run} holds samples made with other settings (differs in: "
+    assert error_line(r) == (f"tstitch-generate: error: {done_run} holds samples made with other settings (differs in: "
                              f"config.fast.precision); resume with the settings in {done_run / 'identity.json'}, "
                              "or choose a new hydra.run.dir=...")
     assert files(done_run) == before
@@ -115,7 +115,7 @@ def test_nan_guidance_is_refused_before_anything_is_written(tmp_path, command):
     args = ["+debug=tiny"] if command == "tstitch" else SMALL
     r = subprocess.run([str(BIN / command), *args, "guidance.scale=nan", f"hydra.run.dir={tmp_path / 'run'}"],
                        capture_output=True, text=True, timeout=120, env=ENV)
-    assert error_line(r) == ("tstitch: error: guidance.scale=nan is not allowed: give a number >= 0 (NaN and inf "
+    assert error_line(r) == (f"{command}: error: guidance.scale=nan is not allowed: give a number >= 0 (NaN and inf "
                              "are refused)")
     assert not (tmp_path / "run").exists()
 
@@ -127,8 +127,9 @@ def test_nan_in_a_checkpoint_is_refused_naming_the_tensor(tmp_path, in_process):
     weights["blocks.1.attn.qkv.weight"][0, 0] = float("nan")
     save_file(weights, tmp_path / "large.safetensors")
     r = generate(in_process, tmp_path / "run", f"stitch.members.large.checkpoint={tmp_path / 'large.safetensors'}")
-    assert error_line(r) == ("tstitch: error: toy-dit-large: its weights hold NaN or inf (blocks.1.attn.qkv.weight); "
-                             "the checkpoint is damaged or was saved from a diverged run: download or export it again")
+    assert error_line(r) == ("tstitch-generate: error: toy-dit-large: its weights hold NaN or inf "
+                             "(blocks.1.attn.qkv.weight); the checkpoint is damaged or was saved from a diverged run: "
+                             "download or export it again")
     assert not (tmp_path / "run" / "shards").exists()
 
 
@@ -146,8 +147,8 @@ def overflowing(tmp_path_factory):
 
 def test_non_finite_samples_fail_naming_the_seeds_step_and_member(tmp_path, in_process, overflowing):
     r = generate(in_process, tmp_path / "run", overflowing, "solver.steps=4")
-    assert error_line(r) == ("tstitch: error: non-finite samples (NaN or inf) for 2 of 2 seeds in a batch: 0, 1; "
-                             "they first broke at step 3 of 4, run by toy-dit-large. Check the checkpoints, "
+    assert error_line(r) == ("tstitch-generate: error: non-finite samples (NaN or inf) for 2 of 2 seeds in a batch: "
+                             "0, 1; they first broke at step 3 of 4, run by toy-dit-large. Check the checkpoints, "
                              "fast.precision (fp32 is the reference) and guidance.scale; nonfinite=warn keeps going "
                              "(their images are black)")
     assert not list((tmp_path / "run" / "shards").glob("*.npz"))
@@ -206,7 +207,7 @@ def test_a_second_writer_exits_at_once_naming_the_holder(tmp_path, in_process):
     try:
         assert holder.stdout.readline().strip() == "held"
         r = generate(in_process, run_dir)
-        assert error_line(r).startswith(f"tstitch: error: {run_dir} is being written by another process (PID "
+        assert error_line(r).startswith(f"tstitch-generate: error: {run_dir} is being written by another process (PID "
                                         f"{holder.pid} on {os.uname().nodename}, started ")
         assert not (run_dir / "shards").exists() and not (run_dir / "identity.json").exists()
     finally:
@@ -262,7 +263,7 @@ def test_a_shard_corrupt_inside_its_images_is_named_at_export_then_regenerated(d
     (done_run / "samples.npz").unlink()
     line = error_line(generate(in_process, done_run))
     moved = done_run / "shards" / "corrupt" / shard.name
-    assert line.startswith(f"tstitch: error: shard {shard} is unreadable (BadZipFile: ")
+    assert line.startswith(f"tstitch-generate: error: shard {shard} is unreadable (BadZipFile: ")
     assert line.endswith(f"; moved to {moved}: run the same command again to generate its seeds)")
     r = generate(in_process, done_run)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -275,8 +276,8 @@ def test_a_bad_solver_leaves_nothing_so_the_corrected_run_starts(tmp_path, in_pr
     """Before, solver.name=nope wrote identity.json, and the corrected rerun was refused."""
     run_dir = tmp_path / "run"
     assert error_line(generate(in_process, run_dir, "solver.name=nope")) == (
-        "tstitch: error: unknown solver 'nope'; choose one of ['ddim', 'ddpm', 'diffusers', 'dpm_solver', 'dpmpp_2m', "
-        "'scheduler'] (solver=...)")
+        "tstitch-generate: error: unknown solver 'nope'; choose one of ['ddim', 'ddpm', 'diffusers', 'dpm_solver', "
+        "'dpmpp_2m', 'scheduler'] (solver=...)")
     assert not run_dir.exists()
     assert generate(in_process, run_dir).returncode == 0
 
@@ -292,18 +293,18 @@ def test_bad_step_counts_are_one_line_before_any_model_loads(tmp_path, in_proces
 
     monkeypatch.setattr(zoo, "load", lambda *a, **k: pytest.fail("a model was loaded"))
     line = error_line(generate(in_process, tmp_path / "run", f"solver.steps={value}"))
-    assert line.startswith(f"tstitch: error: {message}"), line
+    assert line.startswith(f"tstitch-generate: error: {message}"), line
     assert not (tmp_path / "run").exists()
 
 
 def test_devices_the_machine_lacks_are_one_line(tmp_path, in_process):
     line = error_line(generate(in_process, tmp_path / "run", "trainer.accelerator=tpu"))
-    assert line == ("tstitch: error: trainer.accelerator='tpu' is not allowed: one of cpu, gpu, cuda, auto (did you "
-                    "mean gpu?)")
+    assert line == ("tstitch-generate: error: trainer.accelerator='tpu' is not allowed: one of cpu, gpu, cuda, auto "
+                    "(did you mean gpu?)")
     if not torch.cuda.is_available():
         line = error_line(generate(in_process, tmp_path / "run", "trainer=gpu"))
-        assert line == ("tstitch: error: trainer.accelerator=gpu, but torch sees no CUDA GPU on this machine; use "
-                        "trainer=cpu")
+        assert line == ("tstitch-generate: error: trainer.accelerator=gpu, but torch sees no CUDA GPU on this "
+                        "machine; use trainer=cpu")
         line = error_line(in_process("tstitch", "+debug=tiny", "device=cuda", f"hydra.run.dir={tmp_path / 'm'}"))
         assert line == "tstitch: error: device=cuda, but torch sees 0 CUDA GPUs on this machine; use device=cpu"
     assert not (tmp_path / "run").exists() and not (tmp_path / "m").exists()

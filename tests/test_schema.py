@@ -91,7 +91,7 @@ def test_slips_are_one_line_before_anything_loads(tmp_path, in_process, monkeypa
     r = in_process(command, *override.split(), f"hydra.run.dir={tmp_path / 'run'}",
                    f"hydra.sweep.dir={tmp_path / 'sweep'}")
     lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert r.returncode == 2 and lines == [f"tstitch: error: {message}"], r.stderr[-2000:]
+    assert r.returncode == 2 and lines == [f"{command}: error: {message}"], r.stderr[-2000:]
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
 
 
@@ -108,5 +108,5 @@ def test_the_schema_is_also_checked_where_jobs_start(tmp_path, in_process, comma
     Hydra flag such as -cn skips the preflight, as a job started by a launcher does.)"""
     r = in_process(command, "-cn", config, "batch_size=0", f"hydra.run.dir={tmp_path / 'run'}")
     lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert r.returncode == 2 and lines[-1] == "tstitch: error: batch_size=0 is not allowed: give an integer >= 1"
+    assert r.returncode == 2 and lines[-1] == f"{command}: error: batch_size=0 is not allowed: give an integer >= 1"
     assert not (tmp_path / "run" / "shards").exists()

@@ -109,7 +109,7 @@ def test_unknown_scheduler_is_one_line_before_any_file(tiny, tmp_path):
                         "num_samples=2", "solver=scheduler", "solver.options.scheduler=NoSuchScheduler",
                         f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300, env=ENV,
                        check=False)
-    lines = [line for line in r.stderr.splitlines() if line.startswith("tstitch: error:")]
+    lines = [line for line in r.stderr.splitlines() if line.startswith("tstitch-generate: error:")]
     assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr
     assert "unknown diffusers scheduler 'NoSuchScheduler'; use a class name such as PNDMScheduler" in lines[0]
     assert not (tmp_path / "identity.json").exists() and not list(tmp_path.glob("*.npz"))

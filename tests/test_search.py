@@ -64,3 +64,49 @@ def test_search_errors_are_one_line(tmp_path, in_process):
     assert r.returncode == 2 and "no allocation fits search.budget" in r.stderr.strip().splitlines()[-1]
     r = run(tmp_path / "b", "search.objective=fid", in_process=in_process)
     assert r.returncode == 2 and "search.objective='fid' is not a value of the metric" in r.stderr
+
+
+class Stop(Exception):
+    """Stands for a kill in the middle of a search."""
+
+
+def test_interrupted_search_keeps_what_it_scored_and_resumes(tmp_path, in_process, monkeypatch):
+    import tstitch.run
+
+    real, sampled = tstitch.run.run, []
+
+    def counting(cfg, *args, on_row=None, stop_after=None, **kwargs):
+        def row_done(row):
+            on_row(row)
+            sampled.append((cfg.num_samples, row["fractions"]))
+            if stop_after is not None and len(sampled) == stop_after:
+                raise Stop
+        return real(cfg, *args, on_row=row_done, **kwargs)
+
+    grid = ["search.grid=0.25", "search.target=1000"]  # 2 costs, 5 candidates, then the front
+    monkeypatch.setattr(tstitch.run, "run", lambda *a, **k: counting(*a, stop_after=4, **k))
+    r = run(tmp_path, *grid, in_process=in_process)
+    assert r.returncode == 1 and "Stop" in r.stderr  # stopped after the costs and two candidates
+    lines = (tmp_path / "candidates.jsonl").read_text().splitlines()
+    assert [json.loads(line)["fractions"] for line in lines] == [[0.0, 1.0], [0.25, 0.75]]
+    assert not (tmp_path / "confirmed.jsonl").exists() and not (tmp_path / "results.jsonl").exists()
+    with open(tmp_path / "candidates.jsonl", "a") as f:
+        f.write('{"fractions": [0.5, 0.5], "fd": 1')  # a line cut short by the kill
+    sampled.clear()
+    monkeypatch.setattr(tstitch.run, "run", counting)
+    r = run(tmp_path, *grid, in_process=in_process)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [f for n, f in sampled if n == 16] == [[0.5, 0.5], [0.75, 0.25], [1.0, 0.0]]  # only what had no line
+    assert not [f for n, f in sampled if n == 8]  # the costs were kept too
+    pool = [json.loads(line) for line in (tmp_path / "candidates.jsonl").read_text().splitlines()]
+    assert [p["fractions"] for p in pool] == [[0.0, 1.0], [0.25, 0.75], [0.5, 0.5], [0.75, 0.25], [1.0, 0.0]]
+    confirmed = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert sorted(c["fractions"] for c in confirmed) == sorted(p["fractions"] for p in pool if p["front"])
+    assert sorted(f for n, f in sampled if n == 24) == sorted(c["fractions"] for c in confirmed)
+    sampled.clear()
+    r = run(tmp_path, *grid, "search.target=500", in_process=in_process)  # a finished search: nothing to sample
+    assert r.returncode == 0 and sampled == [] and json.loads((tmp_path / "search.json").read_text())["costs"]
+    r = run(tmp_path, *grid, "search.num_samples=17", in_process=in_process)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        f"tstitch-search: error: {tmp_path} holds a search with other settings (differs in: search.num_samples); "
+        "resume with the same settings or choose a new hydra.run.dir=...")

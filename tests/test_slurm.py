@@ -1,19 +1,15 @@
 """SLURM: the launcher presets (conf/hydra/launcher/) and the task checks (tstitch/slurm.py) in one-line errors, then
-a real one-node SLURM cluster on localhost running the presets through hydra-submitit-launcher and the sbatch
-templates of slurm/.
+a real one-node SLURM cluster on localhost running the README's example, the presets through
+hydra-submitit-launcher and the sbatch templates of slurm/.
 
-The cluster is Debian's slurmctld + slurmd + munge (installed by ./setup.sh), started by the ``cluster`` fixture
-as root in a temporary directory with its own munge key and socket, its own ports and no accounting database; it
-is stopped (by PID) after the module, also when a test fails. Without slurmdbd, ``sacct`` has no job states, so the
-fixture puts a small ``sacct`` on PATH that answers from slurmctld's job-completion log (jobcomp/filetxt) in sacct's
-format: submitit asks sacct whether a job that left no result (e.g. one that exited with an error) has ended."""
-import ctypes
+The cluster is the one users start, ``slurm/local_cluster.sh`` (Debian's slurmctld + slurmd + munge, installed by
+./setup.sh), started by the ``cluster`` fixture as root in a temporary TSTITCH_SLURM_DIR and stopped after the
+module, also when a test fails. It has no slurmdbd: the script's ``sacct`` answers from slurmctld's job-completion
+log, which is what submitit asks when a job left no result (e.g. one that exited with an error)."""
 import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -189,7 +185,7 @@ def test_missing_sbatch_is_one_line(monkeypatch):
      "tstitch: error: hydra/launcher=slurm_1gpu submits to SLURM but names no partition: add "
      "hydra.launcher.partition=NAME (sinfo lists them)"),
     ("tstitch-generate", ["hydra/launcher=slurm_multi", "hydra.launcher.partition=gpu", "trainer=gpu"],
-     "tstitch: error: hydra.launcher.tasks_per_node=8 x hydra.launcher.nodes=1 start 8 tasks per job but "
+     "tstitch-generate: error: hydra.launcher.tasks_per_node=8 x hydra.launcher.nodes=1 start 8 tasks per job but "
      "trainer.devices=1 x trainer.num_nodes=1 use 1: set trainer.devices=8 trainer.num_nodes=1, or "
      "hydra.launcher.tasks_per_node=1 hydra.launcher.nodes=1"),
 ])
@@ -209,50 +205,31 @@ def test_array_template_refuses_an_index_past_its_allocations():
 
 # ----------------------------------------------------------------------------------------- a real SLURM cluster
 
-SACCT = '''#!{python}
-"""sacct -o JobID,State,NodeList --parsable2 -j ID ... from slurmctld's job-completion log (no slurmdbd here)."""
-import re, sys
-wanted = {{a for i, a in enumerate(sys.argv[1:]) if sys.argv[i] == "-j"}}
-print("JobID|State|NodeList")
-try:
-    lines = open({jobcomp!r}).read().splitlines()
-except FileNotFoundError:
-    lines = []
-for line in lines:
-    f = dict(re.findall(r"(\\w+)=(\\S*)", line))
-    main = f.get("ArrayJobId") or f.get("JobId")
-    if main in wanted:
-        job = "%s_%s" % (main, f["ArrayTaskId"]) if f.get("ArrayJobId") else main
-        print("%s|%s|%s" % (job, f["JobState"], f["NodeList"]))
-'''
+SCRIPT = ROOT / "slurm" / "local_cluster.sh"
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _die_with_parent():
-    """Runs in the daemon's process before exec: SIGTERM it if pytest dies without its finalizers."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def test_local_cluster_script_without_a_cluster(tmp_path):
+    env = {**os.environ, "TSTITCH_SLURM_DIR": str(tmp_path)}
+    r = subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True, text=True, timeout=30, env=env)
+    assert r.returncode == 3 and r.stdout.startswith(f"local SLURM in {tmp_path} is not running")
+    r = subprocess.run(["bash", str(SCRIPT), "env"], capture_output=True, text=True, timeout=30, env=env)
+    assert r.stdout.splitlines() == [f"export SLURM_CONF={tmp_path}/slurm.conf", f"export PATH={tmp_path}/bin:$PATH"]
+    r = subprocess.run(["bash", str(SCRIPT), "restart"], capture_output=True, text=True, timeout=30, env=env)
+    assert r.returncode == 2 and r.stderr.startswith(f"usage: {SCRIPT} start|stop|status|env")
 
 
 class Cluster:
+    """The environment of a shell pointed at the cluster in ``root`` (what ``eval "$(local_cluster.sh start)"``
+    sets), with helpers to run commands there and wait for jobs."""
+
     def __init__(self, root):
-        self.root, self.procs, self.logs_open = root, [], []
+        self.root = root
         self.work = root / "work"  # where commands run (submitit and sbatch jobs start there)
         self.work.mkdir()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}  # e.g. pytest inside a job
-        self.env.update(SLURM_CONF=str(root / "slurm.conf"), OMP_NUM_THREADS="1", WANDB_MODE="disabled",
-                        TSTITCH_CACHE=str(root / "cache"),
+        self.env.update(TSTITCH_SLURM_DIR=str(root), SLURM_CONF=str(root / "slurm.conf"), OMP_NUM_THREADS="1",
+                        WANDB_MODE="disabled", TSTITCH_CACHE=str(root / "cache"),
                         PATH=os.pathsep.join([str(root / "bin"), self.env.get("PATH", ""), "/usr/sbin", "/sbin"]))
-
-    def start(self, name, *cmd):
-        log = open(self.root / f"{name}.out", "w")
-        self.logs_open.append(log)
-        self.procs.append((name, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                                  cwd=self.root, preexec_fn=_die_with_parent)))
 
     def run(self, *cmd, timeout=240, check=True, **env):
         r = subprocess.run([str(c) for c in cmd], cwd=self.work, env={**self.env, **env}, capture_output=True,
@@ -282,32 +259,11 @@ class Cluster:
         states = self.run("sacct", "-o", "JobID,State,NodeList", "--parsable2", "-j", job).stdout.splitlines()[1:]
         return dict(line.split("|")[:2] for line in states)
 
-    def stop(self):
-        if any(p.poll() is None for name, p in self.procs if name == "slurmctld"):
-            self.run("scancel", "--partition=debug", check=False, timeout=30)
-            try:
-                self.wait_idle(timeout=30)
-            except BaseException:
-                pass
-            end = time.monotonic() + 15  # job steps gone: slurmstepd removes its socket in the spool on exit
-            while any(p.is_socket() for p in (self.root / "spool").iterdir()) and time.monotonic() < end:
-                time.sleep(0.2)
-        for _, p in reversed(self.procs):  # slurmd, slurmctld, munged
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(timeout=10)
-        self.procs = []
-        for log in self.logs_open:
-            log.close()
-
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A one-node SLURM cluster (node `localhost`, partition `debug`, all CPUs of the machine), ready for jobs."""
+    """A one-node SLURM cluster (node `localhost`, partition `debug`, all CPUs of the machine) started by
+    slurm/local_cluster.sh, ready for jobs."""
     search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
     missing = [exe for exe in ("munged", "slurmctld", "slurmd", "sbatch", "srun", "sinfo", "squeue", "scancel")
                if shutil.which(exe, path=search) is None]
@@ -316,65 +272,16 @@ def cluster(tmp_path_factory):
                     "slurmd slurm-client munge)")
     if os.geteuid() != 0:
         pytest.fail("the local SLURM cluster runs slurmd, which starts the jobs, as root: run the tests as root")
-    root = tmp_path_factory.mktemp("slurm")
-    c = Cluster(root)
+    c = Cluster(tmp_path_factory.mktemp("slurm"))
     try:
-        munge = root / "munge"
-        munge.mkdir(mode=0o755)
-        key = munge / "munge.key"  # a key of this cluster alone: /etc/munge and any running munged are left alone
-        key.write_bytes(os.urandom(1024))
-        key.chmod(0o600)
-        (root / "bin").mkdir()
-        (root / "bin" / "sacct").write_text(SACCT.format(python=sys.executable, jobcomp=str(root / "jobcomp.txt")))
-        (root / "bin" / "sacct").chmod(0o755)
-        for d in ("state", "spool", "cache"):
-            (root / d).mkdir()
-        hw = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, env=c.env).stdout
-        cpus = int(re.search(r"CPUs=(\d+)", hw).group(1)) if "CPUs=" in hw else os.cpu_count()
-        (root / "slurm.conf").write_text(f"""\
-ClusterName=tstitch-test
-SlurmctldHost=localhost
-SlurmctldPort={_free_port()}
-SlurmdPort={_free_port()}
-SlurmUser=root
-AuthType=auth/munge
-CredType=cred/munge
-AuthInfo=socket={munge / "socket"}
-MpiDefault=none
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
-ReturnToService=2
-StateSaveLocation={root / "state"}
-SlurmdSpoolDir={root / "spool"}
-SlurmctldPidFile={root / "slurmctld.pid"}
-SlurmdPidFile={root / "slurmd.pid"}
-SlurmctldLogFile={root / "slurmctld.log"}
-SlurmdLogFile={root / "slurmd.log"}
-AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
-JobCompType=jobcomp/filetxt
-JobCompLoc={root / "jobcomp.txt"}
-NodeName=localhost CPUs={cpus} State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
-""")
-        c.start("munged", "munged", "--foreground", "--force", f"--key-file={key}", f"--socket={munge / 'socket'}",
-                f"--pid-file={munge / 'munged.pid'}", f"--seed-file={munge / 'seed'}", f"--log-file={munge / 'log'}")
-        end = time.monotonic() + 30
-        while not (munge / "socket").exists() and time.monotonic() < end:
-            time.sleep(0.1)
-        c.start("slurmctld", "slurmctld", "-D", "-f", root / "slurm.conf")
-        c.start("slurmd", "slurmd", "-D", "-N", "localhost", "-f", root / "slurm.conf")
-        end = time.monotonic() + 60
-        while c.run("sinfo", "-h", "-N", "-o", "%T", check=False).stdout.strip() != "idle":
-            dead = [name for name, p in c.procs if p.poll() is not None]
-            if dead or time.monotonic() > end:
-                pytest.fail(f"local SLURM did not come up ({', '.join(dead) or 'node not idle'}):\n{c.logs()}")
-            time.sleep(0.3)
+        r = c.run("bash", SCRIPT, "start", timeout=120, check=False)
+        if r.returncode != 0:
+            pytest.fail(f"local SLURM did not come up:\n{r.stderr[-3000:]}")
+        assert r.stdout.splitlines() == [f"export SLURM_CONF={c.root}/slurm.conf", f"export PATH={c.root}/bin:$PATH"]
+        assert "local SLURM up: node localhost, partition debug" in r.stderr
         yield c
     finally:
-        c.stop()
+        c.run("bash", SCRIPT, "stop", timeout=120, check=False)
 
 
 def table(path):
@@ -383,19 +290,29 @@ def table(path):
 
 
 @pytest.mark.slow
-def test_multirun_on_slurm_is_one_array_and_reports_as_one_table(cluster):
-    sweep = cluster.work / "sweep"
-    r = cluster.run(BIN / "tstitch", "-m", "hydra/launcher=local_slurm", "hydra.launcher.partition=debug",
-                    "+debug=tiny", "sweep=null", "stitch.fractions=[0.0,1.0],[1.0,0.0]", "metric=none",
-                    f"hydra.sweep.dir={sweep}")
-    assert "Submitit 'slurm' sweep output dir" in r.stderr + r.stdout
-    script = next((sweep / ".submitit").glob("*/*_submission.sh")).read_text()
+def test_readme_example_runs_as_written(cluster):
+    """The README's "Try SLURM on one machine" block, run by bash from a directory like the repository root (its
+    .venv and slurm/): the start line finds the fixture's cluster running and points the shell at it; the preset
+    multirun is one job array; the array template's three tasks complete; both report."""
+    block = re.search(r"### Try SLURM on one machine\n.*?```bash\n(.*?)```", (ROOT / "README.md").read_text(),
+                      re.S).group(1)
+    for name in (".venv", "slurm"):
+        (cluster.work / name).symlink_to(Path(sys.executable).parents[1] if name == ".venv" else ROOT / name)
+    env = {k: v for k, v in cluster.env.items() if k not in ("SLURM_CONF",)}
+    env["PATH"] = os.environ["PATH"]  # as a fresh shell: the block's first line sets SLURM_CONF and PATH itself
+    r = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=cluster.work, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "local SLURM already running" in r.stderr and "Submitit 'slurm' sweep output dir" in r.stderr + r.stdout
+    preset = cluster.work / "runs" / "slurm_preset"
+    script = next((preset / ".submitit").glob("*/*_submission.sh")).read_text()
     assert "#SBATCH --partition=debug" in script and "#SBATCH --array=0-1" in script and "srun " in script
+    assert table(preset) == ["0 : 1", "1 : 0"]
+    assert table(cluster.work / "runs" / "slurm_array") == ["0 : 1", "0.4 : 0.6"]
     cluster.wait_idle()  # submitit returns on the jobs' results; slurmctld logs their ends right after
     done = (cluster.root / "jobcomp.txt").read_text()
-    assert len(re.findall(r"JobState=COMPLETED .* ArrayTaskId=[01] ", done)) == 2, done
-    cluster.run(BIN / "tstitch-report", sweep, "--out", sweep / "report")
-    assert table(sweep) == ["0 : 1", "1 : 0"]
+    assert len(re.findall(r"JobState=COMPLETED .* ArrayTaskId=[01] ", done)) == 4, done
+    assert len(list(cluster.work.glob("slurm-tstitch-sweep-*_[01].out"))) == 2
 
 
 @pytest.mark.slow

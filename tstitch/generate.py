@@ -139,9 +139,12 @@ def _generate(cfg, out, sampling, rank_zero):
                                   "config": config})
     if cfg.grid_columns:  # the first images, read off the memory map (not the whole set)
         first = np.array(fidelity.npz_member(path, "arr_0")[: cfg.grid_columns])
+        labels = np.array(fidelity.npz_member(path, "arr_1")[: cfg.grid_columns])
         report.image_grid([torch.from_numpy(first).permute(0, 3, 1, 2)], out / "grid.png",
-                          [report.fmt("fractions", fractions)])
-    tracking.log_results(tracking.wandb_logger(cfg.logger, out), config, [row], names,
+                          [report.fmt("fractions", fractions)], title=f"fractions of the steps, {' : '.join(names)}",
+                          columns=report.column_labels(labels, list(cfg.stitch.members.values())[-1].get("classes"),
+                                                       prompts))
+    tracking.log_results(tracking.wandb_logger(cfg.logger, out, [fractions]), config, [row], names,
                          {k: manifest[k] for k in ("git", "world_size", "num_samples", "metric", "decoder")},
                          [out / "grid.png"])
     return row, manifest

@@ -1,5 +1,6 @@
 """Outputs of a sweep: the table (markdown, CSV, JSON lines), an image grid and the speed-quality plot."""
 import csv
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -7,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
 
 from tstitch.files import write_jsonl  # noqa: E402
 
@@ -20,15 +22,25 @@ AXIS = {"fd": "FD (lower is better)", "accuracy": "class accuracy (higher is bet
         "clip_score": "CLIP score (higher is better)"}
 
 
-def fmt(key, value):
+TIMES = ("s_per_image", "predicted_s_per_image")
+
+
+def time_unit(values):
+    """One unit for a whole column or axis of times: ``ms`` when every value is under a second, else ``s``."""
+    values = [v for v in values if v is not None]
+    return "ms" if values and max(values) < 1 else "s"
+
+
+def fmt(key, value, unit=None):
+    """A table cell; times (seconds) in ``unit`` (``ms`` or ``s``; default: ``time_unit`` of the value alone)."""
     if value is None:
         return "-"
     if key == "setting":
         return str(value)
     if key in ("fractions", "nfe"):
         return " : ".join(f"{v:g}" for v in value)
-    if key in ("s_per_image", "predicted_s_per_image"):
-        return f"{value * 1000:.2f} ms" if value < 1 else f"{value:.3f}"
+    if key in TIMES:
+        return f"{value * 1000:.2f} ms" if (unit or time_unit([value])) == "ms" else f"{value:.4g} s"
     if key == "speedup":
         return f"{value:.2f}x"
     if key == "accuracy":
@@ -66,7 +78,8 @@ def markdown(rows, members, paper_label=None):
     cols = [(k, paper_label if k == "paper" and paper_label else h) for k, h in COLUMNS if any(k in r for r in rows)]
     head = [h.replace("fractions", "fractions (" + " : ".join(members) + ")") for _, h in cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(k, r.get(k)) for k, _ in cols) + " |" for r in rows]
+    units = {k: time_unit([r.get(k) for r in rows]) for k in TIMES}  # one unit per column
+    lines += ["| " + " | ".join(fmt(k, r.get(k), units.get(k)) for k, _ in cols) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -82,91 +95,193 @@ def write_table(rows, members, out_dir, paper_label=None):
             w.writerow([" ".join(map(str, r[k])) if isinstance(r.get(k), list) else r.get(k) for k in keys])
 
 
-def image_grid(grids, path, labels=None):
-    """One row per allocation (the same seeds in every column) from uint8 NCHW tensors, as a labelled PNG."""
+def class_names(classes):
+    """The names of a zoo entry's labels from its ``classes`` key (``fashion-mnist``, ``imagenet-1k``), or None."""
+    if classes == "fashion-mnist":
+        from torchvision.datasets import FashionMNIST
+
+        return list(FashionMNIST.classes)
+    if classes == "imagenet-1k":  # the first of each class's synonyms
+        from torchvision.models import ResNet50_Weights
+
+        return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+    return None
+
+
+def column_labels(labels, classes=None, prompts=None):
+    """A grid's column labels: the prompts (``labels`` index ``prompts`` or are the texts), else the class names
+    of ``classes`` (see ``class_names``), else the class numbers."""
+    labels = [v.item() if hasattr(v, "item") else v for v in labels]
+    if prompts is not None or any(isinstance(v, str) for v in labels):
+        return [v if isinstance(v, str) else prompts[int(v)] for v in labels]
+    names = class_names(classes)
+    return [names[int(v)] if names and int(v) < len(names) else f"class {int(v)}" for v in labels]
+
+
+def image_grid(grids, path, labels=None, title=None, columns=None):
+    """One row per allocation (the same seeds in every column) from uint8 NCHW tensors, as a PNG: ``labels`` on
+    the left of the rows, a header row above them: ``title`` (e.g. which member is which) and ``columns`` (one label
+    per column: class names or prompts, see ``column_labels``). Returns the (closed) figure."""
     rows = [np.concatenate(list(g.permute(0, 2, 3, 1).numpy()), axis=1) for g in grids]
     width = max(r.shape[1] for r in rows)
     img = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
-    h = rows[0].shape[0]
-    fig = plt.figure(figsize=(img.shape[1] / 40 + 1.2, img.shape[0] / 40 + 0.3), dpi=100)
-    ax = fig.add_axes([1.1 / (img.shape[1] / 40 + 1.2), 0.0, 1 - 1.1 / (img.shape[1] / 40 + 1.2), 1.0])
+    h, cell = rows[0].shape[0], grids[0].shape[-1]
+    dpi, scale, size = 100, 2.5 if h < 64 else 1.0, 7  # small images drawn larger; font size in points
+    inch = scale / dpi  # inches per image pixel
+    names = []
+    if columns:  # wrapped to the column's width (about 0.6 em per character), at most three lines
+        chars = max(6, int(cell * inch * 72 / (0.6 * size)))
+        names = ["\n".join(textwrap.wrap(str(c), chars)[:3]) for c in columns]
+    header = (0.3 if title else 0.0) + (max(n.count("\n") + 1 for n in names) * size * 1.4 / 72 if names else 0.0)
+    left, fig_w, fig_h = 1.2, 1.2 + img.shape[1] * inch + 0.1, header + img.shape[0] * inch + 0.1
+    fig = plt.figure(figsize=(fig_w, fig_h), dpi=dpi)
+    ax = fig.add_axes([left / fig_w, 0.05 / fig_h, img.shape[1] * inch / fig_w, img.shape[0] * inch / fig_h])
     ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([h * (i + 0.5) for i in range(len(rows))], labels or [""] * len(rows), fontsize=8)
+    ax.xaxis.set_ticks_position("top")
+    ax.set_xticks([cell * (j + 0.5) for j in range(len(names))], names, fontsize=size)
+    ax.set_yticks([h * (i + 0.5) for i in range(len(rows))], labels or [""] * len(rows), fontsize=size + 1)
+    ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)
+    if title:
+        fig.text(0.5, 1 - 0.05 / fig_h, title, ha="center", va="top", fontsize=size + 1)
     fig.savefig(path)
     plt.close(fig)
+    return fig
+
+
+# label positions tried around a point, in points: (dx, dy, horizontal, vertical alignment)
+OFFSETS = [(4, 3, "left", "bottom"), (4, -3, "left", "top"), (-4, 3, "right", "bottom"), (-4, -3, "right", "top"),
+           (0, 7, "center", "bottom"), (0, -7, "center", "top"), (7, 0, "left", "center"), (-7, 0, "right", "center")]
+
+
+def place_labels(ax, points, texts, fontsize=6):
+    """Label data ``points`` with ``texts`` where a label overlaps no other label and no point and stays inside
+    the axes (the first free position of ``OFFSETS``); a label with no free position is left out. Call it after
+    the figure's layout is final. Returns the placed annotations."""
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    r = 2.5 * ax.figure.dpi / 72  # a marker's radius in pixels
+    taken = [Bbox.from_extents(x - r, y - r, x + r, y + r) for x, y in ax.transData.transform(points)]
+    placed = []
+    for point, text in zip(points, texts):
+        for dx, dy, ha, va in OFFSETS:
+            a = ax.annotate(text, point, textcoords="offset points", xytext=(dx, dy), ha=ha, va=va,
+                            fontsize=fontsize)
+            box = a.get_window_extent(renderer).padded(1)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(t) for t in taken):
+                taken.append(box)
+                placed.append(a)
+                break
+            a.remove()
+    return placed
+
+
+def _x(row):
+    """Where a row sits on the fraction axis: the share of the steps before the last member (two members: the
+    fraction of the first)."""
+    return round(1 - row["fractions"][-1], 6)
+
+
+def _y(row, q, scale):
+    return row["s_per_image"] * scale if q == "s_per_image" else row[q]
 
 
 def tradeoff_plot(rows, members, path, qualities=("fid", "isc", "fd", "accuracy", "clip_score"), paper_label=None):
-    """Seconds per image vs each quality metric, one line per setting (e.g. solver and steps of a multirun), each
-    point labelled with the first member's fraction; with paper values, one more panel: ours and the paper's
-    against the fraction of the first member (two y axes: the toy zoo's FD is not the paper's FID)."""
-    def points(q, setting):  # rows of a setting that have both a time and the metric
-        return [r for r in rows if r.get(q) is not None and r.get("s_per_image") is not None
-                and r.get("setting") == setting]
-
+    """One row of two panels per quality metric: the metric against the fraction of the steps before the last
+    member (no timing noise in it; the paper's curve dashed beside ours) and against the measured time per image
+    (points labelled with their fraction where the labels fit). One colour per setting (e.g. solver and steps of a
+    multirun); the last member alone is a star. Without a quality metric, or when the paper's values are times, a
+    panel of time against the fraction. Returns the (closed) figure, or None when no row has anything to plot."""
     settings = list(dict.fromkeys(r.get("setting") for r in rows))
-    qualities = [q for q in qualities if any(points(q, st) for st in settings)]
-    paper = [r for r in rows if r.get("paper") is not None and r.get(r.get("paper_metric")) is not None]
-    panels = len(qualities) + bool(paper)
+    metric = next((r["paper_metric"] for r in rows if r.get("paper") is not None), None)
+    qualities = [q for q in qualities if any(r.get(q) is not None for r in rows)]
+    timed = [r for r in rows if r.get("s_per_image") is not None]
+    panels = qualities + (["s_per_image"] if timed and (not qualities or metric == "s_per_image") else [])
     if not panels:
-        return False
-    fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3.5), dpi=120, squeeze=False)
+        return None
+    unit = time_unit([r["s_per_image"] for r in timed])
+    scale = 1000 if unit == "ms" else 1
+    paper_panel = metric if metric in panels else panels[0] if metric is not None else None
+    fig, axes = plt.subplots(len(panels), 2, figsize=(9.5, 3.4 * len(panels)), dpi=120, squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, q in zip(axes[0], qualities):
+    labels = {}  # time panel -> (points, texts) of every setting, placed together once the layout is final
+    for (left, right), q in zip(axes, panels):
+        name = f"{unit} per image" if q == "s_per_image" else AXIS.get(q, q)
+        paper_ax = None if q != paper_panel else left if metric == q else left.twinx()  # FD vs FID: own axis
         for k, st in enumerate(settings):
-            have = points(q, st)
-            t = [r["s_per_image"] * 1000 for r in have]
-            ax.plot(t, [r[q] for r in have], "o-", color=colors[k % len(colors)], label=st, ms=4)
-            for r, ti in zip(have, t):
-                ax.annotate(f"{r['fractions'][0]:g}", (ti, r[q]), textcoords="offset points", xytext=(4, 4),
-                            fontsize=6)
-        ax.set_xlabel("ms per image")
-        ax.set_ylabel(AXIS.get(q, q))
-        ax.grid(alpha=0.3)
-        if len(settings) > 1:
-            ax.legend(fontsize=6)
-    if paper:  # ours solid on the left axis, the paper's dashed on the right, one colour per setting
-        ax, metric = axes[0][-1], paper[0]["paper_metric"]
-        twin = ax.twinx()
-        for k, st in enumerate(settings):
-            have = [r for r in paper if r.get("setting") == st]
-            first = [r["fractions"][0] for r in have]
-            ax.plot(first, [r[metric] for r in have], "o-", color=colors[k % len(colors)], ms=4)
-            twin.plot(first, [r["paper"] for r in have], "s--", color=colors[k % len(colors)], ms=3, alpha=0.7)
-        ax.set_xlabel(f"fraction of {members[0]}")
-        ax.set_ylabel(f"ours (solid): {AXIS.get(metric, metric)}")
-        twin.set_ylabel(f"{paper_label or 'paper'} (dashed)")
-        ax.grid(alpha=0.3)
-    fig.suptitle(f"T-Stitch {' -> '.join(members)}; labels: fraction of {members[0]}", fontsize=9)
+            color = colors[k % len(colors)]
+            have = sorted((r for r in rows if r.get("setting") == st and r.get(q) is not None), key=_x)
+            left.plot([_x(r) for r in have], [_y(r, q, scale) for r in have], "o-" if len(members) == 2 else "o",
+                      color=color, ms=4, label=st)
+            alone = [r for r in have if r["fractions"][-1] == 1]
+            left.plot([_x(r) for r in alone], [_y(r, q, scale) for r in alone], "*", color=color, ms=11, mec="k",
+                      mew=0.5, label=f"{members[-1]} alone" if k == 0 and alone else None)
+            if paper_ax is not None:
+                ours = [r for r in have if r.get("paper") is not None]
+                paper = [r["paper"] * (scale if metric == "s_per_image" else 1) for r in ours]
+                paper_ax.plot([_x(r) for r in ours], paper, "s--", color=color, ms=3, alpha=0.6,
+                              label=f"{paper_label or 'paper'} (dashed)" if k == 0 else None)
+            if q == "s_per_image":
+                continue
+            have = [r for r in have if r.get("s_per_image") is not None]
+            right.plot([r["s_per_image"] * scale for r in have], [r[q] for r in have], "o", color=color, ms=4,
+                       label=st)
+            alone = [r for r in have if r["fractions"][-1] == 1]
+            right.plot([r["s_per_image"] * scale for r in alone], [r[q] for r in alone], "*", color=color, ms=11,
+                       mec="k", mew=0.5)
+            points, texts = labels.setdefault(right, ([], []))
+            points += [(r["s_per_image"] * scale, r[q]) for r in have]
+            texts += [fmt("fractions", r["fractions"][:1] if len(members) == 2 else r["fractions"]) for r in have]
+        left.set_xlabel(f"fraction of steps on {members[0]}" if len(members) == 2
+                        else f"fraction of steps before {members[-1]}")
+        left.set_ylabel(name if paper_ax in (None, left) else f"ours (solid): {name}")
+        handles, texts = left.get_legend_handles_labels()
+        if paper_ax not in (None, left):
+            paper_ax.set_ylabel(f"{paper_label or 'paper'} (dashed)", fontsize=8)
+            handles, texts = [a + b for a, b in zip((handles, texts), paper_ax.get_legend_handles_labels())]
+        left.legend(handles, texts, fontsize=6)
+        left.grid(alpha=0.3)
+        if q == "s_per_image":
+            right.remove()
+            continue
+        right.set_xlabel(f"{unit} per image (measured)")
+        right.set_ylabel(name)
+        right.grid(alpha=0.3)
+    shown = f"fraction of {members[0]}" if len(members) == 2 else "fractions"
+    fig.suptitle(f"T-Stitch {' -> '.join(members)}: against the fraction (left) and the measured time (right, "
+                 f"labels: {shown})", fontsize=9)
     fig.tight_layout()
+    for ax, (points, texts) in labels.items():
+        place_labels(ax, points, texts)
     fig.savefig(path)
     plt.close(fig)
-    return True
+    return fig
 
 
 def frontier_plot(candidates, confirmed, quality, members, path):
     """Allocation search: every candidate at its predicted time and small-set quality, their Pareto front, and
-    the front confirmed on the larger seed set at measured time."""
+    the front confirmed on the larger seed set at measured time. Returns the (closed) figure."""
+    unit = time_unit([r["predicted_s_per_image"] for r in candidates] + [r["s_per_image"] for r in confirmed])
+    scale = 1000 if unit == "ms" else 1
     fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
-    ax.scatter([r["predicted_s_per_image"] * 1000 for r in candidates], [r[quality] for r in candidates], s=10,
+    ax.scatter([r["predicted_s_per_image"] * scale for r in candidates], [r[quality] for r in candidates], s=10,
                color="0.6", label="candidates (predicted time)")
     front = sorted((r for r in candidates if r["front"]), key=lambda r: r["predicted_s_per_image"])
-    ax.plot([r["predicted_s_per_image"] * 1000 for r in front], [r[quality] for r in front], "o-", ms=4,
+    ax.plot([r["predicted_s_per_image"] * scale for r in front], [r[quality] for r in front], "o-", ms=4,
             color="tab:blue", label="front (small seed set)")
     final = sorted(confirmed, key=lambda r: r["s_per_image"])
-    ax.plot([r["s_per_image"] * 1000 for r in final], [r[quality] for r in final], "s--", ms=4, color="tab:red",
+    ax.plot([r["s_per_image"] * scale for r in final], [r[quality] for r in final], "s--", ms=4, color="tab:red",
             label="confirmed (measured time)")
-    for r in final:
-        ax.annotate(fmt("fractions", r["fractions"]), (r["s_per_image"] * 1000, r[quality]),
-                    textcoords="offset points", xytext=(4, 4), fontsize=6)
-    ax.set_xlabel("ms per image")
+    ax.set_xlabel(f"{unit} per image")
     ax.set_ylabel(AXIS.get(quality, quality))
     ax.set_title(f"allocations of {' : '.join(members)}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
+    place_labels(ax, [(r["s_per_image"] * scale, r[quality]) for r in final],
+                 [fmt("fractions", r["fractions"]) for r in final])
     fig.savefig(path)
     plt.close(fig)
+    return fig

@@ -89,11 +89,12 @@ def codec_name(codec):
     return codec.source
 
 
-def run(cfg, stitch=None, metric=None):
+def run(cfg, stitch=None, metric=None, on_row=None):
     """Run the sweep; returns (table rows, the first images of each row, the members, facts: the metric's
     description, the decoder's name, the warm-up seconds (compilation included) and, on GPUs, peak memory in GiB).
     ``stitch`` ((members, codec) from ``load_stitch``) and ``metric`` (from ``metrics.build``) may be given already
-    loaded, for callers that sweep several times (``tstitch.search``)."""
+    loaded, for callers that sweep several times (``tstitch.search``); ``on_row(row)`` is called as each row is
+    done (before the speedups, which need every row), e.g. to keep it on disk."""
     torch.set_num_threads(cfg.threads)
     members, codec = stitch or load_stitch(cfg, cfg.device)
     metric = metric if metric is not None else metrics.build(cfg.get("metric"))
@@ -127,6 +128,8 @@ def run(cfg, stitch=None, metric=None):
                 row.update(metric(images, y))
             rows.append(row)
             grids.append(images[: cfg.grid_columns].cpu())
+            if on_row is not None:
+                on_row(row)
     base = next((r for r in rows if r["fractions"][-1] == 1.0), None)
     for r in rows:
         r["speedup"] = base["s_per_image"] / r["s_per_image"] if base else None

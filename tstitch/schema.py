@@ -211,14 +211,14 @@ DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 SCHEDULE = Section({"name": Str(), "num_timesteps": Int(1)})
 SPACE = Section({"name": Str(), "shape": Seq(Int(1), 1), "scale": Num(0, open_lo=True), "clip": Bool()})
 MEMBER = Section({"name": Str(), "family": Str(), "net": Any(), "checkpoint": Any(), "schedule": SCHEDULE,
-                  "space": SPACE, "codec": Any(), "cfg_channels": Opt(Int(1))}, extra=True)
+                  "space": SPACE, "codec": Any(), "cfg_channels": Opt(Int(1)), "classes": Opt(Str())}, extra=True)
 STITCH = Section({"members": Any(), "fractions": Any(), "rule": Choice("steps", "official"), "codec": Any()})
 SOLVER = Section({"name": Str(), "steps": Either(Int(1), Str()), "options": Opt(Section({}, extra=True))})
 GUIDANCE = Section({"scale": Num(0), "channels": Opt(Either(Int(1), Choice("all")))})
 FAST = Section({"precision": Choice("fp32", "bf16", "fp16"), "tf32": Bool(), "compile": Bool(), "graphs": Bool(),
                 "channels_last": Bool(), "offload": Bool()})
-LOGGER = Section({"mode": Choice("offline", "online", "disabled"), "project": Str(), "entity": Opt(Str())},
-                 extra=True)
+LOGGER = Section({"mode": Choice("offline", "online", "disabled"), "project": Str(), "entity": Opt(Str()),
+                  "name": Opt(Str()), "group": Opt(Str()), "tags": Opt(Seq(Str()))})
 PROMPTS = Section({"path": Str(), "column": Opt(Str()), "captions": Choice("first", "all"),
                    "limit": Opt(Int(1)), "seed": Int(0)})
 SWEEP = Section({"first": Opt(Seq(Num(0, 1), 1)), "allocations": Opt(Seq(Seq(Num(0, 1), 1), 1))})

@@ -5,10 +5,18 @@ member's cost per step, (2) predicts the time of every allocation on a grid from
 counts times the cost per step), (3) drops allocations over a time budget, (4) scores every remaining one on a
 small seed set, (5) keeps the Pareto front of (predicted time, quality) and (6) samples the front again on a
 larger seed set with measured time, whose Pareto front is the answer.
+
+Given a run directory, every sampled allocation is kept there as soon as it is scored (``costs.jsonl``,
+``candidates.jsonl``, ``confirmed.jsonl``: one JSON line each), so that a search that was stopped resumes where it
+was: run again with the same directory and settings, only the allocations without a line are sampled.
+``search.json`` holds the settings the lines were made with; other settings are refused, except the budget, the
+target and the objective, which only choose among scored allocations.
 """
 import itertools
+import json
+from pathlib import Path
 
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from tstitch.errors import ConfigError
 from tstitch.stitch import allocate
@@ -44,24 +52,78 @@ def pareto(rows, time_key, quality, maximize=False):
     return front
 
 
-def search(cfg, run):
+SETTINGS = ("stitch", "solver", "guidance", "metric", "prompts", "seed", "labels", "search.grid",
+            "search.cost_samples", "search.num_samples", "search.confirm_samples")  # what a scored line depends on
+
+
+def settings(cfg):
+    return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k in SETTINGS for v in [OmegaConf.select(cfg, k)]}
+
+
+def check_settings(out, current):
+    """Lines in ``out`` were scored with one configuration: resume only with the same one."""
+    path = Path(out) / "search.json"
+    stored = json.loads(path.read_text()).get("settings") if path.exists() else None
+    if stored is None:
+        path.write_text(json.dumps({"settings": current}, indent=2))
+    elif stored != json.loads(json.dumps(current)):
+        diff = [k for k in SETTINGS if stored.get(k) != json.loads(json.dumps(current.get(k)))]
+        raise ConfigError(f"{out} holds a search with other settings (differs in: {', '.join(diff)}); resume with "
+                          "the same settings or choose a new hydra.run.dir=...")
+
+
+def scored(path):
+    """The rows of a JSON-lines record by allocation; a line cut short by a kill is skipped."""
+    rows = {}
+    if path is not None and path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            row.pop("front", None)
+            rows[tuple(row["fractions"])] = row
+    return rows
+
+
+def search(cfg, run, out=None):
     """Rows of every candidate (predicted s/image, small-set quality, on the front or not) and of the confirmed
-    front (measured s/image, large-set quality); ``run`` is ``tstitch.run.run``."""
+    front (measured s/image, large-set quality); ``run`` is ``tstitch.run.run``. With ``out`` (the run directory)
+    each scored allocation is recorded there at once, and allocations recorded by an earlier search with the same
+    settings are not sampled again."""
     from tstitch import metrics
     from tstitch.run import load_stitch
 
     s = cfg.search
     k, steps = len(cfg.stitch.members), int(cfg.solver.steps)
+    if out is not None:
+        check_settings(out, settings(cfg))
     loaded = {"stitch": load_stitch(cfg, cfg.device), "metric": metrics.build(cfg.get("metric"))}  # once, not per sweep
+    members = [m.name for m in loaded["stitch"][0]]
 
-    def sweep(allocations, num_samples):
-        with open_dict(cfg):
-            cfg.sweep = {"first": None, "allocations": allocations}
-            cfg.num_samples = num_samples
-        rows, _, members, facts = run(cfg, **loaded)
-        return rows, members, facts["metric"]
+    def sweep(allocations, num_samples, record, extra=dict):
+        """Rows of ``allocations`` at ``num_samples`` seeds: those in the record file, the others sampled (each
+        with ``extra(row)`` added, then appended to the record)."""
+        path = Path(out) / record if out is not None else None
+        rows = scored(path)
 
-    alone, members, _ = sweep([[float(i == j) for j in range(k)] for i in range(k)], s.cost_samples)
+        def keep(row):
+            row = {**row, **extra(row)}  # a copy: run() adds speedups to its own rows later
+            rows[tuple(row["fractions"])] = row
+            if path is not None:
+                with open(path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+
+        todo = [a for a in allocations if tuple(a) not in rows]
+        if todo:
+            with open_dict(cfg):
+                cfg.sweep = {"first": None, "allocations": todo}
+                cfg.num_samples = num_samples
+            run(cfg, **loaded, on_row=keep)
+        return [rows[tuple(a)] for a in allocations]
+
+    alone = sweep([[float(i == j) for j in range(k)] for i in range(k)], s.cost_samples, "costs.jsonl")
     costs = [r["s_per_image"] / steps for r in alone]  # seconds per step per image, per member
     pool = [{"fractions": a, "predicted_s_per_image": predict(costs, a, steps)} for a in candidates(k, s.grid)]
     if s.budget is not None:
@@ -69,23 +131,28 @@ def search(cfg, run):
         if not pool:
             raise ConfigError(f"no allocation fits search.budget={s.budget} s/image (the cheapest member alone "
                               f"takes {min(costs) * steps:.4g}); raise the budget")
-    scored, _, metric = sweep([r["fractions"] for r in pool], s.num_samples)
-    if s.objective not in scored[0]:
-        raise ConfigError(f"search.objective={s.objective!r} is not a value of the metric (it gives "
-                          f"{sorted(k for k in scored[0] if k not in ('fractions', 'nfe'))}); set metric and objective")
-    for r, q in zip(pool, scored):
-        r.update(nfe=q["nfe"], **{s.objective: q[s.objective]})
+    predicted = {tuple(r["fractions"]): r["predicted_s_per_image"] for r in pool}
+    rows = sweep([r["fractions"] for r in pool], s.num_samples, "candidates.jsonl",
+                 lambda row: {"predicted_s_per_image": predicted[tuple(row["fractions"])]})
+    if s.objective not in rows[0]:
+        given = sorted(set(rows[0]) - {"fractions", "nfe", "s_per_image", "predicted_s_per_image"})
+        raise ConfigError(f"search.objective={s.objective!r} is not a value of the metric (it gives {given}); "
+                          "set metric and objective")
+    pool = [{**r, "predicted_s_per_image": predicted[tuple(r["fractions"])]} for r in rows]
     front = pareto(pool, "predicted_s_per_image", s.objective, s.maximize)
     for r in pool:
         r["front"] = r in front
-    confirmed, _, _ = sweep([r["fractions"] for r in front], s.confirm_samples)
-    for r in confirmed:
-        r["predicted_s_per_image"] = predict(costs, r["fractions"], steps)
+    confirmed = sweep([r["fractions"] for r in front], s.confirm_samples, "confirmed.jsonl",
+                      lambda row: {"predicted_s_per_image": predict(costs, row["fractions"], steps)})
     final = pareto(confirmed, "s_per_image", s.objective, s.maximize)
+    base = next((r for r in confirmed if r["fractions"][-1] == 1.0), None)  # the last member alone, if on the front
     for r in confirmed:
         r["front"] = r in final
-    return {"costs": dict(zip([m.name for m in members], costs)), "members": [m.name for m in members],
-            "candidates": pool, "confirmed": confirmed, "metric": metric, "best": pick(final, s)}
+        if base is not None:
+            r["speedup"] = base["s_per_image"] / r["s_per_image"]
+    metric = loaded["metric"].describe() if loaded["metric"] is not None else None
+    return {"costs": dict(zip(members, costs)), "members": members, "candidates": pool, "confirmed": confirmed,
+            "metric": metric, "best": pick(final, s), "settings": settings(cfg)}
 
 
 def pick(front, s):

@@ -137,5 +137,7 @@ class LauncherCheck(Callback):
         try:
             check_launcher(config)
         except ConfigError as e:
-            print(f"tstitch: error: {e}", file=sys.stderr)
+            from tstitch.cli import error
+
+            error(config.hydra.job.config_name, e)
             sys.exit(2)

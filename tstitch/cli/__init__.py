@@ -5,25 +5,46 @@ import re
 import sys
 from pathlib import Path
 
+from tstitch.cli.help import register as register_help
 from tstitch.errors import ConfigError
 from tstitch.searchpath import CONF, with_user_dirs  # CONF: the config_path of every command
 
+register_help()  # the groups listed by each command's --help (conf/hydra/help/)
+
+
+def command(name):
+    """The console command of a CLI module or Hydra config name: ``tstitch.cli.main`` and ``tstitch`` are
+    ``tstitch``, ``tstitch.cli.generate`` and ``generate`` are ``tstitch-generate``."""
+    if name == "__main__":  # python -m tstitch.cli.<module>
+        name = Path(sys.argv[0]).stem
+    name = name.rsplit(".", 1)[-1]
+    return "tstitch" if name in ("main", "tstitch") else f"tstitch-{name}"
+
+
+def error(name, message):
+    """Print a one-line error of the command ``name`` (as ``command`` takes it) on stderr."""
+    print(f"{command(name)}: error: {message}", file=sys.stderr)
+
 
 def guard(fn):
-    """Turn a ConfigError into one line on stderr and exit code 2, instead of a traceback."""
+    """Run a Hydra main with the commands' logging set up (``tstitch.logs``); turn a ConfigError into one line on
+    stderr, prefixed with the command's name, and exit code 2, instead of a traceback."""
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
+        from tstitch import logs
+
+        logs.setup()
         try:
             return fn(*args, **kwargs)
         except ConfigError as e:
-            print(f"tstitch: error: {e}", file=sys.stderr)
+            error(fn.__module__, e)
             if os.environ.get("SUBMITIT_FOLDER"):  # a submitit job: let submitit record the failure itself
                 raise
             sys.exit(2)
     return wrapped
 
 
-def check_run_dir(argv, default="outputs"):
+def check_run_dir(argv, default="outputs", name="tstitch"):
     """Fail early, in one line, when the run directory cannot be written (Hydra would raise a traceback); nothing
     is created here: the nearest existing folder on the path must be a writable directory."""
     target = ([a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")] or [default])[-1]
@@ -35,7 +56,7 @@ def check_run_dir(argv, default="outputs"):
     elif not os.access(existing, os.W_OK | os.X_OK):
         problem = f"{existing} is not writable"
     if problem:
-        fail(f"output directory {path} cannot be made ({problem}); choose another with hydra.run.dir=...")
+        fail(f"output directory {path} cannot be made ({problem}); choose another with hydra.run.dir=...", name)
 
 
 LAUNCHER = ("hydra/launcher", "hydra.launcher", "hydra.searchpath")  # composed in the preflight too
@@ -80,13 +101,14 @@ def preflight(config_name, argv):
                 composed.append(schema.check(cfg, config_name, machine=here))
         return composed[0]
     except (HydraException, OmegaConfBaseException) as e:
-        fail(_hydra_message(e))
+        fail(_hydra_message(e), config_name)
     except ConfigError as e:
-        fail(str(e))
+        fail(str(e), config_name)
 
 
-def fail(message):
-    print(f"tstitch: error: {message}", file=sys.stderr)
+def fail(message, name="tstitch"):
+    """The command's one-line error (``error``) and exit code 2."""
+    error(name, message)
     sys.exit(2)
 
 
@@ -117,14 +139,19 @@ def _hydra_message(error, config_name=None, lines=(), compose=None):
     return message
 
 
+INFO_FLAGS = {"-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion",
+              "--version"}  # Hydra flags that only print
+
+
 def entry_point(main, config_name=None, after=None):
     """The console-script function for a Hydra ``main``: given the config's name, the composed config is checked
     first (``preflight``; then ``after(cfg, argv)``, the command's own early checks), and the run directory."""
     def entry():
+        name = main.__module__
         try:  # the user's config folders (TSTITCH_CONFIG_PATH) join Hydra's search path
             sys.argv[1:] = with_user_dirs(sys.argv[1:])
         except ConfigError as e:
-            fail(str(e))
+            fail(str(e), name)
         flags = [a for a in sys.argv[1:] if a.startswith("-") and a not in ("-m", "--multirun")]
         if config_name and not flags:  # Hydra's own flags (--help, --cfg, -cn NAME, ...): Hydra handles them
             cfg = preflight(config_name, sys.argv[1:])
@@ -132,7 +159,8 @@ def entry_point(main, config_name=None, after=None):
                 try:
                     after(cfg, sys.argv[1:])
                 except ConfigError as e:
-                    fail(str(e))
-        check_run_dir(sys.argv[1:])
+                    fail(str(e), name)
+        if not set(flags) & INFO_FLAGS:  # --help, --cfg job, ...: Hydra prints and writes nothing
+            check_run_dir(sys.argv[1:], name=name)
         main()
     return entry

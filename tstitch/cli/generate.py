@@ -1,6 +1,7 @@
 """`tstitch-generate`: one allocation's sample set on Lightning (any devices/nodes), resumable, as samples.npz,
 scored by the configured metric, logged to W&B and to results.jsonl like one row of the `tstitch` table. The work
 is ``tstitch.generate.generate``; this is its Hydra glue."""
+import logging
 import os
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from tstitch.cli import CONF, entry_point, fail, guard
 from tstitch.errors import ConfigError
 
+log = logging.getLogger(__name__)
 
 def summary(row, names, manifest):
     from tstitch import report
@@ -45,7 +47,7 @@ def main(cfg):
     done = generate(cfg, Path(HydraConfig.get().runtime.output_dir))
     if done is not None:
         row, manifest = done
-        print(summary(row, manifest["members"], manifest))
+        log.info(summary(row, manifest["members"], manifest))
 
 
 def check_resume(cfg, argv):
@@ -77,7 +79,7 @@ def entry():
     try:
         shared = launched_run_dir(sys.argv[1:])
     except ConfigError as e:
-        fail(str(e))
+        fail(str(e), "generate")
     if shared:
         sys.argv.append(shared)
     entry_point(main, "generate", after=check_resume)()

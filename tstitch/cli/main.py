@@ -1,4 +1,5 @@
 """`tstitch`: sweep stitch allocations on the configured members and write the table, grid and plot."""
+import logging
 from pathlib import Path
 
 import hydra
@@ -7,29 +8,35 @@ from omegaconf import OmegaConf
 
 from tstitch.cli import CONF, entry_point, guard
 
+log = logging.getLogger(__name__)
 
 @hydra.main(version_base=None, config_path=CONF, config_name="tstitch")
 @guard
 def main(cfg):
-    from tstitch import report, schema, tracking
+    from tstitch import report, schema, seeds, tracking
     from tstitch.files import write_json
-    from tstitch.run import run
+    from tstitch.run import prompt_list, run
 
     schema.check(cfg, "tstitch")  # also in the preflight; again here for jobs started without it (SLURM, multirun)
     out = Path(HydraConfig.get().runtime.output_dir)
     rows, grids, members, facts = run(cfg)
-    names = [m.name for m in members]
-    config = OmegaConf.to_container(cfg, resolve=True)
+    names, allocations = [m.name for m in members], [r["fractions"] for r in rows]
+    config = tracking.run_config(OmegaConf.to_container(cfg, resolve=True), allocations)
     label = report.add_paper(rows, config)
     report.write_table(rows, names, out, label)
-    report.image_grid(grids, out / "grid.png", [report.fmt("fractions", r["fractions"]) for r in rows])
+    n = len(grids[0])
+    _, y, _ = seeds.draw(range(cfg.seed, cfg.seed + n), members[0].space.shape, members[-1].num_classes, cfg.labels,
+                         cfg.device, prompt_list(cfg), cfg.seed)  # the grid's columns, as run() drew them
+    report.image_grid(grids, out / "grid.png", [report.fmt("fractions", a) for a in allocations],
+                      title=f"rows: fractions of the steps, {' : '.join(names)}; columns: seeds {cfg.seed}-"
+                            f"{cfg.seed + n - 1}, the same in every row",
+                      columns=report.column_labels(y, list(cfg.stitch.members.values())[-1].get("classes")))
     report.tradeoff_plot(rows, names, out / "tradeoff.png", paper_label=label)
     write_json(out / "run.json", {"members": names, **facts, "config": config})
-    tracking.log_results(tracking.wandb_logger(cfg.logger, out), config, rows, names, facts,
+    tracking.log_results(tracking.wandb_logger(cfg.logger, out, allocations), config, rows, names, facts,
                          [out / "grid.png", out / "tradeoff.png"])
-    print()
-    print(report.markdown(rows, names, label))
-    print(f"\n{len(rows)} allocations x {cfg.num_samples} samples, {cfg.solver.name} {cfg.solver.steps} steps, "
+    log.info("\n" + report.markdown(rows, names, label))
+    log.info(f"\n{len(rows)} allocations x {cfg.num_samples} samples, {cfg.solver.name} {cfg.solver.steps} steps, "
           f"guidance {cfg.guidance.scale}; metric: {facts['metric']}; outputs in {out}")
 
 

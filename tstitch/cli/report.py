@@ -58,6 +58,8 @@ def _runs(d, skipped):
 
     for table in sorted(Path(d).rglob(f"files/media/table/{tracking.TABLE}_*.table.json")):
         run = table.parents[3]
+        if (run.parents[1] / "results.jsonl").exists():  # <run dir>/wandb/<run>: the run dir's own table stands
+            continue
         try:
             rows, names = tracking.read_offline(run)
         except (ValueError, KeyError, TypeError) as e:

@@ -1,5 +1,6 @@
 """`tstitch-search`: Pareto-optimal stitch allocations by measured cost and sampled quality."""
 import json
+import logging
 from pathlib import Path
 
 import hydra
@@ -7,6 +8,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from tstitch.cli import CONF, entry_point, guard
 
+log = logging.getLogger(__name__)
 
 @hydra.main(version_base=None, config_path=CONF, config_name="search")
 @guard
@@ -17,19 +19,19 @@ def main(cfg):
 
     schema.check(cfg, "search")  # also in the preflight; again here for jobs started without it (SLURM, multirun)
     out = Path(HydraConfig.get().runtime.output_dir)
-    result = search(cfg, run)
+    result = search(cfg, run, out)  # keeps each scored allocation in out as it goes; resumes from them
     names, objective = result["members"], cfg.search.objective
     report.write_table(result["confirmed"], names, out)
-    with open(out / "candidates.jsonl", "w") as f:
-        for r in result["candidates"]:
-            f.write(json.dumps(r) + "\n")
-    (out / "search.json").write_text(json.dumps({k: result[k] for k in ("costs", "members", "metric", "best")},
-                                                indent=2))
+    tmp = out / ".candidates.jsonl.tmp"  # every candidate, now with its place on the front
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in result["candidates"]))
+    tmp.replace(out / "candidates.jsonl")
+    (out / "search.json").write_text(json.dumps(
+        {k: result[k] for k in ("costs", "members", "metric", "best", "settings")}, indent=2))
     report.frontier_plot(result["candidates"], result["confirmed"], objective, names, out / "frontier.png")
-    print(report.markdown(result["confirmed"], names))
+    log.info(report.markdown(result["confirmed"], names))
     costs = ", ".join(f"{n} {c * 1000:.3f} ms" for n, c in result["costs"].items())
     best = result["best"]
-    print(f"\ncost per step and image: {costs}; {len(result['candidates'])} candidates scored on "
+    log.info(f"\ncost per step and image: {costs}; {len(result['candidates'])} candidates scored on "
           f"{cfg.search.num_samples} seeds, {len(result['confirmed'])} on the front confirmed on "
           f"{cfg.search.confirm_samples}"
           + (f"; cheapest meeting {objective} target {cfg.search.target}: {report.fmt('fractions', best['fractions'])}"

@@ -1,5 +1,6 @@
 """`tstitch-train`: train a toy-zoo DiT (or the feature net with `tstitch-train-features`)."""
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from omegaconf import OmegaConf
 
 from tstitch.cli import CONF, entry_point, guard
 
+log = logging.getLogger(__name__)
 
 @hydra.main(version_base=None, config_path=CONF, config_name="train")
 @guard
@@ -32,7 +34,7 @@ def main(cfg):
     if cfg.export:  # the weights and, beside them, how they were made
         shutil.copyfile(out / "ema.safetensors", cfg.export)
         shutil.copyfile(out / "train.json", Path(cfg.export).with_suffix(".json"))
-    print(f"trained {meta['params']} parameters for {meta['step']} steps in {meta['train_seconds']} s; "
+    log.info(f"trained {meta['params']} parameters for {meta['step']} steps in {meta['train_seconds']} s; "
           f"EMA weights in {out / 'ema.safetensors'}")
 
 
