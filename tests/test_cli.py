@@ -44,9 +44,9 @@ def test_debug_run_writes_table_grid_plot(tmp_path, in_process):
     images, labels = [], []
     for batch in (range(0, 4), range(4, 8)):
         x, y, rng = seeds.draw(batch, (1, 28, 28), 10, labels="balanced")
-        out = sample(members, x, y, fractions=[0.5, 0.5], solver="ddim", steps=3, guidance=3.0, eta=0.0,
-                     randn_like=rng.randn_like)
-        images.append(load_codec("pixels", members[-1].space).decode(out.x))
+        result = sample(members, x, y, fractions=[0.5, 0.5], solver="ddim", steps=3, guidance=3.0, eta=0.0,
+                        randn_like=rng.randn_like)
+        images.append(load_codec("pixels", members[-1].space).decode(result.x))
         labels.append(y)
     expected = FashionMetric(cache_root=tmp_path / "cache" / "fidelity")(torch.cat(images), torch.cat(labels))
     assert rows[1]["accuracy"] == expected["accuracy"] and rows[1]["fd"] == pytest.approx(expected["fd"], rel=1e-6)
