@@ -7,7 +7,7 @@ from omegaconf import open_dict
 
 from tstitch.cli import CONF
 from tstitch.nets.dit import DiT
-from tstitch.run import run
+from tstitch.sweep import sweep
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_sweep_on_dit_latents_with_a_vae(latent_pair):
             m.space.shape = [4, 8, 8]
             m.checkpoint = str(paths[name])
             m.codec = str(root / "vae")
-    rows, grids, members, facts = run(cfg)
+    rows, grids, members, facts = sweep(cfg)
     assert facts["decoder"] == str(root / "vae") and facts["warmup_seconds"] > 0
     assert facts["metric"] is None and [m.cfg_channels for m in members] == [3, 3]
     assert [r["nfe"] for r in rows] == [[0, 3], [1, 2], [3, 0]]

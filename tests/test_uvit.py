@@ -18,9 +18,9 @@ from tstitch.errors import ConfigError
 from tstitch.guidance import guided
 from tstitch.nets.dit import DiT
 from tstitch.nets.uvit import UVIT_CONFIGS, UViT
-from tstitch.run import run
 from tstitch.schedules import Schedule
 from tstitch.stitch import check_compatible
+from tstitch.sweep import sweep
 
 TINY = dict(img_size=8, patch_size=2, in_chans=4, embed_dim=32, depth=2, num_heads=2, mlp_ratio=4, qkv_bias=False,
             mlp_time_embed=False, num_classes=1001, conv=True)
@@ -274,7 +274,7 @@ def test_main_job_on_uvit_latents_decoded_by_a_compvis_file(tmp_path):
             torch.save(tiny(seed, **m.net).state_dict(), tmp_path / f"{name}.pth")
             m.checkpoint = str(tmp_path / f"{name}.pth")
         cfg.stitch.members.large.codec.source = str(tmp_path / "autoencoder_kl_ema.pth")
-    rows, grids, members = run(cfg)[:3]
+    rows, grids, members = sweep(cfg)[:3]
     assert [m.schedule.name for m in members] == ["vp_continuous", "scaled_linear"]
     assert [r["nfe"] for r in rows] == [[0, 3], [1, 2], [3, 0]]
     assert all(g.shape == (8, 3, 16, 16) and g.dtype == torch.uint8 for g in grids)

@@ -28,10 +28,9 @@ def accelerator(trainer):
 
 def settings(cfg):
     """The sampling settings that change the bytes of an image (the ``config`` part of the identity)."""
-    from tstitch.run import sample_options
-    from tstitch.stitch import check_fractions
+    from tstitch.build import sample_options
 
-    fractions = check_fractions(cfg.stitch.fractions, len(cfg.stitch.members))
+    fractions = [float(f) for f in cfg.stitch.fractions]  # as the schema checked them
     plain = OmegaConf.to_container(cfg, resolve=True)
     return {"members": plain["stitch"]["members"], "codec": plain["stitch"].get("codec"), "labels": cfg.labels,
             "seed": cfg.seed, "options": OmegaConf.to_container(OmegaConf.create(sample_options(cfg, fractions)),
@@ -73,22 +72,23 @@ def generate(cfg, out):
 def _generate(cfg, out, sampling, rank_zero):
     import lightning as L
 
-    from tstitch import fidelity, metrics, report, tracking
+    from tstitch import build, fidelity, report, tracking
     from tstitch.engine.module import Generation, RankShare, Seeds
     from tstitch.engine.progress import Progress
     from tstitch.engine.writer import ShardWriter, done, export_npz, write_manifest
     from tstitch.files import write_json
-    from tstitch.run import codec_name, load_stitch, prompt_list, sample_options
     from tstitch.sample import check
 
-    members, codec = load_stitch(cfg)
+    members, codec = build.stitch(cfg)
     names = [m.name for m in members]
     fractions = sampling["options"]["fractions"]
-    options = sample_options(cfg, fractions)
+    options = build.sample_options(cfg, fractions)
     check(members, **options)  # the solver, scheduler and step count on these members, before anything is written
-    metric = metrics.build(cfg.get("metric"))  # before sampling: a bad reference fails now, not after hours
+    metric = build.metric(cfg)  # before sampling: a bad reference fails now, not after hours
+    if metric is not None:
+        metric.check_files()  # it will score samples.npz (a paired metric needs its reference file)
     wanted = list(range(cfg.seed, cfg.seed + cfg.num_samples))
-    prompts = prompt_list(cfg)
+    prompts = build.prompts(cfg)
     if rank_zero:
         entries = {k: OmegaConf.to_container(e, resolve=True) for k, e in cfg.stitch.members.items()}
         spec = cfg.stitch.get("codec") or cfg.stitch.members[list(entries)[-1]].get("codec", "pixels")
@@ -127,7 +127,7 @@ def _generate(cfg, out, sampling, rank_zero):
     scores = metric.score_file(path) if metric is not None else {}
     row.update(scores)
     config = OmegaConf.to_container(cfg, resolve=True)
-    manifest = {"config": config, "git": identity.git_sha(), "members": names, "decoder": codec_name(codec),
+    manifest = {"config": config, "git": identity.git_sha(), "members": names, "decoder": codec.source,
                 "fractions": fractions, "nfe_per_image": nfe,
                 "num_samples": len(wanted), "generated": len(todo), "resumed_from": len(wanted) - len(todo),
                 "seconds": round(seconds, 2), **timing, "world_size": trainer.world_size, "samples": str(path),

@@ -10,16 +10,23 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
+from tstitch import metrics  # noqa: E402
 from tstitch.files import write_jsonl  # noqa: E402
 
-COLUMNS = [("setting", "setting"), ("fractions", "fractions"), ("nfe", "NFE per member"), ("s_per_image", "s/image"),
-           ("predicted_s_per_image", "predicted s/image"), ("speedup", "speedup"), ("fd", "FD"),
-           ("accuracy", "class acc."), ("fid", "FID"), ("isc", "IS"),
-           ("kid", "KID"), ("precision", "precision"), ("recall", "recall"), ("clip_score", "CLIP score"),
-           ("paper", "paper")]
-AXIS = {"fd": "FD (lower is better)", "accuracy": "class accuracy (higher is better)",
-        "fid": "FID (lower is better)", "isc": "Inception Score (higher is better)",
-        "clip_score": "CLIP score (higher is better)"}
+BEFORE = [("setting", "setting"), ("fractions", "fractions"), ("nfe", "NFE per member"), ("s_per_image", "s/image"),
+          ("predicted_s_per_image", "predicted s/image"), ("speedup", "speedup")]  # then the metrics', then the paper
+
+
+def columns():
+    """(key, label) of every table column: the run's own, each metric's values (``tstitch.metrics.values``), the
+    paper's."""
+    return [*BEFORE, *((v.key, v.label) for v in metrics.values().values()), ("paper", "paper")]
+
+
+def axis(key):
+    """A plot axis label: a metric value's label and direction, e.g. ``FD (lower is better)``."""
+    value = metrics.values().get(key)
+    return value.axis if value is not None else key
 
 
 TIMES = ("s_per_image", "predicted_s_per_image")
@@ -43,11 +50,20 @@ def fmt(key, value, unit=None):
         return f"{value * 1000:.2f} ms" if (unit or time_unit([value])) == "ms" else f"{value:.4g} s"
     if key == "speedup":
         return f"{value:.2f}x"
-    if key == "accuracy":
-        return f"{100 * value:.1f}%"
-    if key in ("kid", "precision", "recall"):
-        return f"{value:.4f}"
-    return f"{value:.2f}"
+    value_spec = metrics.values().get(key)
+    return value_spec.fmt(value) if value_spec is not None else f"{value:.2f}"
+
+
+def add_speedups(rows, within=lambda row: row.get("setting")):
+    """Each row's speedup against the row of the last member alone with the same ``within`` (e.g. the setting of a
+    multirun over solvers), where the row has none measured in its own run; None without such a row."""
+    for r in rows:
+        if r.get("speedup") is not None or not r.get("s_per_image"):
+            continue
+        base = next((b for b in rows if within(b) == within(r) and b["fractions"][-1] == 1.0
+                     and b.get("s_per_image")), None)
+        r["speedup"] = base["s_per_image"] / r["s_per_image"] if base else None
+    return rows
 
 
 def lookup(config, dotted):
@@ -75,7 +91,7 @@ def add_paper(rows, config):
 
 
 def markdown(rows, members, paper_label=None):
-    cols = [(k, paper_label if k == "paper" and paper_label else h) for k, h in COLUMNS if any(k in r for r in rows)]
+    cols = [(k, paper_label if k == "paper" and paper_label else h) for k, h in columns() if any(k in r for r in rows)]
     head = [h.replace("fractions", "fractions (" + " : ".join(members) + ")") for _, h in cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(cols)]
     units = {k: time_unit([r.get(k) for r in rows]) for k in TIMES}  # one unit per column
@@ -87,7 +103,7 @@ def write_table(rows, members, out_dir, paper_label=None):
     out_dir = Path(out_dir)
     (out_dir / "results.md").write_text(markdown(rows, members, paper_label) + "\n")
     write_jsonl(out_dir / "results.jsonl", rows)
-    keys = [k for k, _ in COLUMNS if any(k in r for r in rows)]
+    keys = [k for k, _ in columns() if any(k in r for r in rows)]
     with open(out_dir / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(keys)
@@ -188,7 +204,7 @@ def _y(row, q, scale):
     return row["s_per_image"] * scale if q == "s_per_image" else row[q]
 
 
-def tradeoff_plot(rows, members, path, qualities=("fid", "isc", "fd", "accuracy", "clip_score"), paper_label=None):
+def tradeoff_plot(rows, members, path, qualities=None, paper_label=None):
     """One row of two panels per quality metric: the metric against the fraction of the steps before the last
     member (no timing noise in it; the paper's curve dashed beside ours) and against the measured time per image
     (points labelled with their fraction where the labels fit). One colour per setting (e.g. solver and steps of a
@@ -196,6 +212,8 @@ def tradeoff_plot(rows, members, path, qualities=("fid", "isc", "fd", "accuracy"
     panel of time against the fraction. Returns the (closed) figure, or None when no row has anything to plot."""
     settings = list(dict.fromkeys(r.get("setting") for r in rows))
     metric = next((r["paper_metric"] for r in rows if r.get("paper") is not None), None)
+    if qualities is None:  # every metric value that is a quality (not a spread), in the metrics' order
+        qualities = [k for k, v in metrics.values().items() if v.plot]
     qualities = [q for q in qualities if any(r.get(q) is not None for r in rows)]
     timed = [r for r in rows if r.get("s_per_image") is not None]
     panels = qualities + (["s_per_image"] if timed and (not qualities or metric == "s_per_image") else [])
@@ -208,7 +226,7 @@ def tradeoff_plot(rows, members, path, qualities=("fid", "isc", "fd", "accuracy"
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     labels = {}  # time panel -> (points, texts) of every setting, placed together once the layout is final
     for (left, right), q in zip(axes, panels):
-        name = f"{unit} per image" if q == "s_per_image" else AXIS.get(q, q)
+        name = f"{unit} per image" if q == "s_per_image" else axis(q)
         paper_ax = None if q != paper_panel else left if metric == q else left.twinx()  # FD vs FID: own axis
         for k, st in enumerate(settings):
             color = colors[k % len(colors)]
@@ -275,7 +293,7 @@ def frontier_plot(candidates, confirmed, quality, members, path):
     ax.plot([r["s_per_image"] * scale for r in final], [r[quality] for r in final], "s--", ms=4, color="tab:red",
             label="confirmed (measured time)")
     ax.set_xlabel(f"{unit} per image")
-    ax.set_ylabel(AXIS.get(quality, quality))
+    ax.set_ylabel(axis(quality))
     ax.set_title(f"allocations of {' : '.join(members)}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

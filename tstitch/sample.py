@@ -15,7 +15,7 @@ from tstitch.errors import ConfigError
 from tstitch.guidance import guided
 from tstitch.protocols import Grid, Member
 from tstitch.schedules import Schedule
-from tstitch.stitch import Stitch, check_compatible, check_fractions, on_schedule, plan
+from tstitch.stitch import Stitch, alone, check_compatible, check_fractions, on_schedule, plan
 
 
 @dataclass
@@ -41,7 +41,7 @@ def sample(members: Sequence[Member], noise: torch.Tensor, labels: torch.Tensor 
     members = list(members)
     if not members:
         raise ConfigError("give one or more members (tstitch.load(...))")
-    fractions = check_fractions([0.0] * (len(members) - 1) + [1.0] if fractions is None else fractions, len(members))
+    fractions = check_fractions(alone(-1, len(members)) if fractions is None else fractions, len(members))
     check_compatible(members)
     noise, labels = checks.inputs(members, noise, labels, guidance)
     grid, schedule, steps_plan, options = prepare(members, fractions, solver, steps, rule, solver_options)
@@ -62,7 +62,6 @@ def prepare(members: Sequence[Member], fractions: Sequence[float], solver: str =
     The grid is made on the schedule of the first member that runs (so a member with no steps changes nothing),
     or, for a solver that runs a shipped diffusers scheduler, on the last one's, with that member's scheduler.
     The official rule is T-Stitch's SD pipelines' when every member is a Stable Diffusion model, else DiT's."""
-    fractions = check_fractions(fractions, len(members))
     spec = solvers.entry(solver)
     running = [m for m, f in zip(members, fractions) if f > 0]
     lead = running[-1] if spec.shipped else running[0]
@@ -82,7 +81,7 @@ def check(members: Sequence[Member], fractions: Sequence[float] | None = None, s
     """``sample``'s keyword arguments checked against ``members`` without running a model: for callers that validate
     a configuration before any side effect. Raises ``ConfigError``."""
     del guidance, channels
-    fractions = [0.0] * (len(members) - 1) + [1.0] if fractions is None else fractions
+    fractions = check_fractions(alone(-1, len(members)) if fractions is None else fractions, len(members))
     prepare(members, fractions, solver, steps, rule, solver_options)
 
 

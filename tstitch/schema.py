@@ -226,7 +226,7 @@ TRAINER = Section({"accelerator": Choice("cpu", "gpu", "cuda", "auto"),
                    "devices": Either(Choice(-1), Int(1), Str(), Seq(Int(0), 1)),
                    "num_nodes": Int(1), "strategy": Str()}, extra=True)
 SEARCH = Section({"grid": Num(0, 1, open_lo=True), "budget": Opt(Num(0, open_lo=True)), "objective": Str(),
-                  "maximize": Bool(), "target": Opt(Num()), "cost_samples": Int(1), "num_samples": Int(1),
+                  "maximize": Opt(Bool()), "target": Opt(Num()), "cost_samples": Int(1), "num_samples": Int(1),
                   "confirm_samples": Int(1)})
 
 SAMPLING = {"stitch": STITCH, "solver": SOLVER, "guidance": GUIDANCE, "fast": FAST, "metric": Opt(Any()),
@@ -238,7 +238,7 @@ COMMANDS = {
     "generate": {**SAMPLING, "logger": LOGGER, "trainer": TRAINER, "num_samples": Int(1), "png": Bool(),
                  "baseline_batches": Int(0)},
     "search": {**SAMPLING, "search": SEARCH, "sweep": Opt(SWEEP), "device": Str()},
-    "evaluate": {"samples": Str(), "reference": Str(),
+    "evaluate": {"_target_": Str(), "samples": Str(), "reference": Str(),
                  "metrics": Seq(Choice("fid", "isc", "kid", "prc"), 1), "extractor": Str(), "weights": Opt(Str()),
                  "kid_subset_size": Int(2), "prc_neighborhood": Int(1), "batch_size": Int(1),
                  "cache_root": Opt(Str()), "float_range": Choice("auto", "unit", "byte")},

@@ -16,10 +16,11 @@ import itertools
 import json
 from pathlib import Path
 
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from tstitch.errors import ConfigError
-from tstitch.stitch import allocate
+from tstitch.report import add_speedups
+from tstitch.stitch import allocate, alone
 
 
 def candidates(k, grid):
@@ -87,29 +88,28 @@ def scored(path):
     return rows
 
 
-def search(cfg, run, out=None):
+def search(cfg, sweep, out=None):
     """Rows of every candidate (predicted s/image, small-set quality, on the front or not) and of the confirmed
-    front (measured s/image, large-set quality); ``run`` is ``tstitch.run.run``. With ``out`` (the run directory)
+    front (measured s/image, large-set quality); ``sweep`` is ``tstitch.sweep.sweep``. With ``out`` (the run directory)
     each scored allocation is recorded there at once, and allocations recorded by an earlier search with the same
     settings are not sampled again."""
-    from tstitch import metrics
-    from tstitch.run import load_stitch
+    from tstitch import build
 
     s = cfg.search
     k, steps = len(cfg.stitch.members), int(cfg.solver.steps)
     if out is not None:
         check_settings(out, settings(cfg))
-    loaded = {"stitch": load_stitch(cfg, cfg.device), "metric": metrics.build(cfg.get("metric"))}  # once, not per sweep
+    loaded = {"stitch": build.stitch(cfg, cfg.device), "metric": build.metric(cfg)}  # once, not per sweep
     members = [m.name for m in loaded["stitch"][0]]
 
-    def sweep(allocations, num_samples, record, extra=dict):
+    def scored_rows(allocations, num_samples, record, extra=dict):
         """Rows of ``allocations`` at ``num_samples`` seeds: those in the record file, the others sampled (each
         with ``extra(row)`` added, then appended to the record)."""
         path = Path(out) / record if out is not None else None
         rows = scored(path)
 
         def keep(row):
-            row = {**row, **extra(row)}  # a copy: run() adds speedups to its own rows later
+            row = {**row, **extra(row)}  # a copy: sweep() adds speedups to its own rows later
             rows[tuple(row["fractions"])] = row
             if path is not None:
                 with open(path, "a") as f:
@@ -117,14 +117,11 @@ def search(cfg, run, out=None):
 
         todo = [a for a in allocations if tuple(a) not in rows]
         if todo:
-            with open_dict(cfg):
-                cfg.sweep = {"first": None, "allocations": todo}
-                cfg.num_samples = num_samples
-            run(cfg, **loaded, on_row=keep)
+            sweep(cfg, todo, num_samples, **loaded, on_row=keep)
         return [rows[tuple(a)] for a in allocations]
 
-    alone = sweep([[float(i == j) for j in range(k)] for i in range(k)], s.cost_samples, "costs.jsonl")
-    costs = [r["s_per_image"] / steps for r in alone]  # seconds per step per image, per member
+    alone_rows = scored_rows([alone(i, k) for i in range(k)], s.cost_samples, "costs.jsonl")
+    costs = [r["s_per_image"] / steps for r in alone_rows]  # seconds per step per image, per member
     pool = [{"fractions": a, "predicted_s_per_image": predict(costs, a, steps)} for a in candidates(k, s.grid)]
     if s.budget is not None:
         pool = [r for r in pool if r["predicted_s_per_image"] <= s.budget]
@@ -132,32 +129,42 @@ def search(cfg, run, out=None):
             raise ConfigError(f"no allocation fits search.budget={s.budget} s/image (the cheapest member alone "
                               f"takes {min(costs) * steps:.4g}); raise the budget")
     predicted = {tuple(r["fractions"]): r["predicted_s_per_image"] for r in pool}
-    rows = sweep([r["fractions"] for r in pool], s.num_samples, "candidates.jsonl",
+    rows = scored_rows([r["fractions"] for r in pool], s.num_samples, "candidates.jsonl",
                  lambda row: {"predicted_s_per_image": predicted[tuple(row["fractions"])]})
+    maximize = direction(s)
     if s.objective not in rows[0]:
         given = sorted(set(rows[0]) - {"fractions", "nfe", "s_per_image", "predicted_s_per_image"})
         raise ConfigError(f"search.objective={s.objective!r} is not a value of the metric (it gives {given}); "
                           "set metric and objective")
     pool = [{**r, "predicted_s_per_image": predicted[tuple(r["fractions"])]} for r in rows]
-    front = pareto(pool, "predicted_s_per_image", s.objective, s.maximize)
+    front = pareto(pool, "predicted_s_per_image", s.objective, maximize)
     for r in pool:
         r["front"] = r in front
-    confirmed = sweep([r["fractions"] for r in front], s.confirm_samples, "confirmed.jsonl",
+    confirmed = scored_rows([r["fractions"] for r in front], s.confirm_samples, "confirmed.jsonl",
                       lambda row: {"predicted_s_per_image": predict(costs, row["fractions"], steps)})
-    final = pareto(confirmed, "s_per_image", s.objective, s.maximize)
-    base = next((r for r in confirmed if r["fractions"][-1] == 1.0), None)  # the last member alone, if on the front
+    final = pareto(confirmed, "s_per_image", s.objective, maximize)
     for r in confirmed:
         r["front"] = r in final
-        if base is not None:
-            r["speedup"] = base["s_per_image"] / r["s_per_image"]
+    add_speedups(confirmed)  # against the last member alone, if it is on the front
     metric = loaded["metric"].describe() if loaded["metric"] is not None else None
     return {"costs": dict(zip(members, costs)), "members": members, "candidates": pool, "confirmed": confirmed,
-            "metric": metric, "best": pick(final, s), "settings": settings(cfg)}
+            "metric": metric, "best": pick(final, s, maximize), "settings": settings(cfg)}
 
 
-def pick(front, s):
+def direction(s):
+    """Whether the objective is maximized: ``search.maximize`` when given, else the metric value's own direction
+    (``tstitch.metrics.values``: FD and FID lower, accuracy, IS and CLIP score higher)."""
+    from tstitch import metrics
+
+    if s.maximize is not None:
+        return bool(s.maximize)
+    value = metrics.values().get(s.objective)
+    return value.maximize if value is not None else False
+
+
+def pick(front, s, maximize):
     """The cheapest confirmed allocation that meets ``search.target`` (None without a target or when none does)."""
     if s.target is None:
         return None
-    ok = [r for r in front if (r[s.objective] >= s.target if s.maximize else r[s.objective] <= s.target)]
+    ok = [r for r in front if (r[s.objective] >= s.target if maximize else r[s.objective] <= s.target)]
     return min(ok, key=lambda r: r["s_per_image"]) if ok else None

@@ -31,6 +31,13 @@ def check_fractions(fractions, members=None):
     return [max(f, 0.0) for f in fractions]  # a complement like 1 - 0.8 - 0.2 may be -5e-17
 
 
+def alone(k, n):
+    """The allocation that gives every step to member ``k`` of ``n`` (``-1``: the last, the reference of a
+    speedup)."""
+    k = k % n
+    return [float(j == k) for j in range(n)]
+
+
 def allocate(fractions, steps):
     """Integer steps per member: the boundaries floor(N * cumsum(f) + 1/2) (cumulative rounding, halves up).
 
@@ -38,8 +45,8 @@ def allocate(fractions, steps):
     floor(N * r + 1/2) steps. The official DiT rule (``plan(rule="official")``) switches by timestep
     instead: on DiT's uniform 10/20/50/100/250-step grids it gives the same counts, but where N * r is a half
     its answer depends on where the grid points fall (at N = 25: 17 small steps for r = 0.7, 22 for 0.9).
+    ``fractions`` as ``check_fractions`` returns them.
     """
-    fractions = check_fractions(fractions)
     bounds = [0] + [math.floor(steps * c + 0.5 + 1e-9) for c in np.cumsum(fractions)[:-1]] + [steps]
     return [b - a for a, b in zip(bounds, bounds[1:])]
 
@@ -55,8 +62,11 @@ def plan(fractions, timesteps, rule="steps", num_timesteps=1000, loop=None):
         loop's length, ``len(scheduler.timesteps)``, e.g. 51 for PNDM at 50 steps), by loop index, as ``TStitchSD``:
         the small member at loop index i iff (i + 1) / length <= r. A step of several loop iterations (Heun's
         two calls, PNDM's warm-up) goes where its first iteration goes, so it is never split.
+
+    ``fractions`` as ``check_fractions`` returns them (they are checked once, where they enter: the config's
+    schema, ``tstitch.sample``).
     """
-    fractions = check_fractions(fractions)
+    fractions = [float(f) for f in fractions]
     timesteps = [float(t) for t in timesteps]
     if rule == "steps":
         return [k for k, n in enumerate(allocate(fractions, len(timesteps))) for _ in range(n)]

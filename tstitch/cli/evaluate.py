@@ -13,19 +13,16 @@ from tstitch.errors import ConfigError
 @hydra.main(version_base=None, config_path=CONF, config_name="evaluate")
 @guard
 def main(cfg):
-    from tstitch import fidelity, schema
+    from tstitch import metrics, schema
     from tstitch.files import dumps, write_text
-    from tstitch.toy import features  # noqa: F401 - registers the toy extractor with torch-fidelity
 
     schema.check(cfg, "evaluate")
     for key in ("samples", "reference"):
         if OmegaConf.is_missing(cfg, key):
             raise ConfigError(f"give {key}=PATH (an .npz, an image folder, or a reference made by "
                               "tstitch-reference)")
-    result = fidelity.evaluate(cfg.samples, cfg.reference, metrics=list(cfg.metrics), extractor=cfg.extractor,
-                               weights=cfg.weights, kid_subset_size=cfg.kid_subset_size,
-                               prc_neighborhood=cfg.prc_neighborhood, batch_size=cfg.batch_size,
-                               cache_root=cfg.cache_root, float_range=cfg.float_range)
+    metric = metrics.build({k: v for k, v in cfg.items() if k != "samples"})  # metric=fid's keys, at the top
+    result = metric.evaluate(cfg.samples)
     result["samples"] = str(cfg.samples)
     for note in result.get("notes", []):
         print(f"tstitch-evaluate: read {note}")

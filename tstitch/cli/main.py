@@ -13,20 +13,20 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base=None, config_path=CONF, config_name="tstitch")
 @guard
 def main(cfg):
-    from tstitch import report, schema, seeds, tracking
+    from tstitch import build, report, schema, seeds, tracking
     from tstitch.files import write_json
-    from tstitch.run import prompt_list, run
+    from tstitch.sweep import sweep
 
     schema.check(cfg, "tstitch")  # also in the preflight; again here for jobs started without it (SLURM, multirun)
     out = Path(HydraConfig.get().runtime.output_dir)
-    rows, grids, members, facts = run(cfg)
+    rows, grids, members, facts = sweep(cfg)
     names, allocations = [m.name for m in members], [r["fractions"] for r in rows]
     config = tracking.run_config(OmegaConf.to_container(cfg, resolve=True), allocations)
     label = report.add_paper(rows, config)
     report.write_table(rows, names, out, label)
     n = len(grids[0])
     _, y, _ = seeds.draw(range(cfg.seed, cfg.seed + n), members[0].space.shape, members[-1].num_classes, cfg.labels,
-                         cfg.device, prompt_list(cfg), cfg.seed)  # the grid's columns, as run() drew them
+                         cfg.device, build.prompts(cfg), cfg.seed)  # the grid's columns, as run() drew them
     report.image_grid(grids, out / "grid.png", [report.fmt("fractions", a) for a in allocations],
                       title=f"rows: fractions of the steps, {' : '.join(names)}; columns: seeds {cfg.seed}-"
                             f"{cfg.seed + n - 1}, the same in every row",

@@ -103,11 +103,7 @@ def collect(dirs, skipped=None):
     if not rows:
         raise FileNotFoundError(f"no results.jsonl below {', '.join(map(str, dirs))}; give tstitch run directories")
     out = [rows[k] for k in sorted(rows, key=lambda k: (k[0], [-f for f in k[1][::-1]]))]
-    for r in out:  # a speedup measured within its own run stands; else against the setting's all-last-member row
-        base = next((b for b in out if b.get("setting") == r.get("setting") and b["fractions"][-1] == 1.0
-                     and b.get("s_per_image")), None)
-        if r.get("speedup") is None and r.get("s_per_image"):
-            r["speedup"] = base["s_per_image"] / r["s_per_image"] if base else None
+    report.add_speedups(out)  # a speedup measured within its own run stands; else against the setting's alone row
     return out, names or [f"member {k}" for k in range(len(out[0]["fractions"]))], label
 
 

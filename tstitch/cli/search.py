@@ -14,12 +14,12 @@ log = logging.getLogger(__name__)
 @guard
 def main(cfg):
     from tstitch import report, schema
-    from tstitch.run import run
     from tstitch.search import search
+    from tstitch.sweep import sweep
 
     schema.check(cfg, "search")  # also in the preflight; again here for jobs started without it (SLURM, multirun)
     out = Path(HydraConfig.get().runtime.output_dir)
-    result = search(cfg, run, out)  # keeps each scored allocation in out as it goes; resumes from them
+    result = search(cfg, sweep, out)  # keeps each scored allocation in out as it goes; resumes from them
     names, objective = result["members"], cfg.search.objective
     report.write_table(result["confirmed"], names, out)
     tmp = out / ".candidates.jsonl.tmp"  # every candidate, now with its place on the front

@@ -5,9 +5,10 @@ import torch
 import torch.distributed as dist
 
 from tstitch import checks, seeds
+from tstitch.clock import Clock, sync
 from tstitch.protocols import Wrapped
-from tstitch.run import sync
 from tstitch.sample import sample
+from tstitch.stitch import alone
 
 
 class Seeds(torch.utils.data.Dataset):
@@ -41,26 +42,6 @@ class RankShare(torch.utils.data.Sampler):
 
     def __len__(self):
         return len(self._indices())
-
-
-class Clock:
-    """Seconds per member over stitched sampling. The clock is read (after a device sync) only when the member
-    in use changes and at ``stop()``: no host sync inside a member's run of steps."""
-
-    def __init__(self, n, device):
-        self.seconds, self.device = [0.0] * n, device
-        self.current = self.start = None
-
-    def enter(self, k):
-        if k != self.current:
-            self.stop()
-            self.current, self.start = k, time.perf_counter()
-
-    def stop(self):
-        if self.current is not None:
-            sync(self.device)
-            self.seconds[self.current] += time.perf_counter() - self.start
-            self.current = None
 
 
 class Timed(Wrapped):
@@ -109,7 +90,7 @@ class Generation(L.LightningModule):
         if self.warmup:  # kernels, compilation and allocator at the real batch size, outside the timed region
             warm = list(range(self.batch_size))
             for k in range(len(self.members)):
-                self._sample(warm, self.members, steps=2, fractions=[float(j == k) for j in range(len(self.members))])
+                self._sample(warm, self.members, steps=2, fractions=alone(k, len(self.members)))
             self.codec.decode(self._sample(warm, self.members, steps=2)[1].x)
         sync(self.device)
         self.warmup_seconds = time.perf_counter() - start  # includes torch.compile when fast.compile is on
@@ -159,11 +140,11 @@ class Generation(L.LightningModule):
     def on_predict_end(self):
         fractions = self.options["fractions"]
         if self.baseline_batches and fractions[-1] != 1.0 and self.first_batch:
-            alone = [0.0] * (len(self.members) - 1) + [1.0]
+            last = alone(-1, len(self.members))
             for _ in range(self.baseline_batches):
                 sync(self.device)
                 start = time.perf_counter()
-                self._sample(self.first_batch, self.members, fractions=alone)  # a full batch (padded)
+                self._sample(self.first_batch, self.members, fractions=last)  # a full batch (padded)
                 sync(self.device)
                 self.totals[3] += time.perf_counter() - start
                 self.totals[4] += len(self.first_batch)
