@@ -30,6 +30,7 @@ def _global_state_kept():
     (its handlers write to this test's captured stdout and run directory), torch threads and TF32 flags,
     warning filters, the working directory and Hydra's global instance."""
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
 
     loggers = [logging.root, *(lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger))]
     saved = {lg: (lg.level, lg.propagate, lg.disabled, list(lg.handlers)) for lg in loggers}
@@ -51,6 +52,7 @@ def _global_state_kept():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
         os.chdir(cwd)
         GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = None  # the job's Hydra config (run name, experiment) ends with the job
 
 
 @pytest.fixture

@@ -179,7 +179,8 @@ def test_torch_fidelity_metric_on_the_finished_set(tmp_path, in_process):
                                        "metric.metrics=[fid,kid]", "metric.kid_subset_size=10",
                                        f"metric.cache_root={tmp_path / 'cache'}", in_process=in_process)
     row = json.loads((run_dir / "results.jsonl").read_text())
-    assert row["fid"] > 0 and "kid" in row and manifest["scores"] == {"fid": row["fid"], "kid": row["kid"]}
+    assert row["fid"] > 0 and "kid" in row and manifest["scores"] == {"fid": row["fid"], "kid": row["kid"],
+                                                                      "kid_std": row["kid_std"]}
     assert manifest["metric"] == {"extractor": "tstitch-fashion", "weights": "default",
                                   "reference": str(tmp_path / "ref.npz")}
 

@@ -243,8 +243,8 @@ def test_wandb_runs_inside_reported_run_dirs_are_not_counted_twice(tmp_path, in_
         table.parent.mkdir(parents=True)
         table.write_text(json.dumps({"columns": ["members", "fractions", "fd"],
                                      "data": [['["a", "b"]', json.dumps(r["fractions"]), r["fd"]] for r in rows]}))
-    r = in_process("tstitch-report", tmp_path)
+    r = in_process("tstitch-report", tmp_path, "--out", tmp_path / "report")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "4 allocations from 2 runs" in r.stdout
-    settings = [line.split("|")[1].strip() for line in (tmp_path / "results.md").read_text().splitlines()[2:]]
+    settings = [line.split("|")[1].strip() for line in (tmp_path / "report" / "results.md").read_text().splitlines()[2:]]
     assert settings == ["solver=ddim", "solver=ddim", "solver=ddpm", "solver=ddpm"]

@@ -72,11 +72,10 @@ def generate(cfg, out):
 def _generate(cfg, out, sampling, rank_zero):
     import lightning as L
 
-    from tstitch import build, fidelity, report, tracking
+    from tstitch import build, fidelity, report
     from tstitch.engine.module import Generation, RankShare, Seeds
     from tstitch.engine.progress import Progress
     from tstitch.engine.writer import ShardWriter, done, export_npz, write_manifest
-    from tstitch.files import write_json
     from tstitch.sample import check
 
     members, codec = build.stitch(cfg)
@@ -134,19 +133,14 @@ def _generate(cfg, out, sampling, rank_zero):
                 "metric": metric.describe() if metric is not None else None, "scores": scores,
                 "nonfinite_seeds": [s for s in nonfinite if s in set(wanted)]}
     write_manifest(out, manifest)
-    report.write_table([row], names, out, report.add_paper([row], config))
-    write_json(out / "run.json", {"members": names, "metric": manifest["metric"], "decoder": manifest["decoder"],
-                                  "config": config})
-    if cfg.grid_columns:  # the first images, read off the memory map (not the whole set)
-        first = np.array(fidelity.npz_member(path, "arr_0")[: cfg.grid_columns])
-        labels = np.array(fidelity.npz_member(path, "arr_1")[: cfg.grid_columns])
-        report.image_grid([torch.from_numpy(first).permute(0, 3, 1, 2)], out / "grid.png",
-                          [report.fmt("fractions", fractions)], title=f"fractions of the steps, {' : '.join(names)}",
-                          columns=report.column_labels(labels, list(cfg.stitch.members.values())[-1].get("classes"),
-                                                       prompts))
-    tracking.log_results(tracking.wandb_logger(cfg.logger, out, [fractions]), config, [row], names,
-                         {k: manifest[k] for k in ("git", "world_size", "num_samples", "metric", "decoder")},
-                         [out / "grid.png"])
+    first = np.array(fidelity.npz_member(path, "arr_0")[: cfg.grid_columns])  # read off the map, not the whole set
+    labels = np.array(fidelity.npz_member(path, "arr_1")[: cfg.grid_columns])
+    report.write_run(out, [row], names, config,
+                     {k: manifest[k] for k in ("git", "world_size", "num_samples", "metric", "decoder")}, cfg.logger,
+                     [torch.from_numpy(first).permute(0, 3, 1, 2)] if cfg.grid_columns else [],
+                     [report.fmt("fractions", fractions)], title=f"fractions of the steps, {' : '.join(names)}",
+                     columns=report.column_labels(labels, list(cfg.stitch.members.values())[-1].get("classes"),
+                                                  prompts), plot=False)
     return row, manifest
 
 

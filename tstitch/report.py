@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
 from tstitch import metrics  # noqa: E402
-from tstitch.files import write_jsonl  # noqa: E402
+from tstitch.files import write_json, write_jsonl  # noqa: E402
 
 BEFORE = [("setting", "setting"), ("fractions", "fractions"), ("nfe", "NFE per member"), ("s_per_image", "s/image"),
           ("predicted_s_per_image", "predicted s/image"), ("speedup", "speedup")]  # then the metrics', then the paper
@@ -64,6 +64,28 @@ def add_speedups(rows, within=lambda row: row.get("setting")):
                      and b.get("s_per_image")), None)
         r["speedup"] = base["s_per_image"] / r["s_per_image"] if base else None
     return rows
+
+
+def write_run(out, rows, names, config, facts, logger_cfg, grids=(), grid_labels=(), title=None, columns=None,
+              plot=True):
+    """What every run writes into its directory ``out`` (the main job's and ``tstitch-generate``'s): the table
+    (``results.{md,csv,jsonl}``, with the paper's column where the config has one), ``run.json`` (members, ``facts``,
+    config), ``grid.png`` of ``grids`` (one row each, ``grid_labels``; ``title`` and ``columns`` as ``image_grid``),
+    the trade-off plot (``plot``) and the W&B run (``logger_cfg``). Returns the paper column's label or None."""
+    from tstitch import tracking
+
+    label = add_paper(rows, config)
+    write_table(rows, names, out, label)
+    write_json(Path(out) / "run.json", {"members": names, **facts, "config": config})
+    images = []
+    if len(grids):
+        image_grid(grids, Path(out) / "grid.png", list(grid_labels), title=title, columns=columns)
+        images.append(Path(out) / "grid.png")
+    if plot and tradeoff_plot(rows, names, Path(out) / "tradeoff.png", paper_label=label) is not None:
+        images.append(Path(out) / "tradeoff.png")
+    allocations = [r["fractions"] for r in rows]
+    tracking.log_results(tracking.wandb_logger(logger_cfg, out, allocations), config, rows, names, facts, images)
+    return label
 
 
 def lookup(config, dotted):

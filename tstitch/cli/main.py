@@ -14,7 +14,6 @@ log = logging.getLogger(__name__)
 @guard
 def main(cfg):
     from tstitch import build, report, schema, seeds, tracking
-    from tstitch.files import write_json
     from tstitch.sweep import sweep
 
     schema.check(cfg, "tstitch")  # also in the preflight; again here for jobs started without it (SLURM, multirun)
@@ -22,19 +21,14 @@ def main(cfg):
     rows, grids, members, facts = sweep(cfg)
     names, allocations = [m.name for m in members], [r["fractions"] for r in rows]
     config = tracking.run_config(OmegaConf.to_container(cfg, resolve=True), allocations)
-    label = report.add_paper(rows, config)
-    report.write_table(rows, names, out, label)
     n = len(grids[0])
     _, y, _ = seeds.draw(range(cfg.seed, cfg.seed + n), members[0].space.shape, members[-1].num_classes, cfg.labels,
-                         cfg.device, build.prompts(cfg), cfg.seed)  # the grid's columns, as run() drew them
-    report.image_grid(grids, out / "grid.png", [report.fmt("fractions", a) for a in allocations],
-                      title=f"rows: fractions of the steps, {' : '.join(names)}; columns: seeds {cfg.seed}-"
-                            f"{cfg.seed + n - 1}, the same in every row",
-                      columns=report.column_labels(y, list(cfg.stitch.members.values())[-1].get("classes")))
-    report.tradeoff_plot(rows, names, out / "tradeoff.png", paper_label=label)
-    write_json(out / "run.json", {"members": names, **facts, "config": config})
-    tracking.log_results(tracking.wandb_logger(cfg.logger, out, allocations), config, rows, names, facts,
-                         [out / "grid.png", out / "tradeoff.png"])
+                         cfg.device, build.prompts(cfg), cfg.seed)  # the grid's columns, as sweep() drew them
+    label = report.write_run(out, rows, names, config, facts, cfg.logger, grids,
+                             [report.fmt("fractions", a) for a in allocations],
+                             title=f"rows: fractions of the steps, {' : '.join(names)}; columns: seeds {cfg.seed}-"
+                                   f"{cfg.seed + n - 1}, the same in every row",
+                             columns=report.column_labels(y, list(cfg.stitch.members.values())[-1].get("classes")))
     log.info("\n" + report.markdown(rows, names, label))
     log.info(f"\n{len(rows)} allocations x {cfg.num_samples} samples, {cfg.solver.name} {cfg.solver.steps} steps, "
           f"guidance {cfg.guidance.scale}; metric: {facts['metric']}; outputs in {out}")

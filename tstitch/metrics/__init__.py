@@ -7,17 +7,13 @@ sample file, ``metric.score_file(path)`` (``tstitch-generate``'s samples.npz), a
 compared with. A ``paired`` metric compares each image with the same seed's image from the last member alone,
 which the sweep hands it first (``pair``). The table, the plots, the allocation search and the generator's
 summary read labels, formats and directions from ``values()``, so adding a metric is one module here and one yaml
-in ``conf/metric/``.
-
-* ``fashion.FashionMetric``: the toy zoo's FD (toy feature net vs the Fashion-MNIST test set) and class accuracy.
-* ``fid.FidelityMetric``: FID / IS / KID / precision-recall against a reference set (``tstitch.fidelity``).
-* ``clip.ClipMetric``: CLIP score of text-conditioned samples against their prompts.
-* ``paired.PairedMetric``: the mean distance to the same seed's image from the last member alone.
+in ``conf/metric/`` (docs/metrics.md lists the metrics and their values).
 """
 import functools
 import importlib
 import pkgutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,15 +35,15 @@ class Value:
     better: str = "lower"
     plot: bool = True
 
-    def fmt(self, value):
+    def fmt(self, value: float) -> str:
         return self.format.format(value)
 
     @property
-    def axis(self):
+    def axis(self) -> str:
         return f"{self.label} ({self.better} is better)"
 
     @property
-    def maximize(self):
+    def maximize(self) -> bool:
         return self.better == "higher"
 
 
@@ -57,16 +53,28 @@ class MetricBase:
     values: tuple = ()
     paired = False
 
-    def pair(self, images):
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor | list | None = None) -> dict:
+        """Values of uint8 NCHW ``images`` (conditioned on ``labels``: classes or prompts)."""
+        raise NotImplementedError
+
+    def score_file(self, path: str | Path) -> dict:
+        """Values of the sample set in an ADM-style ``.npz`` (``tstitch-generate``'s samples.npz)."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """What it compared with (extractor, reference, ...), for the records."""
+        raise NotImplementedError
+
+    def pair(self, images: torch.Tensor) -> None:
         """Paired metrics: the images of the last member alone on the same seeds, before any row is scored."""
         raise NotImplementedError(f"{type(self).__name__} is not a paired metric")
 
-    def check_files(self):
+    def check_files(self) -> None:
         """Raise ConfigError now if ``score_file`` could not work (checked before a sample set is made)."""
 
 
 @functools.cache
-def values():
+def values() -> dict[str, Value]:
     """``{key: Value}`` of every metric module in this package, in module order."""
     out = {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
@@ -77,7 +85,7 @@ def values():
     return out
 
 
-def build(cfg):
+def build(cfg) -> MetricBase | None:
     """The configured metric, or None for ``metric=none`` (also when an experiment left options for the metric
     it would have used); a missing mandatory key is a one-line error."""
     if not cfg or "_target_" not in cfg:
@@ -94,7 +102,7 @@ def build(cfg):
         raise
 
 
-def read_samples(path):
+def read_samples(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(uint8 NCHW images, labels or None) of an ADM-style samples.npz."""
     with np.load(path) as z:
         labels = torch.from_numpy(z["arr_1"]) if "arr_1" in z else None
@@ -103,7 +111,7 @@ def read_samples(path):
 
 def __getattr__(name):
     """``tstitch.metrics.FashionMetric`` and the other classes by their short names (the shipped yamls' targets)."""
-    short = {"FashionMetric": "fashion", "FidelityMetric": "fid", "ClipMetric": "clip", "PairedMetric": "paired"}
+    short = {"FashionMetric": "fashion", "FidelityMetric": "fid", "ClipMetric": "clip"}
     if name in short:
         return getattr(importlib.import_module(f"{__name__}.{short[name]}"), name)
     raise AttributeError(name)

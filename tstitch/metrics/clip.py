@@ -22,12 +22,12 @@ class ClipMetric(MetricBase):
         self.prompts = prompt_sets.load(**prompts)
         self.model, self.batch_size, self.clip = str(model), batch_size, load_clip(model, device)
 
-    def __call__(self, images, prompts):
+    def __call__(self, images, prompts) -> dict:
         from tstitch.clip_score import clip_score
 
         return {"clip_score": clip_score(images, prompts, batch_size=self.batch_size, clip=self.clip)}
 
-    def score_file(self, path, chunk=1024):
+    def score_file(self, path, chunk=1024) -> dict:
         """Streamed over the memory-mapped samples: the mean of per-chunk means weighted by their sizes."""
         from tstitch.clip_score import clip_score
 
@@ -39,5 +39,5 @@ class ClipMetric(MetricBase):
             total += clip_score(batch, texts, batch_size=self.batch_size, clip=self.clip) * len(batch)
         return {"clip_score": total / len(images)}
 
-    def describe(self):
+    def describe(self) -> dict:
         return {"model": self.model, "prompts": len(self.prompts)}

@@ -28,7 +28,7 @@ class FashionMetric(MetricBase):
         self.cache_name = f"{self.reference_name}-{digest}"  # new weights -> new cached statistics
         self.cache_root = str(cache_root or cache_dir() / "fidelity")
 
-    def __call__(self, images, labels):
+    def __call__(self, images, labels) -> dict:
         """images: uint8 (N, 1, 28, 28); labels: the classes they were conditioned on."""
         from tstitch.toy.features import accuracy
 
@@ -39,12 +39,12 @@ class FashionMetric(MetricBase):
             input2_cache_name=self.cache_name, batch_size=500)
         return {"fd": m["frechet_inception_distance"], "accuracy": accuracy(self.net, images, labels.cpu())}
 
-    def score_file(self, path):
+    def score_file(self, path) -> dict:
         images, labels = read_samples(path)
         if labels is None:
             raise ConfigError(f"{path} has no labels (arr_1); class accuracy needs them")
         return self(images, labels)
 
-    def describe(self):
+    def describe(self) -> dict:
         return {"extractor": self.extractor, "weights": os.path.basename(self.weights),
                 "reference": self.reference_name}

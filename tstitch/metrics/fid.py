@@ -37,16 +37,16 @@ class FidelityMetric(MetricBase):
         """Everything ``tstitch.fidelity.evaluate`` says of the sample set at ``path`` (values, notes, cache)."""
         return fidelity.evaluate(path, self.reference, **self.options)
 
-    def score_file(self, path):
+    def score_file(self, path) -> dict:
         keys = {v.key for v in self.values}
         return {k: float(v) for k, v in self.evaluate(path).items() if k in keys}
 
-    def __call__(self, images, labels=None):
+    def __call__(self, images, labels=None) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "samples.npz"
             np.savez(path, arr_0=images.permute(0, 2, 3, 1).cpu().numpy())
             return self.score_file(path)
 
-    def describe(self):
+    def describe(self) -> dict:
         return {"extractor": self.extractor, "weights": os.path.basename(self.weights) if self.weights else "default",
                 "reference": self.reference}

@@ -31,7 +31,7 @@ class PairedMetric(MetricBase):
     def pair(self, images):
         self.alone = images
 
-    def __call__(self, images, labels=None):
+    def __call__(self, images, labels=None) -> dict:
         if self.alone is None or len(self.alone) != len(images):
             raise ConfigError("the paired metric needs the last member's images of the same seeds first (pair)")
         a, b = self._embed(images), self._embed(self.alone)
@@ -42,7 +42,7 @@ class PairedMetric(MetricBase):
             raise ConfigError("metric=paired scores a sample set against the last member alone on the same seeds: "
                               "give metric.reference=<that run's samples.npz>")
 
-    def score_file(self, path):
+    def score_file(self, path) -> dict:
         self.check_files()
         images, labels = read_samples(path)
         alone, alone_labels = read_samples(self.reference)
@@ -69,6 +69,6 @@ class PairedMetric(MetricBase):
         found = fidelity.features_of(Images(images.cpu(), channels=channels), fe, self.batch_size, False)
         return torch.as_tensor(np.asarray(found[layer]), dtype=torch.float64)
 
-    def describe(self):
+    def describe(self) -> dict:
         return {"space": self.space, "extractor": self.extractor if self.space == "features" else None,
                 "reference": self.reference or "the last member alone, sampled in the sweep"}
