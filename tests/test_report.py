@@ -246,5 +246,6 @@ def test_wandb_runs_inside_reported_run_dirs_are_not_counted_twice(tmp_path, in_
     r = in_process("tstitch-report", tmp_path, "--out", tmp_path / "report")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "4 allocations from 2 runs" in r.stdout
-    settings = [line.split("|")[1].strip() for line in (tmp_path / "report" / "results.md").read_text().splitlines()[2:]]
+    table = (tmp_path / "report" / "results.md").read_text().splitlines()
+    settings = [line.split("|")[1].strip() for line in table[2:]]
     assert settings == ["solver=ddim", "solver=ddim", "solver=ddpm", "solver=ddpm"]
