@@ -331,7 +331,7 @@ def solver(cfg, entries):
     steps, horizon = cfg.steps, min(int(e.schedule.get("num_timesteps", 1000)) for e in entries.values())
     if isinstance(steps, int) and steps > horizon:
         _fail("solver.steps", steps, f"give at most {horizon} steps (the members' schedules have {horizon} timesteps)")
-    if spec.grid is not solvers.adm_grid and spec.grid is not solvers.diffusers_grid:
+    if not spec.respaced:
         Int(1)(steps, "solver.steps")  # a grid of its own: a step count
     else:
         try:

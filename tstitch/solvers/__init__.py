@@ -15,43 +15,30 @@ stochastic solvers so that callers can give each sample its own generator (``tst
   timesteps and sigmas (``tstitch.solvers.hf``); ``dpm_solver``, U-ViT's official samplers, DPM-Solver-fast on
   continuous-time schedules and singlestep DPM-Solver++(3) on discrete ones (``tstitch.solvers.dpm_solver``).
 """
-from collections.abc import Callable
-from dataclasses import dataclass
+import importlib
+import pkgutil
 
 from tstitch.errors import ConfigError
-from tstitch.protocols import Grid
-from tstitch.schedules import grid as adm_timesteps
-from tstitch.solvers.ddim import ddim
-from tstitch.solvers.ddpm import ddpm
-from tstitch.solvers.dpm import dpmpp_2m
-from tstitch.solvers.dpm_solver import dpm_grid, dpm_solver
-from tstitch.solvers.hf import diffusers_grid, diffusers_scheduler, scheduler, scheduler_grid
+from tstitch.solvers.common import Solver, adm_grid  # noqa: F401 - the record and the ADM grid, for callers
 
 
-def adm_grid(schedule, steps, **options):
-    """ADM respacing of ``schedule`` (``steps``: an int or a string such as "ddim100" or "10,20")."""
-    try:
-        timesteps, abar = adm_timesteps(schedule, steps)
-    except ValueError as e:
-        raise ConfigError(f"steps={steps!r}: {e}; give an int or an ADM respacing string such as ddim50 "
-                          "(solver.steps=...)") from None
-    return Grid(timesteps.tolist(), list(range(len(timesteps))), abar)
+def _registered():
+    """``{name: Solver}`` of every module of this package (its ``SOLVERS``): adding a solver is one module here and
+    one yaml in ``conf/solver/``."""
+    found = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        found.update(getattr(importlib.import_module(f"{__name__}.{info.name}"), "SOLVERS", {}))
+    return found
 
 
-@dataclass(frozen=True)
-class Solver:
-    """A solver and its grid. ``shipped``: the solver runs the diffusers scheduler a member ships, so it gets
-    that member's ``scheduler_config`` as ``shipped=`` and its grid is that member's schedule; the member is the
-    last that runs (the official T-Stitch pipelines run the large model's scheduler)."""
+SOLVERS = _registered()
 
-    solve: Callable
-    grid: Callable = adm_grid
-    shipped: bool = False
-
-
-SOLVERS = {"ddim": Solver(ddim), "ddpm": Solver(ddpm), "dpmpp_2m": Solver(dpmpp_2m),
-           "diffusers": Solver(diffusers_scheduler, diffusers_grid),
-           "scheduler": Solver(scheduler, scheduler_grid, shipped=True), "dpm_solver": Solver(dpm_solver, dpm_grid)}
+# the solve functions by name, for the Python API (``solvers.ddim(...)``); registration is the modules' SOLVERS
+from tstitch.solvers.ddim import ddim  # noqa: E402, F401
+from tstitch.solvers.ddpm import ddpm  # noqa: E402, F401
+from tstitch.solvers.dpm import dpmpp_2m  # noqa: E402, F401
+from tstitch.solvers.dpm_solver import dpm_solver  # noqa: E402, F401
+from tstitch.solvers.hf import diffusers_scheduler, scheduler  # noqa: E402, F401
 
 
 def entry(name):

@@ -1,4 +1,13 @@
+"""What every solver module shares: the x0 / eps conversions, the ADM grid and ``Solver``, the record a module
+registers its solvers with (``SOLVERS = {name: Solver(...)}``)."""
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
+
+from tstitch.errors import ConfigError
+from tstitch.protocols import Grid
+from tstitch.schedules import grid as adm_timesteps
 
 
 def predict_x0(out, x, abar_t, clip):
@@ -13,3 +22,26 @@ def eps_from_x0(x, x0, abar_t):
 
 def as_float(abar):
     return [float(a) for a in torch.as_tensor(abar, dtype=torch.float64)]
+
+
+def adm_grid(schedule, steps, **options):
+    """ADM respacing of ``schedule`` (``steps``: an int or a string such as "ddim100" or "10,20")."""
+    try:
+        timesteps, abar = adm_timesteps(schedule, steps)
+    except ValueError as e:
+        raise ConfigError(f"steps={steps!r}: {e}; give an int or an ADM respacing string such as ddim50 "
+                          "(solver.steps=...)") from None
+    return Grid(timesteps.tolist(), list(range(len(timesteps))), abar)
+
+
+@dataclass(frozen=True)
+class Solver:
+    """A solver and its grid. ``respaced``: its ``steps`` may be an ADM respacing string (the ADM grid).
+    ``shipped``: the solver runs the diffusers scheduler a member ships, so it gets that member's
+    ``scheduler_config`` as ``shipped=`` and its grid is that member's schedule; the member is the last that runs (the
+    official T-Stitch pipelines run the large model's)."""
+
+    solve: Callable
+    grid: Callable = adm_grid
+    shipped: bool = False
+    respaced: bool = True

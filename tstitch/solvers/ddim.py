@@ -1,6 +1,6 @@
 import torch
 
-from tstitch.solvers.common import as_float, eps_from_x0, predict_x0
+from tstitch.solvers.common import Solver, as_float, eps_from_x0, predict_x0
 
 
 def ddim(denoiser, x, timesteps, abar, *, eta=0.0, schedule=None, steps=None, randn_like=torch.randn_like, clip=False,
@@ -19,3 +19,6 @@ def ddim(denoiser, x, timesteps, abar, *, eta=0.0, schedule=None, steps=None, ra
         if callback is not None:
             callback(i, x, x0)
     return x
+
+
+SOLVERS = {"ddim": Solver(ddim)}

@@ -2,7 +2,7 @@ import torch
 
 from tstitch import gaussian
 from tstitch.errors import ConfigError
-from tstitch.solvers.common import predict_x0
+from tstitch.solvers.common import Solver, predict_x0
 
 
 def ddpm(denoiser, x, timesteps, abar, *, variance="learned", schedule=None, steps=None, randn_like=torch.randn_like,
@@ -33,3 +33,6 @@ def ddpm(denoiser, x, timesteps, abar, *, variance="learned", schedule=None, ste
         if callback is not None:
             callback(i, x, x0)
     return x
+
+
+SOLVERS = {"ddpm": Solver(ddpm)}

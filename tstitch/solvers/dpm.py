@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from tstitch.solvers.common import as_float, predict_x0
+from tstitch.solvers.common import Solver, as_float, predict_x0
 
 
 def dpmpp_2m(denoiser, x, timesteps, abar, *, schedule=None, steps=None, randn_like=torch.randn_like, clip=False,
@@ -31,3 +31,6 @@ def dpmpp_2m(denoiser, x, timesteps, abar, *, schedule=None, steps=None, randn_l
         if callback is not None:
             callback(i, x, x0)
     return x
+
+
+SOLVERS = {"dpmpp_2m": Solver(dpmpp_2m)}

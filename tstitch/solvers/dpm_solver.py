@@ -22,6 +22,7 @@ import torch
 from tstitch.errors import ConfigError
 from tstitch.protocols import Grid
 from tstitch.schedules import VP_BETA_MAX, VP_BETA_MIN, vp_time
+from tstitch.solvers.common import Solver
 
 EPS_CONTINUOUS = 1e-4  # the official end time of DPM-Solver-fast (eval.py, eval_ldm.py)
 
@@ -155,3 +156,6 @@ def dpm_solver(denoiser, x, timesteps, abar, *, schedule=None, steps=None, randn
             callback(i, x_new, d0 if data else (x - vp.sigma(st.s) * d0) / vp.alpha(st.s))
         x = x_new
     return x
+
+
+SOLVERS = {"dpm_solver": Solver(dpm_solver, dpm_grid, respaced=False)}

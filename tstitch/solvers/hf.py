@@ -26,6 +26,7 @@ from tstitch.errors import ConfigError
 from tstitch.protocols import Grid
 from tstitch.schedules import grid as adm_timesteps
 from tstitch.seeds import generators
+from tstitch.solvers.common import Solver
 
 BATCH_NOISE = {  # schedulers whose noise is one stream per batch: refused, with a per-image alternative
     "DPMSolverSDEScheduler": "DPMSolverMultistepScheduler (deterministic, or config {algorithm_type: "
@@ -214,3 +215,7 @@ def run(s, denoiser, x, timesteps, eta, randn_like, callback):
         if callback is not None:
             callback(c, x, getattr(step, "pred_original_sample", getattr(step, "denoised", None)))
     return x
+
+
+SOLVERS = {"diffusers": Solver(diffusers_scheduler, diffusers_grid),
+           "scheduler": Solver(scheduler, scheduler_grid, shipped=True, respaced=False)}
