@@ -1,9 +1,7 @@
 """Paper tables by config: every experiment composes, sweeps valid allocations and has its README; the toy
 tables run end to end with the paper's column; a DiT experiment runs on tiny official-format weights."""
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,9 +14,7 @@ from tstitch.nets.dit import DiT
 from tstitch.stitch import check_fractions
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
 # each experiment's allocations, first member first (default: the first member's fraction 0, 0.1, ..., 1)
 SWEEPS = {"dit_s_b_xl_grid": [[a / 10, b / 10, (10 - a - b) / 10] for a in range(11) for b in range(11 - a)],
           "cross_family": [[f / 10, (10 - f) / 10] for f in (0, 2, 4, 6, 10)],
@@ -51,22 +47,19 @@ def test_experiment_composes_with_valid_sweeps_paper_values_and_readme(name):
     assert f"+experiment={name}" in readme
 
 
-def test_toy_table_runs_beside_the_paper_column(tmp_path):
-    r = subprocess.run([str(BIN / "tstitch"), "+experiment=toy_s_l", "+debug=tiny", "metric=none",
-                        f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300, env=ENV)
+def test_toy_table_runs_beside_the_paper_column(tmp_path, in_process):
+    r = in_process("tstitch", "+experiment=toy_s_l", "+debug=tiny", "metric=none", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 0, r.stderr[-2000:]
     head, rows = table(tmp_path / "results.md")
     assert head.endswith("| paper FID-5K (DiT-S/XL) |")
     assert [(row[0], row[-1]) for row in rows] == [("0 : 1", "9.20"), ("0.5 : 0.5", "10.06"), ("1 : 0", "33.46")]
 
 
-def test_toy_sampler_multirun_is_one_table_with_a_setting_column(tmp_path):
-    r = subprocess.run([str(BIN / "tstitch"), "-m", "+experiment=toy_samplers", "+debug=tiny",
-                        "solver=ddim,dpmpp_2m", "solver.steps=10", f"hydra.sweep.dir={tmp_path}"],
-                       capture_output=True, text=True, timeout=300, env=ENV)
+def test_toy_sampler_multirun_is_one_table_with_a_setting_column(tmp_path, in_process):
+    r = in_process("tstitch", "-m", "+experiment=toy_samplers", "+debug=tiny", "solver=ddim,dpmpp_2m",
+                   "solver.steps=10", f"hydra.sweep.dir={tmp_path}")
     assert r.returncode == 0, r.stderr[-2000:]
-    r = subprocess.run([str(BIN / "tstitch-report"), str(tmp_path), "--out", str(tmp_path / "report")],
-                       capture_output=True, text=True, timeout=120)
+    r = in_process("tstitch-report", tmp_path, "--out", tmp_path / "report")
     assert r.returncode == 0, r.stderr[-2000:]
     head, rows = table(tmp_path / "report" / "results.md")
     assert head.startswith("| setting |") and "paper FID-5K (DiT-S/XL, approx.)" in head
@@ -79,7 +72,7 @@ def test_toy_sampler_multirun_is_one_table_with_a_setting_column(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["dit_s_xl", "dit_b_xl", "dit_s_b", "dit_samplers", "dit_s_b_xl_grid"])
-def test_dit_experiment_runs_on_tiny_official_format_weights(tmp_path, name):
+def test_dit_experiment_runs_on_tiny_official_format_weights(tmp_path, name, in_process):
     """Each DiT experiment end to end on CPU: tiny random DiTs saved as DiT train.py checkpoints, a tiny VAE, two
     allocations of its sweep; the report puts the paper's FID-5K beside them where the paper has one."""
     from diffusers import AutoencoderKL
@@ -98,15 +91,13 @@ def test_dit_experiment_runs_on_tiny_official_format_weights(tmp_path, name):
                  f"{m}.checkpoint={tmp_path / member}.pt", f"{m}.space.shape=[4,8,8]"]
     fractions = "[0.0,0.0,1.0],[0.5,0.0,0.5]" if three else "[0.0,1.0],[0.5,0.5]"
     solver = ["solver=ddim"] if name == "dit_samplers" else []
-    r = subprocess.run([str(BIN / "tstitch-generate"), "-m", f"+experiment={name}", *tiny, *solver,
-                        f"stitch.codec={tmp_path / 'vae'}", "trainer=cpu", "metric=none", "logger=none",
-                        "num_samples=4", "batch_size=4", "solver.steps=4", f"stitch.fractions={fractions}",
-                        f"hydra.sweep.dir={tmp_path / 'runs'}"], capture_output=True, text=True, timeout=300, env=ENV)
+    r = in_process("tstitch-generate", "-m", f"+experiment={name}", *tiny, *solver, f"stitch.codec={tmp_path / 'vae'}",
+                   "trainer=cpu", "metric=none", "logger=none", "num_samples=4", "batch_size=4", "solver.steps=4",
+                   f"stitch.fractions={fractions}", f"hydra.sweep.dir={tmp_path / 'runs'}")
     assert r.returncode == 0, r.stderr[-2000:]
     manifest = json.loads((tmp_path / "runs" / "1" / "manifest.json").read_text())
     assert manifest["decoder"] == str(tmp_path / "vae") and manifest["config"]["guidance"]["scale"] == 1.5
-    r = subprocess.run([str(BIN / "tstitch-report"), str(tmp_path / "runs"), "--out", str(tmp_path / "report")],
-                       capture_output=True, text=True, timeout=120)
+    r = in_process("tstitch-report", tmp_path / "runs", "--out", tmp_path / "report")
     assert r.returncode == 0, r.stderr[-2000:]
     head, rows = table(tmp_path / "report" / "results.md")
     paper = {"dit_s_xl": ("9.20", "10.06"), "dit_b_xl": ("9.20", "9.67"), "dit_s_b": ("12.30", "13.52")}
@@ -152,14 +143,12 @@ def tiny_members(tmp_path, experiment, extra=()):
 @pytest.mark.parametrize("name,extra", [("uvit_m4_l4_64", []), ("uvit_l2_h2_256", []),
                                         ("cross_family", ["stitch=xf_dit_s2_uvit_h2"]),
                                         ("cross_family", ["stitch=xf_uvit_l2_dit_xl2"])])
-def test_family_experiment_runs_on_tiny_official_format_weights(tmp_path, name, extra):
-    r = subprocess.run([str(BIN / "tstitch-generate"), "-m", f"+experiment={name}", *extra,
-                        *tiny_members(tmp_path, name, extra), "trainer=cpu", "metric=none", "logger=none",
-                        "num_samples=4", "batch_size=4", "solver.steps=4", "stitch.fractions=[0.0,1.0],[0.5,0.5]",
-                        f"hydra.sweep.dir={tmp_path / 'runs'}"], capture_output=True, text=True, timeout=300, env=ENV)
+def test_family_experiment_runs_on_tiny_official_format_weights(tmp_path, name, extra, in_process):
+    r = in_process("tstitch-generate", "-m", f"+experiment={name}", *extra, *tiny_members(tmp_path, name, extra),
+                   "trainer=cpu", "metric=none", "logger=none", "num_samples=4", "batch_size=4", "solver.steps=4",
+                   "stitch.fractions=[0.0,1.0],[0.5,0.5]", f"hydra.sweep.dir={tmp_path / 'runs'}")
     assert r.returncode == 0, r.stderr[-2000:]
-    r = subprocess.run([str(BIN / "tstitch-report"), str(tmp_path / "runs"), "--out", str(tmp_path / "report")],
-                       capture_output=True, text=True, timeout=120)
+    r = in_process("tstitch-report", tmp_path / "runs", "--out", tmp_path / "report")
     assert r.returncode == 0, r.stderr[-2000:]
     head, rows = table(tmp_path / "report" / "results.md")
     # U-ViT experiments run U-ViT's DPM-Solver: its 4 model calls are a step of order 3 and one of order 1
