@@ -14,6 +14,7 @@ from test_sd import save_sd
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+OFFLINE = {"HF_HUB_OFFLINE": "1"}  # the in-process runs' environment (the tiny models are local folders)
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +32,11 @@ def tiny(tmp_path_factory):
     return root, overrides
 
 
-def test_generate_text_to_image_with_clip_score(tiny, tmp_path):
+def test_generate_text_to_image_with_clip_score(tiny, tmp_path, in_process):
     """The sd_bk_tiny_v1_4 experiment's settings, on the tiny pair, the demo prompts and the CPU."""
     root, overrides = tiny
-    r = subprocess.run([str(BIN / "tstitch-generate"), "+experiment=sd_bk_tiny_v1_4", *overrides, "prompts.limit=null",
-                        "trainer=cpu", "num_samples=10", "batch_size=4", f"hydra.run.dir={tmp_path}"],
-                       capture_output=True, text=True, timeout=300, env=ENV)
+    r = in_process("tstitch-generate", "+experiment=sd_bk_tiny_v1_4", *overrides, "prompts.limit=null", "trainer=cpu",
+                   "num_samples=10", "batch_size=4", f"hydra.run.dir={tmp_path}", env=OFFLINE)
     assert r.returncode == 0, r.stderr[-2000:]
     with np.load(tmp_path / "samples.npz") as z:
         assert z["arr_0"].shape == (10, 16, 16, 3) and z["arr_1"].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 0, 1]
@@ -58,26 +58,24 @@ def test_generate_text_to_image_with_clip_score(tiny, tmp_path):
     assert expected > 1 and row["clip_score"] == pytest.approx(expected, abs=1e-3)
 
 
-def test_main_sweep_text_to_image(tiny, tmp_path):
+def test_main_sweep_text_to_image(tiny, tmp_path, in_process):
     root, overrides = tiny
-    r = subprocess.run([str(BIN / "tstitch"), *overrides, "num_samples=4", "batch_size=4", "threads=1",
-                        "sweep.first=[0.0,1.0]", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True,
-                       timeout=300, env=ENV)
+    r = in_process("tstitch", *overrides, "num_samples=4", "batch_size=4", "threads=1", "sweep.first=[0.0,1.0]",
+                   f"hydra.run.dir={tmp_path}", env=OFFLINE)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert [r["nfe"] for r in rows] == [[0, 4], [4, 0]] and all("clip_score" in r for r in rows)  # PNDM: N + 1
     assert "| CLIP score |" in (tmp_path / "results.md").read_text() and (tmp_path / "tradeoff.png").exists()
 
 
-def test_text_members_without_prompts_are_one_line(tiny, tmp_path):
+def test_text_members_without_prompts_are_one_line(tiny, tmp_path, in_process):
     root, overrides = tiny
     kept = [o for o in overrides if not o.startswith(("prompts", "metric"))]
-    r = subprocess.run([str(BIN / "tstitch-generate"), *kept, "metric=none", "num_samples=2",
-                        f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300, env=ENV)
+    r = in_process("tstitch-generate", *kept, "metric=none", "num_samples=2", f"hydra.run.dir={tmp_path}", env=OFFLINE)
     assert r.returncode == 2 and "text-conditioned members need a prompt set: prompts=demo" in r.stderr
 
 
-def test_sdxl_timing_experiment_on_tiny_sdxl_members(tmp_path):
+def test_sdxl_timing_experiment_on_tiny_sdxl_members(tmp_path, in_process):
     """+experiment=sd_ssd1b_sdxl (SSD-1B -> SDXL, timing with the demo's seconds as the paper column) on two tiny
     SDXL-like pipelines (two text encoders, pooled embeddings, time ids), bf16 on the CPU."""
     from test_sd import save_sdxl
@@ -88,13 +86,11 @@ def test_sdxl_timing_experiment_on_tiny_sdxl_members(tmp_path):
         m = f"stitch.members.{name}"
         overrides += [f"{m}.checkpoint={tmp_path / name}", f"{m}.net.cross_attention_dim=48",
                       f"{m}.space.shape=[4,8,8]"]
-    r = subprocess.run([str(BIN / "tstitch-generate"), "-m", "+experiment=sd_ssd1b_sdxl", *overrides, "trainer=cpu",
-                        "logger=none", "num_samples=2", "batch_size=2", "solver.steps=5",
-                        "stitch.fractions=[0.0,1.0],[0.4,0.6]", f"hydra.sweep.dir={tmp_path / 'runs'}"],
-                       capture_output=True, text=True, timeout=300, env=ENV)
+    r = in_process("tstitch-generate", "-m", "+experiment=sd_ssd1b_sdxl", *overrides, "trainer=cpu", "logger=none",
+                   "num_samples=2", "batch_size=2", "solver.steps=5", "stitch.fractions=[0.0,1.0],[0.4,0.6]",
+                   f"hydra.sweep.dir={tmp_path / 'runs'}", env=OFFLINE)
     assert r.returncode == 0, r.stderr[-2000:]
-    r = subprocess.run([str(BIN / "tstitch-report"), str(tmp_path / "runs"), "--out", str(tmp_path / "report")],
-                       capture_output=True, text=True, timeout=120)
+    r = in_process("tstitch-report", tmp_path / "runs", "--out", tmp_path / "report")
     assert r.returncode == 0, r.stderr[-2000:]
     lines = (tmp_path / "report" / "results.md").read_text().splitlines()
     assert lines[0].endswith("| paper s/image (SDXL demo) |")
@@ -103,7 +99,8 @@ def test_sdxl_timing_experiment_on_tiny_sdxl_members(tmp_path):
 
 def test_unknown_scheduler_is_one_line_before_any_file(tiny, tmp_path):
     """A scheduler name diffusers does not have: exit code 2 and one line naming the fix, checked after the members
-    load (their shipped schedulers) and before the run directory gets any file."""
+    load (their shipped schedulers) and before the run directory gets any file; through the installed command (the
+    runs above are in-process)."""
     _, overrides = tiny
     r = subprocess.run([str(BIN / "tstitch-generate"), "+experiment=sd_bk_tiny_v1_4", *overrides, "trainer=cpu",
                         "num_samples=2", "solver=scheduler", "solver.options.scheduler=NoSuchScheduler",
