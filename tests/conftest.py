@@ -1,4 +1,5 @@
 import contextlib
+import io
 import logging
 import os
 import subprocess
@@ -55,6 +56,28 @@ def _global_state_kept():
         HydraConfig.instance().cfg = None  # the job's Hydra config (run name, experiment) ends with the job
 
 
+def _run_script(monkeypatch, command, args, env, cwd):
+    """Run an installed console script's function in this process with that ``sys.argv``, as the command would run:
+    (argv, exit code, what the interpreter would print on exit)."""
+    (script,) = entry_points(group="console_scripts", name=command)
+    if cwd is not None:
+        monkeypatch.chdir(cwd)
+    for key, value in (env or {}).items():
+        monkeypatch.setenv(key, value)
+    argv = [str(Path(sys.executable).parent / command), *map(str, args)]
+    monkeypatch.setattr(sys, "argv", list(argv))
+    code, message = 0, ""
+    with _global_state_kept():
+        try:
+            script.load()()
+        except SystemExit as e:  # as the interpreter exits: None -> 0, an int as is, else printed and 1
+            code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+            message = "" if e.code is None or isinstance(e.code, int) else f"{e.code}\n"
+        except Exception:  # an uncaught error: a traceback on stderr and exit code 1
+            code, message = 1, traceback.format_exc()
+    return argv, code, message
+
+
 @pytest.fixture
 def in_process(monkeypatch, capsys):
     """``in_process(command, *args, env={...}, cwd=None)`` runs an installed console script's function
@@ -63,25 +86,22 @@ def in_process(monkeypatch, capsys):
     subprocess, without its start-up (importing torch, Lightning and Hydra, 4-8 s). Python warnings go to pytest's
     summary instead of stderr; each CLI keeps a subprocess test of its exit code and one-line error."""
     def run(command, *args, env=None, cwd=None):
-        (script,) = entry_points(group="console_scripts", name=command)
-        if cwd is not None:
-            monkeypatch.chdir(cwd)
-        for key, value in (env or {}).items():
-            monkeypatch.setenv(key, value)
-        argv = [str(Path(sys.executable).parent / command), *map(str, args)]
-        monkeypatch.setattr(sys, "argv", list(argv))
         capsys.readouterr()
-        code, message = 0, ""
-        with _global_state_kept():
-            try:
-                script.load()()
-            except SystemExit as e:  # as the interpreter exits: None -> 0, an int as is, else printed and 1
-                code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
-                message = "" if e.code is None or isinstance(e.code, int) else f"{e.code}\n"
-            except Exception:  # an uncaught error: a traceback on stderr and exit code 1
-                code, message = 1, traceback.format_exc()
+        argv, code, message = _run_script(monkeypatch, command, args, env, cwd)
         out, err = capsys.readouterr()
         return subprocess.CompletedProcess(argv, code, out, err + message)
+    return run
+
+
+@pytest.fixture(scope="session")
+def in_process_shared():
+    """``in_process`` for module- and session-scoped fixtures (a set made once and read by many tests), which
+    cannot use the function-scoped monkeypatch and capsys: the same run, its output caught by redirection."""
+    def run(command, *args, env=None, cwd=None):
+        out, err = io.StringIO(), io.StringIO()
+        with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            argv, code, message = _run_script(mp, command, args, env, cwd)
+        return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue() + message)
     return run
 
 

@@ -28,7 +28,7 @@ def tstitch(*args, tmp_path, in_process=None):
 
 
 def test_debug_run_writes_table_grid_plot(tmp_path, in_process):
-    r = tstitch(tmp_path=tmp_path, in_process=in_process)  # the installed command runs below and in test_report
+    r = tstitch(tmp_path=tmp_path, in_process=in_process)  # the installed command: below and in test_install
     assert r.returncode == 0, r.stderr[-2000:]
     out = tmp_path / "run"
     for name in ("results.md", "results.csv", "results.jsonl", "grid.png", "tradeoff.png", "run.json"):
@@ -56,11 +56,10 @@ def test_debug_run_writes_table_grid_plot(tmp_path, in_process):
     assert "| 0.5 : 0.5 |" in (out / "main.log").read_text()  # the run's log holds the table
 
 
-def test_wandb_offline_run_is_written(tmp_path):
-    env_mode = {"WANDB_MODE": "offline"}
-    r = subprocess.run([EXE, "+debug=tiny", "logger.mode=offline", "sweep.first=[0.0,1.0]", "metric=none",
-                        f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True, text=True,
-                       env={**os.environ, **env_mode, "TSTITCH_CACHE": str(tmp_path / "cache")}, timeout=300)
+def test_wandb_offline_run_is_written(tmp_path, in_process):
+    r = in_process("tstitch", "+debug=tiny", "logger.mode=offline", "sweep.first=[0.0,1.0]", "metric=none",
+                   f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
+                   env={"WANDB_MODE": "offline", "TSTITCH_CACHE": str(tmp_path / "cache")})
     assert r.returncode == 0, r.stderr[-2000:]
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*")), "no offline W&B run written"
 

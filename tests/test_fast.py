@@ -1,10 +1,6 @@
 """Every fast path against the plain float32 path on CPU, with the tolerance it is held to (relative L2 error of
 the final samples of a stitched toy-zoo run: 10 DDIM steps, guidance 3, 0.4 : 0.6)."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -51,19 +47,15 @@ def test_autocast_member_keeps_the_protocol_and_float32_outputs():
     assert m.name == "toy-dit-large" and m.space.shape == (1, 28, 28)
 
 
-def test_unknown_precision_is_one_line(tmp_path):
+def test_unknown_precision_is_one_line(tmp_path, in_process):
     with pytest.raises(ConfigError, match="fast.precision must be one of"):
         fast.speed_up(members(), "cpu", precision="int4")
-    exe = str(Path(sys.executable).parent / "tstitch")
-    r = subprocess.run([exe, "+debug=tiny", "fast.precision=fp8", f"hydra.run.dir={tmp_path}"], capture_output=True,
-                       text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    r = in_process("tstitch", "+debug=tiny", "fast.precision=fp8", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("tstitch: error: fast.precision")
 
 
-def test_main_job_runs_in_bf16(tmp_path):
-    exe = str(Path(sys.executable).parent / "tstitch")
-    r = subprocess.run([exe, "+debug=tiny", "fast=bf16", "metric=none", f"hydra.run.dir={tmp_path}"],
-                       capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+def test_main_job_runs_in_bf16(tmp_path, in_process):
+    r = in_process("tstitch", "+debug=tiny", "fast=bf16", "metric=none", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 0, r.stderr[-2000:]
     record = json.loads((tmp_path / "run.json").read_text())
     assert record["config"]["fast"]["precision"] == "bf16"

@@ -41,12 +41,11 @@ def extractions(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def sets(tmp_path_factory):
+def sets(tmp_path_factory, in_process_shared):
     """A 96-sample set from tstitch-generate, and the first 300 test images as npz, folder and statistics."""
     root = tmp_path_factory.mktemp("fidelity")
-    exe = str(Path(sys.executable).parent / "tstitch-generate")
-    r = subprocess.run([exe, "num_samples=96", "batch_size=48", "solver.steps=4", f"hydra.run.dir={root / 'gen'}"],
-                       capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    r = in_process_shared("tstitch-generate", "num_samples=96", "batch_size=48", "solver.steps=4",
+                          f"hydra.run.dir={root / 'gen'}")
     assert r.returncode == 0, r.stderr[-2000:]
     x = data.load("test")[0][:300]
     nhwc = x.permute(0, 2, 3, 1).numpy()
@@ -203,16 +202,15 @@ def test_unknown_metric_and_bad_paths(sets):
         fidelity.evaluate(sets / "stats.npz", sets / "ref.npz", extractor=EXTRACTOR)
 
 
-def test_evaluate_command(sets, tmp_path):
-    exe = str(Path(sys.executable).parent / "tstitch-evaluate")
-    r = subprocess.run([exe, f"samples={sets / 'gen' / 'samples.npz'}", f"reference={sets / 'ref.npz'}",
-                        f"extractor={EXTRACTOR}", f"cache_root={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path}"],
-                       capture_output=True, text=True, timeout=300)
+def test_evaluate_command(sets, tmp_path, in_process):
+    """In-process (the installed commands' errors run in test_reference_and_evaluate_commands_on_bad_input)."""
+    r = in_process("tstitch-evaluate", f"samples={sets / 'gen' / 'samples.npz'}", f"reference={sets / 'ref.npz'}",
+                   f"extractor={EXTRACTOR}", f"cache_root={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads((tmp_path / "metrics.json").read_text())
     assert result["fid"] > 0 and result["reference_cache"] == "miss"
     assert len(list((tmp_path / "cache").glob("reference-*.pt"))) == 1
-    r = subprocess.run([exe, f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300)
+    r = in_process("tstitch-evaluate", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 2 and "give samples=PATH" in r.stderr
 
 

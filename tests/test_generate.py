@@ -33,9 +33,10 @@ def generate(run_dir, *args, in_process=None):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(tmp_path_factory, in_process_shared):
     """13 seeds in batches of 4 on one process."""
-    return generate(tmp_path_factory.mktemp("ref"), "num_samples=13", "batch_size=4", "png=true")
+    return generate(tmp_path_factory.mktemp("ref"), "num_samples=13", "batch_size=4", "png=true",
+                    in_process=in_process_shared)
 
 
 def test_npz_is_adm_layout_and_manifest_is_complete(reference):
@@ -84,10 +85,11 @@ def test_two_processes_give_the_same_set(reference, tmp_path):
     assert sorted(seeds) == list(range(13))
 
 
-def test_offloaded_members_give_the_same_set(reference, tmp_path):
+def test_offloaded_members_give_the_same_set(reference, tmp_path, in_process):
     """fast=offload: Lightning moves no network; each moves itself to the device for its own steps."""
     images, labels, *_ = reference
-    images2, labels2, manifest, _ = generate(tmp_path, "num_samples=13", "batch_size=4", "fast=offload")
+    images2, labels2, manifest, _ = generate(tmp_path, "num_samples=13", "batch_size=4", "fast=offload",
+                                             in_process=in_process)
     assert manifest["config"]["fast"]["offload"] is True
     assert np.array_equal(images2, images) and np.array_equal(labels2, labels)
 
@@ -102,14 +104,13 @@ def test_resume_with_other_settings_is_refused(tmp_path, in_process):
     assert r.stderr.strip().splitlines()[-1].startswith("tstitch-generate: error: ") and "Traceback" not in r.stderr
 
 
-def test_metric_and_wandb_offline_run(tmp_path):
+def test_metric_and_wandb_offline_run(tmp_path, in_process):
     """The default metric (toy FD + accuracy) scores the finished set; W&B writes an offline run in the run dir
     whose results table tstitch-report reads back."""
     from tstitch import tracking
 
-    r = subprocess.run([EXE, "solver.steps=4", "stitch.fractions=[0.5,0.5]", "num_samples=20", "batch_size=10",
-                        "logger.mode=offline", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True,
-                       timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"})
+    r = in_process("tstitch-generate", "solver.steps=4", "stitch.fractions=[0.5,0.5]", "num_samples=20",
+                   "batch_size=10", "logger.mode=offline", f"hydra.run.dir={tmp_path}", env={"WANDB_MODE": "offline"})
     assert r.returncode == 0, r.stderr[-2000:]
     row = json.loads((tmp_path / "results.jsonl").read_text())
     expected = FashionMetric().score_file(tmp_path / "samples.npz")  # the written set and its labels, scored apart

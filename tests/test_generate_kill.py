@@ -45,9 +45,11 @@ def _group_alive(pgid):
     return False
 
 
-def run_to_end(run_dir, log, *extra):
-    with open(log, "w") as f:
-        r = subprocess.run(command(run_dir, *extra), stdout=f, stderr=subprocess.STDOUT, env=ENV, timeout=300)
+def run_to_end(run, run_dir, log, *extra):
+    """The run to its end in this process (``run`` is the in_process fixture or its shared form): only the killed
+    run needs a process of its own."""
+    r = run("tstitch-generate", *command(run_dir, *extra)[1:])
+    log.write_text(r.stdout + r.stderr)
     assert r.returncode == 0, log.read_text()[-3000:]
     with np.load(run_dir / "samples.npz") as z:
         return z["arr_0"], z["arr_1"], json.loads((run_dir / "manifest.json").read_text())
@@ -79,20 +81,21 @@ def kill_mid_run(run_dir, log, *extra, timeout=180):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def uninterrupted(tmp_path_factory, in_process_shared):
     run_dir = tmp_path_factory.mktemp("uninterrupted")
-    return run_to_end(run_dir, run_dir.parent / "uninterrupted.log")
+    return run_to_end(in_process_shared, run_dir, run_dir.parent / "uninterrupted.log")
 
 
 @pytest.mark.parametrize("killed", [[], TWO_PROCESSES], ids=["one-process", "two-processes"])
-def test_sigkill_mid_run_then_restart_gives_exactly_the_uninterrupted_set(uninterrupted, killed, tmp_path):
+def test_sigkill_mid_run_then_restart_gives_exactly_the_uninterrupted_set(uninterrupted, killed, tmp_path,
+                                                                          in_process):
     run_dir = tmp_path / "run"
     have = kill_mid_run(run_dir, tmp_path / "killed.log", *killed)
     batches = math.ceil(N / BATCH) if not killed else 2 * math.ceil(math.ceil(N / 2) / BATCH)
     assert KILL_AT <= len(shards(run_dir)) < batches and 0 < len(have) < N, "the kill did not land mid-way"
     assert not (run_dir / "samples.npz").exists() and not (run_dir / "manifest.json").exists()
 
-    images, labels, manifest = run_to_end(run_dir, tmp_path / "restart.log")  # one process
+    images, labels, manifest = run_to_end(in_process, run_dir, tmp_path / "restart.log")  # one process
     assert images.shape[0] == labels.shape[0] == N
     assert done(run_dir) == set(range(N))
     assert manifest["resumed_from"] == len(have) > 0 and manifest["generated"] == N - len(have)

@@ -1,7 +1,6 @@
 """Self-describing metrics (tstitch/metrics/): each declares its values (label, format, direction), which the
 table, plots, search and summaries read; the paired metric is the example of adding one (one module, one yaml)."""
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -73,10 +72,9 @@ def test_paired_metric_on_files_and_in_feature_space(tmp_path):
         PairedMetric(reference=str(tmp_path / "alone.npz")).score_file(tmp_path / "shuffled.npz")
 
 
-def test_generate_with_a_paired_metric_needs_its_reference_before_sampling(tmp_path):
-    r = subprocess.run([str(BIN / "tstitch-generate"), "metric=paired", "num_samples=4", "batch_size=2",
-                        "solver.steps=2", "logger=none", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True,
-                       timeout=300)
+def test_generate_with_a_paired_metric_needs_its_reference_before_sampling(tmp_path, in_process):
+    r = in_process("tstitch-generate", "metric=paired", "num_samples=4", "batch_size=2", "solver.steps=2",
+                   "logger=none", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
         "tstitch-generate: error: metric=paired scores a sample set against the last member alone on the same "
         "seeds: give metric.reference=<that run's samples.npz>")

@@ -1,5 +1,4 @@
 """`tstitch-report`: a Hydra multirun over allocations becomes one table and one plot."""
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ BIN = Path(sys.executable).parent
 
 
 def test_multirun_is_reported_as_one_table(tmp_path, in_process):
-    # in-process, as the installed commands run in the other tests here and in test_cli
+    # in-process; the installed commands run in test_install (the wheel) and their errors in test_cli and below
     r = in_process("tstitch", "-m", "+debug=tiny", "sweep=null", "stitch.fractions=[1.0,0.0],[0.0,1.0],[0.5,0.5]",
                    f"hydra.sweep.dir={tmp_path}")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -24,12 +23,11 @@ def test_multirun_is_reported_as_one_table(tmp_path, in_process):
 
 
 @pytest.fixture(scope="module")
-def three_runs(tmp_path_factory):
+def three_runs(tmp_path_factory, in_process_shared):
     """Three tiny single-allocation runs (0, 1, 2) of one multirun, made once."""
     root = tmp_path_factory.mktemp("runs")
-    r = subprocess.run([str(BIN / "tstitch"), "-m", "+debug=tiny", "sweep=null", "metric=none",
-                        "stitch.fractions=[1.0,0.0],[0.0,1.0],[0.5,0.5]", f"hydra.sweep.dir={root}"],
-                       capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    r = in_process_shared("tstitch", "-m", "+debug=tiny", "sweep=null", "metric=none",
+                          "stitch.fractions=[1.0,0.0],[0.0,1.0],[0.5,0.5]", f"hydra.sweep.dir={root}")
     assert r.returncode == 0, r.stderr[-2000:]
     return root
 
@@ -95,10 +93,9 @@ def test_generation_multirun_and_its_wandb_offline_runs_are_reported(tmp_path, i
     offline runs alone (e.g. copied from a cluster) give the same table."""
     import shutil
 
-    r = subprocess.run([str(BIN / "tstitch-generate"), "-m", "stitch.fractions=[0.0,1.0],[0.5,0.5]", "num_samples=10",
-                        "batch_size=10", "solver.steps=4", "logger.mode=offline", f"hydra.sweep.dir={tmp_path / 'm'}"],
-                       capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"})
+    r = in_process("tstitch-generate", "-m", "stitch.fractions=[0.0,1.0],[0.5,0.5]", "num_samples=10", "batch_size=10",
+                   "solver.steps=4", "logger.mode=offline", f"hydra.sweep.dir={tmp_path / 'm'}",
+                   env={"WANDB_MODE": "offline"})
     assert r.returncode == 0, r.stderr[-2000:]
     for d in ("m", "w"):
         if d == "w":
