@@ -18,6 +18,16 @@ os.environ.setdefault("WANDB_SILENT", "true")
 torch.set_num_threads(1)  # two cores: one thread per process is fastest for these small nets
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cache(tmp_path_factory):
+    """One tstitch cache for the whole session, apart from the user's own: the toy test set's reference statistics
+    (10 s) are made once, and are keyed by content, so tests that share them cannot see another's reference. A test
+    about the cache itself gives its own directory."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TSTITCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _restore_dtype():
     dtype = torch.get_default_dtype()

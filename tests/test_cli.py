@@ -20,7 +20,7 @@ def tstitch(*args, tmp_path, in_process=None):
     """`tstitch +debug=tiny ...` run in tmp_path: the installed command in a subprocess, or given the
     ``in_process`` fixture, its function in this process (the same checks without the start-up)."""
     args = ["+debug=tiny", f"hydra.run.dir={tmp_path / 'run'}", *args]
-    env = {"TSTITCH_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "disabled"}
+    env = {"WANDB_MODE": "disabled"}
     if in_process is not None:
         return in_process("tstitch", *args, env=env, cwd=tmp_path)
     return subprocess.run([EXE, *args], cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1", **env},
@@ -48,7 +48,7 @@ def test_debug_run_writes_table_grid_plot(tmp_path, in_process):
                         randn_like=rng.randn_like)
         images.append(load_codec("pixels", members[-1].space).decode(result.x))
         labels.append(y)
-    expected = FashionMetric(cache_root=tmp_path / "cache" / "fidelity")(torch.cat(images), torch.cat(labels))
+    expected = FashionMetric()(torch.cat(images), torch.cat(labels))
     assert rows[1]["accuracy"] == expected["accuracy"] and rows[1]["fd"] == pytest.approx(expected["fd"], rel=1e-6)
     assert len({row["fd"] for row in rows}) == 3  # three sample sets, three distances
     logged = json.loads((out / "run.json").read_text())["config"]["stitch"]["fractions"]
@@ -59,7 +59,7 @@ def test_debug_run_writes_table_grid_plot(tmp_path, in_process):
 def test_wandb_offline_run_is_written(tmp_path, in_process):
     r = in_process("tstitch", "+debug=tiny", "logger.mode=offline", "sweep.first=[0.0,1.0]", "metric=none",
                    f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
-                   env={"WANDB_MODE": "offline", "TSTITCH_CACHE": str(tmp_path / "cache")})
+                   env={"WANDB_MODE": "offline"})
     assert r.returncode == 0, r.stderr[-2000:]
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*")), "no offline W&B run written"
 

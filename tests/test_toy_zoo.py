@@ -11,8 +11,8 @@ N = 200  # seeds 0..199, balanced labels, DDIM 20 steps, guidance 3 (the demo's 
 
 
 @pytest.fixture(scope="module")
-def metric(tmp_path_factory):
-    return FashionMetric(cache_root=tmp_path_factory.mktemp("fidelity"))
+def metric():
+    return FashionMetric()
 
 
 @pytest.fixture(scope="module")
