@@ -82,11 +82,11 @@ def test_bad_input_is_one_line_error(tmp_path, in_process, override, message):
 
 
 def test_corrupt_and_foreign_checkpoints_are_named(tmp_path, in_process):
-    """The corrupt one through the installed command: an error found after Hydra started still exits with code 2
-    and one line (the cases above run in-process)."""
+    """An error found after Hydra started exits with code 2 and one line (the installed command's exit code:
+    test_unwritable_output_dir_is_one_line)."""
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    r = tstitch(f"stitch.members.large.checkpoint={bad}", tmp_path=tmp_path)
+    r = tstitch(f"stitch.members.large.checkpoint={bad}", tmp_path=tmp_path, in_process=in_process)
     assert r.returncode == 2 and "unreadable or corrupt" in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("tstitch: error:") and "Traceback" not in r.stderr
     small = ROOT / "tstitch/toy/weights/dit_small.safetensors"

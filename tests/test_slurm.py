@@ -189,9 +189,8 @@ def test_missing_sbatch_is_one_line(monkeypatch):
      "trainer.devices=1 x trainer.num_nodes=1 use 1: set trainer.devices=8 trainer.num_nodes=1, or "
      "hydra.launcher.tasks_per_node=1 hydra.launcher.nodes=1"),
 ])
-def test_multirun_with_a_bad_preset_stops_before_submitting(tmp_path, exe, args, message):
-    r = subprocess.run([str(BIN / exe), "-m", *args, f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+def test_multirun_with_a_bad_preset_stops_before_submitting(tmp_path, exe, args, message, in_process):
+    r = in_process(exe, "-m", *args, f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.strip() == message, r.stderr[-2000:]
     assert not (tmp_path / "sweep" / ".submitit").exists()
 
