@@ -1,6 +1,5 @@
 """The `tstitch` command end to end on the debug config, and its one-line errors."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,15 +15,11 @@ ROOT = Path(__file__).resolve().parents[1]
 EXE = str(Path(sys.executable).parent / "tstitch")
 
 
-def tstitch(*args, tmp_path, in_process=None):
-    """`tstitch +debug=tiny ...` run in tmp_path: the installed command in a subprocess, or given the
-    ``in_process`` fixture, its function in this process (the same checks without the start-up)."""
+def tstitch(*args, tmp_path, in_process):
+    """`tstitch +debug=tiny ...` run in tmp_path by the ``in_process`` fixture (the installed command's own exit code
+    and error: test_unwritable_output_dir_is_one_line)."""
     args = ["+debug=tiny", f"hydra.run.dir={tmp_path / 'run'}", *args]
-    env = {"WANDB_MODE": "disabled"}
-    if in_process is not None:
-        return in_process("tstitch", *args, env=env, cwd=tmp_path)
-    return subprocess.run([EXE, *args], cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1", **env},
-                          capture_output=True, text=True, timeout=300)
+    return in_process("tstitch", *args, env={"WANDB_MODE": "disabled"}, cwd=tmp_path)
 
 
 def test_debug_run_writes_table_grid_plot(tmp_path, in_process):

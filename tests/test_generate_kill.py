@@ -24,8 +24,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 pytestmark = pytest.mark.slow
 
 
-def command(run_dir, *extra):
-    return [EXE, f"num_samples={N}", f"batch_size={BATCH}", f"solver.steps={STEPS}", "stitch.fractions=[0.5,0.5]",
+def arguments(run_dir, *extra):
+    return [f"num_samples={N}", f"batch_size={BATCH}", f"solver.steps={STEPS}", "stitch.fractions=[0.5,0.5]",
             "metric=none", "logger=none", "baseline_batches=0", f"hydra.run.dir={run_dir}", *extra]
 
 
@@ -48,7 +48,7 @@ def _group_alive(pgid):
 def run_to_end(run, run_dir, log, *extra):
     """The run to its end in this process (``run`` is the in_process fixture or its shared form): only the killed
     run needs a process of its own."""
-    r = run("tstitch-generate", *command(run_dir, *extra)[1:])
+    r = run("tstitch-generate", *arguments(run_dir, *extra))
     log.write_text(r.stdout + r.stderr)
     assert r.returncode == 0, log.read_text()[-3000:]
     with np.load(run_dir / "samples.npz") as z:
@@ -59,7 +59,7 @@ def kill_mid_run(run_dir, log, *extra, timeout=180):
     """Start the run in its own session, SIGKILL the whole process group once KILL_AT shards exist, and return
     the seeds the surviving shards hold. Fails if the run ended (or never wrote a shard) before the kill."""
     with open(log, "w") as f:
-        proc = subprocess.Popen(command(run_dir, *extra), stdout=f, stderr=subprocess.STDOUT, env=ENV,
+        proc = subprocess.Popen([EXE, *arguments(run_dir, *extra)], stdout=f, stderr=subprocess.STDOUT, env=ENV,
                                 start_new_session=True)
     deadline = time.monotonic() + timeout
     try:

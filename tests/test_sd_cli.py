@@ -13,8 +13,8 @@ from test_prompts import save_tiny_clip
 from test_sd import save_sd
 
 BIN = Path(sys.executable).parent
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 OFFLINE = {"HF_HUB_OFFLINE": "1"}  # the in-process runs' environment (the tiny models are local folders)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", **OFFLINE}  # the installed command's
 
 
 @pytest.fixture(scope="module")
