@@ -17,8 +17,12 @@ def stitch(cfg, device="cpu"):
     members = [zoo.load(dict(cfg.stitch.members[n]), device=home) for n in names]
     check_compatible(members)
     members = fast.speed_up(members, device, **options)
-    spec = cfg.stitch.get("codec") or cfg.stitch.members[names[-1]].get("codec", "pixels")
-    return members, load_codec(spec, members[-1].space, device)
+    return members, load_codec(codec_spec(cfg), members[-1].space, device)
+
+
+def codec_spec(cfg):
+    """The decoder: ``stitch.codec``, else the last member's own, else pixels."""
+    return cfg.stitch.get("codec") or list(cfg.stitch.members.values())[-1].get("codec", "pixels")
 
 
 def sample_options(cfg, fractions):

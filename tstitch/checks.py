@@ -6,6 +6,7 @@ is done (no host sync inside the step loop); only when it fails is the batch sam
 watching every step, to name the step where the values broke and the member that ran it. ``nonfinite=warn`` turns
 the failure into a warning (the images of those seeds are then black).
 """
+import math
 import numbers
 import sys
 
@@ -38,12 +39,11 @@ def inputs(members, noise, labels, guidance):
     shape = tuple(members[0].space.shape)
     if tuple(noise.shape[1:]) != shape:
         raise ConfigError(f"noise of shape {tuple(noise.shape[1:])} per sample for members trained on {shape}")
-    bad = ~torch.isfinite(noise).flatten(1).all(1)
-    if bool(bad.any()):
-        raise NonFiniteError(f"noise holds NaN or inf in sample(s) {_first(bad.nonzero().flatten().tolist())}; "
-                             "give finite noise (tstitch.seeds.draw)")
-    if not isinstance(guidance, numbers.Real) or isinstance(guidance, bool) or not torch.isfinite(
-            torch.tensor(float(guidance))):
+    bad = bad_rows(noise)
+    if bad:
+        raise NonFiniteError(f"noise holds NaN or inf in sample(s) {_first(bad)}; give finite noise "
+                             "(tstitch.seeds.draw)")
+    if not isinstance(guidance, numbers.Real) or isinstance(guidance, bool) or not math.isfinite(float(guidance)):
         raise ConfigError(f"guidance must be a finite number (1 = off), not {guidance!r}")
     return noise.float(), _labels(members, labels, len(noise), noise.device)
 
@@ -113,10 +113,21 @@ def where(resample, names):
     return step, len(flags), member
 
 
-def report(seeds, bad, total, found, mode, what="samples"):
+def batch(x, seeds, resample, names, mode):
+    """The check after each batch: one reduction over its samples ``x`` (of ``seeds``); only a failing batch is
+    sampled again (``resample(callback)``, as in ``where``), watching each step, to name where it broke. Raises
+    (``mode="error"``) or warns; returns the seeds of the non-finite samples."""
+    bad = bad_rows(x)
+    if not bad:
+        return []
+    warn(report(seeds, bad, where(resample, names), mode))
+    return [seeds[i] for i in bad]
+
+
+def report(seeds, bad, found, mode, what="samples"):
     """The one line about non-finite samples; raises it (``mode="error"``) or returns it (``"warn"``)."""
     at = (f"; they first broke at step {found[0] + 1} of {found[1]}, run by {found[2]}" if found else "")
-    line = (f"non-finite {what} (NaN or inf) for {len(bad)} of {total} seeds in a batch: "
+    line = (f"non-finite {what} (NaN or inf) for {len(bad)} of {len(seeds)} seeds in a batch: "
             f"{_first([seeds[i] for i in bad])}{at}. Check the checkpoints, fast.precision (fp32 is the reference) "
             "and guidance.scale; nonfinite=warn keeps going (their images are black)")
     if mode == "error":

@@ -72,7 +72,9 @@ class VAECodec:
         out = []
         for c in z.split(self.chunk_size):
             pixels = self.vae.decode(c.to(self.device, self.dtype) / self.scale).sample
-            broken = set(checks.bad_rows(pixels)) - set(checks.bad_rows(c))
+            broken = checks.bad_rows(pixels)
+            if broken:  # the latents' own rows are the sampler's to report; only a failing chunk looks at them
+                broken = set(broken) - set(checks.bad_rows(c))
             if broken:
                 raise checks.NonFiniteError(
                     f"the decoder {self.source} gave NaN or inf pixels for {len(broken)} of {len(c)} finite latents; "

@@ -27,7 +27,7 @@ from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from
 
 from tstitch.checkpoints import cache_dir, resolve
 from tstitch.errors import ConfigError
-from tstitch.files import temporary
+from tstitch.files import temporary, write_npz
 from tstitch.imageset import NAMED, open_set
 
 INCEPTION = "inception-v3-compat"
@@ -306,9 +306,5 @@ def make_reference(source, out, extractor=INCEPTION, weights=None, metrics=("fid
         arrays.update(mu=f.mean(0), sigma=np.cov(f, rowvar=False))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary(out)
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays, extractor=np.array(extractor), weights=np.array(str(weights or "default")),
-                 size=np.array(images.size), count=np.array(images.count), source=np.array(str(source)))
-    tmp.replace(out)
-    return out
+    return write_npz(out, **arrays, extractor=np.array(extractor), weights=np.array(str(weights or "default")),
+                     size=np.array(images.size), count=np.array(images.count), source=np.array(str(source)))

@@ -38,6 +38,17 @@ def write_text(path, text):
     return path
 
 
+def write_npz(path, **arrays):
+    """``np.savez`` of ``arrays`` into ``path``, whole."""
+    import numpy as np
+
+    tmp = temporary(path)
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    tmp.replace(path)
+    return path
+
+
 def write_json(path, value, indent=2):
     return write_text(path, dumps(value, indent=indent) + "\n")
 

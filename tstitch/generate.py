@@ -90,7 +90,7 @@ def _generate(cfg, out, sampling, rank_zero):
     prompts = build.prompts(cfg)
     if rank_zero:
         entries = {k: OmegaConf.to_container(e, resolve=True) for k, e in cfg.stitch.members.items()}
-        spec = cfg.stitch.get("codec") or cfg.stitch.members[list(entries)[-1]].get("codec", "pixels")
+        spec = build.codec_spec(cfg)
         spec = OmegaConf.to_container(spec, resolve=True) if OmegaConf.is_config(spec) else spec
         now = {**identity.of(sampling, entries, spec), "prompts": prompts,
                "versions": identity.versions(_device_name(cfg))}
@@ -148,10 +148,4 @@ def _device_name(cfg):
     if accelerator(cfg.trainer) == "gpu" and torch.cuda.is_available():
         return torch.cuda.get_device_name()
     return None
-
-
-def run_dir_of(argv):
-    """The ``hydra.run.dir=`` an argument list gives (the last one), or None."""
-    given = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
-    return given[-1].strip("'\"") if given else None
 

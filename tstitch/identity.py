@@ -8,6 +8,7 @@ is hashed once) and the seed scheme. A resume that differs in any of these is re
 versions of tstitch, torch and the device model are recorded too: a resume across them is allowed with a warning
 (they may change last bits, not the meaning of the set).
 """
+import functools
 import hashlib
 import json
 import platform
@@ -126,6 +127,7 @@ def versions(device_name=None):
             "python": platform.python_version(), "device": device_name or platform.processor() or platform.machine()}
 
 
+@functools.cache
 def git_sha():
     """The commit of the tstitch checkout in use, or None (an installed wheel, no git)."""
     try:

@@ -19,6 +19,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from tstitch.errors import ConfigError
+from tstitch.files import dumps, write_json
 from tstitch.report import add_speedups
 from tstitch.stitch import allocate, alone
 
@@ -66,10 +67,11 @@ def check_settings(out, current):
     """Lines in ``out`` were scored with one configuration: resume only with the same one."""
     path = Path(out) / "search.json"
     stored = json.loads(path.read_text()).get("settings") if path.exists() else None
+    plain = json.loads(dumps(current))  # as it reads back from the file
     if stored is None:
-        path.write_text(json.dumps({"settings": current}, indent=2))
-    elif stored != json.loads(json.dumps(current)):
-        diff = [k for k in SETTINGS if stored.get(k) != json.loads(json.dumps(current.get(k)))]
+        write_json(path, {"settings": current})
+    elif stored != plain:
+        diff = [k for k in SETTINGS if stored.get(k) != plain.get(k)]
         raise ConfigError(f"{out} holds a search with other settings (differs in: {', '.join(diff)}); resume with "
                           "the same settings or choose a new hydra.run.dir=...")
 
@@ -113,7 +115,7 @@ def search(cfg, sweep, out=None):
             rows[tuple(row["fractions"])] = row
             if path is not None:
                 with open(path, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+                    f.write(dumps(row) + "\n")
 
         todo = [a for a in allocations if tuple(a) not in rows]
         if todo:

@@ -27,20 +27,18 @@ def configured(cfg, k):
 def _sample_all(members, cfg, fractions, x, y, rng, progress=None):
     """Samples for every seed in batches; returns (samples, steps per member per image, seconds)."""
     out, seconds = [], 0.0
+    common = build.sample_options(cfg, fractions)  # once, outside the timed batches
     for i in range(0, len(x), cfg.batch_size):
         sl = slice(i, i + cfg.batch_size)
+        options = {**common, "randn_like": rng[sl].randn_like}
         sync(cfg.device)
         start = time.perf_counter()
-        options = {**build.sample_options(cfg, fractions), "randn_like": rng[sl].randn_like}
         r = sample(members, x[sl], y[sl], **options)
         sync(cfg.device)
         seconds += time.perf_counter() - start
-        bad = checks.bad_rows(r.x)
-        if bad:  # sampled again, watching each step, only when a batch failed
-            found = checks.where(lambda watch, sl=sl, options=options: sample(members, x[sl], y[sl], callback=watch,
-                                                                              **options), [m.name for m in members])
-            batch_seeds = list(range(cfg.seed + i, cfg.seed + i + len(r.x)))
-            checks.warn(checks.report(batch_seeds, bad, len(r.x), found, cfg.get("nonfinite", "error")))
+        checks.batch(r.x, list(range(cfg.seed + i, cfg.seed + i + len(r.x))),
+                     lambda watch, sl=sl, options=options: sample(members, x[sl], y[sl], callback=watch, **options),
+                     [m.name for m in members], cfg.get("nonfinite", "error"))
         out.append(r.x)
         if progress is not None:
             progress.update(len(r.x))

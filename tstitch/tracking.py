@@ -54,9 +54,7 @@ def wandb_logger(logger_cfg, out_dir, allocations=None):
         raise ConfigError(f"logger.mode must be offline, online or disabled, not {logger_cfg.mode!r}")
     from hydra.core.hydra_config import HydraConfig
 
-    run = identity(allocations or [], HydraConfig.get() if HydraConfig.initialized() else None)
-    if not allocations:
-        run["name"] = None
+    run = identity(allocations, HydraConfig.get() if HydraConfig.initialized() else None)
     os.environ.setdefault("WANDB_SILENT", "true")
     from lightning.pytorch.loggers import WandbLogger
 

@@ -44,11 +44,18 @@ def guard(fn):
     return wrapped
 
 
+def run_dir_of(argv):
+    """The ``hydra.run.dir=`` an argument list gives (the last one), or None."""
+    given = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
+    return given[-1].strip("'\"") if given else None
+
+
 def check_run_dir(argv, default="outputs", name="tstitch"):
     """Fail early, in one line, when the run directory cannot be written (Hydra would raise a traceback); nothing
     is created here: the nearest existing folder on the path must be a writable directory."""
-    target = ([a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")] or [default])[-1]
-    path = Path(target.strip("'\"").split("${")[0] or ".").expanduser().absolute()  # the part before any ${...}
+    target = run_dir_of(argv)
+    target = default if target is None else target
+    path = Path(target.split("${")[0] or ".").expanduser().absolute()  # the part before any ${...}
     existing = next(p for p in [path, *path.parents] if p.exists())
     problem = None
     if not existing.is_dir():

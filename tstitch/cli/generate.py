@@ -52,7 +52,8 @@ def main(cfg):
 
 def check_resume(cfg, argv):
     """Before Hydra writes anything into a given run directory: refuse settings that differ from its samples'."""
-    from tstitch.generate import check_settings, run_dir_of
+    from tstitch.cli import run_dir_of
+    from tstitch.generate import check_settings
 
     run_dir = run_dir_of(argv)
     if run_dir and "${" not in run_dir and not {"-m", "--multirun"} & set(argv):

@@ -1,5 +1,4 @@
 """`tstitch-search`: Pareto-optimal stitch allocations by measured cost and sampled quality."""
-import json
 import logging
 from pathlib import Path
 
@@ -14,6 +13,7 @@ log = logging.getLogger(__name__)
 @guard
 def main(cfg):
     from tstitch import report, schema
+    from tstitch.files import write_json, write_jsonl
     from tstitch.search import search
     from tstitch.sweep import sweep
 
@@ -22,11 +22,8 @@ def main(cfg):
     result = search(cfg, sweep, out)  # keeps each scored allocation in out as it goes; resumes from them
     names, objective = result["members"], cfg.search.objective
     report.write_table(result["confirmed"], names, out)
-    tmp = out / ".candidates.jsonl.tmp"  # every candidate, now with its place on the front
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in result["candidates"]))
-    tmp.replace(out / "candidates.jsonl")
-    (out / "search.json").write_text(json.dumps(
-        {k: result[k] for k in ("costs", "members", "metric", "best", "settings")}, indent=2))
+    write_jsonl(out / "candidates.jsonl", result["candidates"])  # every candidate, now with its place on the front
+    write_json(out / "search.json", {k: result[k] for k in ("costs", "members", "metric", "best", "settings")})
     report.frontier_plot(result["candidates"], result["confirmed"], objective, names, out / "frontier.png")
     log.info(report.markdown(result["confirmed"], names))
     costs = ", ".join(f"{n} {c * 1000:.3f} ms" for n, c in result["costs"].items())

@@ -128,14 +128,10 @@ class Generation(L.LightningModule):
     def _check(self, x, batch_seeds, padded):
         """Non-finite samples fail the run (or, with ``nonfinite=warn``, are reported): one reduction per batch;
         only a failing batch is sampled again, watching each step, to name where it broke."""
-        bad = checks.bad_rows(x)
-        if not bad:
-            return
-        found = checks.where(lambda watch: self._sample(padded, self.members, callback=watch)[1],
-                             [m.name for m in self.members])
-        line = checks.report(batch_seeds, bad, len(batch_seeds), found, self.nonfinite)
-        checks.warn(line)
-        self.warned += [batch_seeds[i] for i in bad]
+        def resample(watch):
+            return self._sample(padded, self.members, callback=watch)[1]
+
+        self.warned += checks.batch(x, batch_seeds, resample, [m.name for m in self.members], self.nonfinite)
 
     def on_predict_end(self):
         fractions = self.options["fractions"]

@@ -14,16 +14,9 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 
 from tstitch.errors import ConfigError
-from tstitch.files import temporary, write_json
+from tstitch.files import temporary, write_json, write_npz
 
 KEYS = ("seeds", "labels", "images")
-
-
-def _atomic_savez(path, **arrays):
-    tmp = temporary(path)
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    tmp.replace(path)
 
 
 class ShardWriter(BasePredictionWriter):
@@ -41,8 +34,8 @@ class ShardWriter(BasePredictionWriter):
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         s = np.asarray(prediction["seeds"], dtype=np.int64)
         images = prediction["images"].numpy()
-        _atomic_savez(self.shards / f"{s.min():06d}-{s.max():06d}-r{trainer.global_rank}.npz",
-                      seeds=s, labels=prediction["labels"].numpy(), images=images)
+        write_npz(self.shards / f"{s.min():06d}-{s.max():06d}-r{trainer.global_rank}.npz",
+                  seeds=s, labels=prediction["labels"].numpy(), images=images)
         if self.png:
             for seed, img in zip(s, images.transpose(0, 2, 3, 1)):
                 Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(self.png / f"{seed:06d}.png")
@@ -115,14 +108,15 @@ def export_npz(out_dir, seeds, path=None):
     out_dir = Path(out_dir)
     path = Path(path or out_dir / "samples.npz")
     index = {}  # seed -> (shard, row)
-    shape = dtype = None
     for shard in sorted((out_dir / "shards").glob("*.npz")):
         for row, s in enumerate(_checked(shard, images=False)["seeds"]):
             index.setdefault(int(s), (shard, row))
     missing = [s for s in seeds if s not in index]
     if missing:
         raise RuntimeError(f"{len(missing)} seeds have no shard yet (first: {missing[:5]}); run generation again")
-    shape, dtype = _checked(index[seeds[0]][0])["images"].shape[1:], np.uint8
+    first = index[seeds[0]][0]
+    cache = {first: _checked(first)}  # shards are mostly read in order: keep only the current one
+    shape = cache[first]["images"].shape[1:]
     c, h, w = shape
     tmp = temporary(path)
     labels = np.empty(len(seeds), dtype=np.int64)
@@ -130,12 +124,11 @@ def export_npz(out_dir, seeds, path=None):
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             with zf.open("arr_0.npy", "w", force_zip64=True) as f:
                 np.lib.format.write_array_header_1_0(
-                    f, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                    f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
                         "shape": (len(seeds), h, w, c)})
-                cache = {}
                 for i, s in enumerate(seeds):
                     shard, row = index[s]
-                    if shard not in cache:  # shards are mostly read in order: keep only the current one
+                    if shard not in cache:
                         cache = {shard: _checked(shard)}
                         if cache[shard]["images"].shape[1:] != shape:
                             raise _aside(shard, f"images of shape {cache[shard]['images'].shape[1:]}, not {shape}")

@@ -26,15 +26,17 @@ class PairedMetric(MetricBase):
         if space not in ("pixels", "features"):
             raise ConfigError(f"metric.space={space!r} is not allowed: one of pixels, features")
         self.space, self.extractor, self.weights = space, extractor, weights
-        self.reference, self.batch_size, self.alone = reference, batch_size, None
+        self.reference, self.batch_size = reference, batch_size
+        self.alone = None  # the last member's images, embedded once (pixels or features)
+        self._extractor = None  # (feature extractor, its layer), built once
 
     def pair(self, images):
-        self.alone = images
+        self.alone = self._embed(images)
 
     def __call__(self, images, labels=None) -> dict:
         if self.alone is None or len(self.alone) != len(images):
             raise ConfigError("the paired metric needs the last member's images of the same seeds first (pair)")
-        a, b = self._embed(images), self._embed(self.alone)
+        a, b = self._embed(images), self.alone
         return {"paired": float((a - b).norm(dim=1).mean() / (a.shape[1] ** 0.5 if self.space == "pixels" else 1))}
 
     def check_files(self):
@@ -61,10 +63,13 @@ class PairedMetric(MetricBase):
         from tstitch.imageset import Images
         from tstitch.toy import features  # noqa: F401 - registers the toy extractor with torch-fidelity
 
-        layer = fidelity.feature_layers(self.extractor, ["fid"])["fid"]
-        weights = fidelity.inception_weights(self.weights) if self.extractor == fidelity.INCEPTION else self.weights
-        fe = fidelity.create_feature_extractor(self.extractor, [layer], cuda=False,
-                                               feature_extractor_weights_path=weights, verbose=False)
+        if self._extractor is None:
+            layer = fidelity.feature_layers(self.extractor, ["fid"])["fid"]
+            weights = fidelity.inception_weights(self.weights) if self.extractor == fidelity.INCEPTION else self.weights
+            self._extractor = fidelity.create_feature_extractor(self.extractor, [layer], cuda=False,
+                                                                feature_extractor_weights_path=weights,
+                                                                verbose=False), layer
+        fe, layer = self._extractor
         channels = fidelity.channels_for(self.extractor)
         found = fidelity.features_of(Images(images.cpu(), channels=channels), fe, self.batch_size, False)
         return torch.as_tensor(np.asarray(found[layer]), dtype=torch.float64)
