@@ -27,7 +27,7 @@ from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from
 
 from tstitch.checkpoints import cache_dir, resolve
 from tstitch.errors import ConfigError
-from tstitch.files import temporary, write_npz
+from tstitch.files import file_id, temporary, write_npz
 from tstitch.imageset import NAMED, open_set
 
 INCEPTION = "inception-v3-compat"
@@ -111,15 +111,18 @@ def feature_layers(extractor, metrics):
     return layers
 
 
+def feature_extractor(name, layers, weights, cuda):
+    """``(torch-fidelity's extractor `name` for `layers`, the weights it loaded)``: Inception's weights are found
+    (or named as missing) by ``inception_weights``, another extractor's as given."""
+    if name == INCEPTION:
+        weights = inception_weights(weights)
+    return create_feature_extractor(name, sorted(set(layers)), cuda=cuda, feature_extractor_weights_path=weights,
+                                    verbose=False), weights
+
+
 def features_of(dataset, fe, batch_size, cuda):
     """``{layer: (N, D) features}`` of every image in ``dataset``, one pass through ``fe`` for all its layers."""
     return get_featuresdict_from_dataset(dataset, fe, batch_size, cuda, True, False)
-
-
-def file_id(path):
-    """``[path, size, mtime_ns]``: what tells one version of a file from another without reading it."""
-    stat = path.stat()
-    return [str(path), stat.st_size, stat.st_mtime_ns]
 
 
 def reference_key(reference, extractor, weights, layers):
@@ -195,22 +198,34 @@ def channels_for(extractor):
 
 
 def stored(reference, extractor):
-    """The features a ``tstitch-reference`` file holds: ``{"layers": {layer: tensor}, "size", "count", ...}``, or
-    None for any other reference. A file made with another extractor is refused."""
+    """What a ``tstitch-reference`` file holds: ``{"layers": [layer, ...], "size", "count", ...}`` (the features
+    themselves are read by ``stored_features``, only when a metric needs them), or None for any other reference. A
+    file made with another extractor is refused."""
     path = Path(reference)
     if path.suffix != ".npz" or not path.is_file():
         return None
+
+    def read(z):
+        if "extractor" not in z.files:
+            return None
+        made_with = str(z["extractor"])
+        if made_with != extractor:
+            raise ConfigError(f"reference {path} holds features of extractor {made_with}, not {extractor}; "
+                              f"evaluate with extractor={made_with} or make the reference with {extractor}")
+        return {"layers": [k[len("features_"):] for k in z.files if k.startswith("features_")],
+                "size": tuple(int(v) for v in z["size"]), "count": int(z["count"]), "weights": str(z["weights"])}
+    return _read_reference(path, read)
+
+
+def stored_features(reference, layers):
+    """``{layer: tensor}`` of the features of ``layers`` in a ``tstitch-reference`` file."""
+    return _read_reference(Path(reference), lambda z: {k: torch.from_numpy(z[f"features_{k}"]) for k in layers})
+
+
+def _read_reference(path, read):
     try:
         with np.load(path) as z:
-            if "extractor" not in z.files:
-                return None
-            made_with = str(z["extractor"])
-            if made_with != extractor:
-                raise ConfigError(f"reference {path} holds features of extractor {made_with}, not {extractor}; "
-                                  f"evaluate with extractor={made_with} or make the reference with {extractor}")
-            return {"layers": {k[len("features_"):]: torch.from_numpy(z[k]) for k in z.files
-                               if k.startswith("features_")},
-                    "size": tuple(int(v) for v in z["size"]), "count": int(z["count"]), "weights": str(z["weights"])}
+            return read(z)
     except ConfigError:
         raise
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
@@ -263,18 +278,16 @@ def evaluate(samples, reference, metrics=("fid",), extractor=INCEPTION, weights=
                           "give an images .npz or an image folder")
     n_reference = kept["count"] if from_file else (ref_set.count if ref_set is not None else None)
     check_counts(metrics, sample_set.count, n_reference, stats, kid_subset_size, prc_neighborhood)
-    if extractor == INCEPTION:
-        weights = inception_weights(weights)
     cuda = torch.cuda.is_available()
-    fe = create_feature_extractor(extractor, sorted(set(layers.values())), cuda=cuda,
-                                  feature_extractor_weights_path=weights, verbose=False)
+    fe, weights = feature_extractor(extractor, layers.values(), weights, cuda)
     features_1, features_2 = features_of(sample_set.dataset, fe, batch_size, cuda), None
     out = {"notes": [n for n in (sample_set.note, ref_set.note if ref_set else "") if n]}
     if stats is not None and stats["mu"].shape[0] != features_1[layers["fid"]].shape[1]:
         raise ConfigError(f"reference {reference} holds {stats['mu'].shape[0]}-d statistics but {extractor} gives "
                           f"{features_1[layers['fid']].shape[1]}-d features; give statistics of the same extractor")
     if needs_reference and from_file:
-        features_2, out["reference_cache"] = kept["layers"], "file"
+        features_2 = stored_features(reference, {layers[m] for m in needs_reference})
+        out["reference_cache"] = "file"
     elif needs_reference:
         features_2, out["reference_cache"] = reference_features(
             reference, ref_set.dataset, fe, {layers[m] for m in needs_reference}, weights, batch_size, cuda,
@@ -294,11 +307,8 @@ def make_reference(source, out, extractor=INCEPTION, weights=None, metrics=("fid
     if images is None:
         raise ConfigError(f"source {source} holds no images (arr_0); give an image folder or an images .npz")
     check_counts(["fid"] if "fid" in metrics else [], images.count, None, None, 0, 0)
-    if extractor == INCEPTION:
-        weights = inception_weights(weights)
     cuda = torch.cuda.is_available()
-    fe = create_feature_extractor(extractor, sorted(set(layers.values())), cuda=cuda,
-                                  feature_extractor_weights_path=weights, verbose=False)
+    fe, weights = feature_extractor(extractor, layers.values(), weights, cuda)
     features = features_of(images.dataset, fe, batch_size, cuda)
     arrays = {f"features_{layer}": features[layer].numpy() for layer in {layers[m] for m in metrics if m != "fid"}}
     if "fid" in layers:

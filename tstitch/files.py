@@ -24,6 +24,12 @@ def dumps(value, **kwargs):
     return json.dumps(finite(value), allow_nan=False, **kwargs)
 
 
+def file_id(path):
+    """``[path, size, mtime_ns]``: what tells one version of a file from another without reading it."""
+    stat = Path(path).stat()
+    return [str(path), stat.st_size, stat.st_mtime_ns]
+
+
 def temporary(path):
     """A sibling temporary name unique to this process and host (hidden, ``.tmp``)."""
     path = Path(path)

@@ -125,13 +125,13 @@ def _generate(cfg, out, sampling, rank_zero):
            **{k: timing[k] for k in ("s_per_image", "speedup") if timing.get(k) is not None}}
     scores = metric.score_file(path) if metric is not None else {}
     row.update(scores)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config, asked = OmegaConf.to_container(cfg, resolve=True), set(wanted)
     manifest = {"config": config, "git": identity.git_sha(), "members": names, "decoder": codec.source,
                 "fractions": fractions, "nfe_per_image": nfe,
                 "num_samples": len(wanted), "generated": len(todo), "resumed_from": len(wanted) - len(todo),
                 "seconds": round(seconds, 2), **timing, "world_size": trainer.world_size, "samples": str(path),
                 "metric": metric.describe() if metric is not None else None, "scores": scores,
-                "nonfinite_seeds": [s for s in nonfinite if s in set(wanted)]}
+                "nonfinite_seeds": [s for s in nonfinite if s in asked]}
     write_manifest(out, manifest)
     first = np.array(fidelity.npz_member(path, "arr_0")[: cfg.grid_columns])  # read off the map, not the whole set
     labels = np.array(fidelity.npz_member(path, "arr_1")[: cfg.grid_columns])

@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 from tstitch.errors import ConfigError
-from tstitch.files import write_json
+from tstitch.files import file_id, write_json
 
 SEED_SCHEME = "per-seed-v1: image i from torch.Generator(seed + i): noise, then label, then solver noise"
 FILE = "identity.json"
@@ -30,9 +30,7 @@ def _hash_cache():
 
 def file_hash(path):
     """SHA-256 of a file's content, cached by (absolute path, size, mtime)."""
-    path = Path(path).resolve()
-    stat = path.stat()
-    key, stamp = str(path), [stat.st_size, stat.st_mtime_ns]
+    key, *stamp = file_id(Path(path).resolve())
     cache = _hash_cache()
     try:
         known = json.loads(cache.read_text())
@@ -40,7 +38,7 @@ def file_hash(path):
         known = {}
     if known.get(key, [None])[:2] == stamp:
         return known[key][2]
-    known[key] = [*stamp, _sha256(path)]
+    known[key] = [*stamp, _sha256(key)]
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         write_json(cache, known, indent=None)
@@ -106,10 +104,18 @@ def codec_source(spec):
 
 def of(config, member_entries, codec_spec):
     """The identity of a run: ``config`` (the sampling settings that change bytes, plain data), the members' zoo
-    entries (by stitch key) and the decoder spec. Hashes every checkpoint (cached)."""
+    entries (by stitch key) and the decoder spec. Hashes every checkpoint (cached), each source once (an SD
+    member's decoder is its own checkpoint folder)."""
+    known = {}
+
+    def content(source):
+        if source not in known:
+            known[source] = fingerprint(source)
+        return known[source]
+
     return {"config": config,
-            "checkpoints": {k: [fingerprint(s) for s in sources(e)] for k, e in member_entries.items()},
-            "decoder": {"spec": codec_spec, "content": fingerprint(codec_source(codec_spec))},
+            "checkpoints": {k: [content(s) for s in sources(e)] for k, e in member_entries.items()},
+            "decoder": {"spec": codec_spec, "content": content(codec_source(codec_spec))},
             "seeds": SEED_SCHEME}
 
 

@@ -56,7 +56,7 @@ class Pipeline:
         self.options = {"fractions": fractions, "solver": solver or own["solver"], "steps": steps or own["steps"],
                         "guidance": own["guidance"] if guidance is None else guidance, "rule": rule,
                         **solver_options}
-        check(self.members, **{k: v for k, v in self.options.items() if k != "guidance"})
+        check(self.members, **self.options)
         self.device, self.result = device, None
 
     def __call__(self, conditions: Sequence | str | int, seeds: Sequence[int] | None = None,

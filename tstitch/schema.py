@@ -282,7 +282,7 @@ def check(cfg, command, machine=True):
 
 def members(cfg):
     """The member names of ``stitch.members``, each a zoo entry checked for its keys and family."""
-    from tstitch.zoo import families
+    from tstitch.zoo import REQUIRED, families
 
     entries = cfg.stitch.get("members")
     if not isinstance(entries, (dict, DictConfig)) or not entries:
@@ -293,7 +293,7 @@ def members(cfg):
         key = f"stitch.members.{name}"
         if not isinstance(entry, (dict, DictConfig)):
             _fail(key, entry, "give a zoo entry, e.g. model@stitch.members.small=toy/small")
-        lacking = [k for k in ("name", "family", "schedule", "space") if k not in entry]
+        lacking = [k for k in REQUIRED if k not in entry]
         if lacking:
             raise ConfigError(f"{key} lacks {', '.join(lacking)}; a zoo entry needs name, family, net, schedule and "
                               "space (see conf/model/toy/large.yaml)")

@@ -94,7 +94,7 @@ def preflight(config_name, argv):
             others += [(len(first), f"{o.get_key_element()}={v}") for v in values[1:]]
             first.append(f"{o.get_key_element()}={values[0]}" if o.is_sweep_override() else o.input_line)
         with initialize_config_dir(CONF, version_base=None):
-            composed = []
+            checked = None  # the first composition (every override at its first value), as the schema read it
             for k, line in [(None, None), *others]:
                 lines = first if k is None else first[:k] + [line] + first[k + 1:]
                 try:
@@ -105,8 +105,9 @@ def preflight(config_name, argv):
                 here = "submitit" not in str(OmegaConf.select(cfg, "hydra.launcher._target_", default=""))
                 with open_dict(cfg):
                     del cfg["hydra"]
-                composed.append(schema.check(cfg, config_name, machine=here))
-        return composed[0]
+                cfg = schema.check(cfg, config_name, machine=here)
+                checked = cfg if checked is None else checked
+        return checked
     except (HydraException, OmegaConfBaseException) as e:
         fail(_hydra_message(e), config_name)
     except ConfigError as e:

@@ -123,17 +123,17 @@ def main(argv=None):
     p.add_argument("dirs", nargs="+", help="run, multirun or W&B directories")
     p.add_argument("--out", help="where the table and plot go (default: a new outputs/report/<time>)")
     args = p.parse_args(argv)
-    skipped = []
+    skipped, problem = [], None
     try:
         out = output_dir(args.out, args.dirs)
         rows, names, label = collect(args.dirs, skipped)
     except (FileNotFoundError, ValueError) as e:
-        for line in skipped:
-            print(f"tstitch-report: skipped {line}", file=sys.stderr)
-        print(f"tstitch-report: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        problem = e
     for line in skipped:
         print(f"tstitch-report: skipped {line}", file=sys.stderr)
+    if problem is not None:
+        print(f"tstitch-report: error: {problem}", file=sys.stderr)
+        sys.exit(2)
     out.mkdir(parents=True, exist_ok=True)
     report.write_table(rows, names, out, label)
     report.tradeoff_plot(rows, names, out / "tradeoff.png", paper_label=label)

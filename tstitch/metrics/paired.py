@@ -65,10 +65,7 @@ class PairedMetric(MetricBase):
 
         if self._extractor is None:
             layer = fidelity.feature_layers(self.extractor, ["fid"])["fid"]
-            weights = fidelity.inception_weights(self.weights) if self.extractor == fidelity.INCEPTION else self.weights
-            self._extractor = fidelity.create_feature_extractor(self.extractor, [layer], cuda=False,
-                                                                feature_extractor_weights_path=weights,
-                                                                verbose=False), layer
+            self._extractor = fidelity.feature_extractor(self.extractor, [layer], self.weights, False)[0], layer
         fe, layer = self._extractor
         channels = fidelity.channels_for(self.extractor)
         found = fidelity.features_of(Images(images.cpu(), channels=channels), fe, self.batch_size, False)

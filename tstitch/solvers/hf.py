@@ -124,9 +124,12 @@ def shipped_scheduler(shipped, scheduler, config, schedule):
         raise ConfigError("the model ships no diffusers scheduler (only Stable Diffusion checkpoints have a "
                           f"scheduler/ folder): name one, solver.options.scheduler=DDIMScheduler ({SOME})")
     cls = scheduler_class(scheduler or shipped["_class_name"])
-    base = dict(shipped) if shipped else {"num_train_timesteps": schedule.num_timesteps,
-                                          "trained_betas": schedule.betas.tolist()}
-    return build(cls, base, config, schedule)
+    return build(cls, dict(shipped) if shipped else _betas(schedule), config, schedule)
+
+
+def _betas(schedule):
+    """A scheduler config of the members' own training schedule."""
+    return {"num_train_timesteps": schedule.num_timesteps, "trained_betas": schedule.betas.tolist()}
 
 
 def _check_steps(steps):
@@ -178,8 +181,7 @@ def _on_our_grid(schedule, scheduler, config):
                           "timesteps, or no such scheduler); use EulerDiscreteScheduler, DPMSolverMultistepScheduler, "
                           "HeunDiscreteScheduler or LCMScheduler (solver.options.scheduler=...), or solver=scheduler "
                           "for its own grid")
-    betas = {"num_train_timesteps": schedule.num_timesteps, "trained_betas": schedule.betas.tolist()}
-    return build(scheduler_class(scheduler), betas, config, schedule)
+    return build(scheduler_class(scheduler), _betas(schedule), config, schedule)
 
 
 def diffusers_grid(schedule, steps, *, scheduler="EulerDiscreteScheduler", config=None, eta=0.0):
