@@ -67,6 +67,8 @@ SLIPS = [  # (command, override, the one line after "tstitch: error: ")
      "sd, uvit"),
     ("tstitch", "-m stitch.fractions=[0.4,0.6],[0.5,0.6] sweep=null", "stitch.fractions=[0.5,0.6]: fractions sum to "
      "1.1, not 1; give one fraction per member (2: small, large) summing to 1, e.g. stitch.fractions=[0.4,0.6]"),
+    ("tstitch", "~stitch.members.large.net", "stitch.members.large lacks net; a zoo entry needs name, family, net, "
+     "schedule and space (see conf/model/toy/large.yaml)"),
     ("tstitch-generate", "batch_size=1.5", "batch_size=1.5 is not allowed: give an integer >= 1"),
     ("tstitch-generate", "png=yes", "png='yes' is not allowed: give true or false"),
     ("tstitch-generate", "trainer.num_nodes=0", "trainer.num_nodes=0 is not allowed: give an integer >= 1"),
