@@ -229,15 +229,19 @@ SEARCH = Section({"grid": Num(0, 1, open_lo=True), "budget": Opt(Num(0, open_lo=
                   "maximize": Opt(Bool()), "target": Opt(Num()), "cost_samples": Int(1), "num_samples": Int(1),
                   "confirm_samples": Int(1)})
 
+TIMING = Section({"rounds": Int(1), "tolerance": Num(0, open_lo=True)})
+
 SAMPLING = {"stitch": STITCH, "solver": SOLVER, "guidance": GUIDANCE, "fast": FAST, "metric": Opt(Any()),
             "prompts": Opt(PROMPTS), "seed": Int(0, 2 ** 62), "batch_size": Int(1),
             "labels": Choice("random", "balanced"), "threads": Int(1), "grid_columns": Int(0),
             "nonfinite": Choice("error", "warn"), "paper": Any()}
 COMMANDS = {
-    "tstitch": {**SAMPLING, "logger": LOGGER, "sweep": Opt(SWEEP), "num_samples": Int(1), "device": Str()},
+    "tstitch": {**SAMPLING, "logger": LOGGER, "sweep": Opt(SWEEP), "num_samples": Int(1), "device": Str(),
+                "workers": Opt(Int(1)), "timing": TIMING},
     "generate": {**SAMPLING, "logger": LOGGER, "trainer": TRAINER, "num_samples": Int(1), "png": Bool(),
                  "baseline_batches": Int(0)},
-    "search": {**SAMPLING, "search": SEARCH, "sweep": Opt(SWEEP), "device": Str()},
+    "search": {**SAMPLING, "search": SEARCH, "sweep": Opt(SWEEP), "device": Str(), "workers": Opt(Int(1)),
+               "timing": TIMING},
     "evaluate": {"_target_": Str(), "samples": Str(), "reference": Str(),
                  "metrics": Seq(Choice("fid", "isc", "kid", "prc"), 1), "extractor": Str(), "weights": Opt(Str()),
                  "kid_subset_size": Int(2), "prc_neighborhood": Int(1), "batch_size": Int(1),
