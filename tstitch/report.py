@@ -14,7 +14,10 @@ from tstitch import metrics  # noqa: E402
 from tstitch.files import write_json, write_jsonl  # noqa: E402
 
 BEFORE = [("setting", "setting"), ("fractions", "fractions"), ("nfe", "NFE per member"), ("s_per_image", "s/image"),
-          ("predicted_s_per_image", "predicted s/image"), ("speedup", "speedup")]  # then the metrics', then the paper
+          ("s_per_image_p25", "s/image p25"), ("s_per_image_p75", "s/image p75"),
+          ("predicted_s_per_image", "predicted s/image"), ("speedup", "speedup"), ("speedup_p25", "speedup p25"),
+          ("speedup_p75", "speedup p75"), ("timing_flag", "timing")]  # then the metrics', then the paper
+SPREADS = {"s_per_image": ("s_per_image_p25", "s_per_image_p75"), "speedup": ("speedup_p25", "speedup_p75")}
 
 
 def columns():
@@ -29,7 +32,7 @@ def axis(key):
     return value.axis if value is not None else key
 
 
-TIMES = ("s_per_image", "predicted_s_per_image")
+TIMES = ("s_per_image", "predicted_s_per_image", "s_per_image_p25", "s_per_image_p75")
 
 
 def time_unit(values):
@@ -48,8 +51,10 @@ def fmt(key, value, unit=None):
         return " : ".join(f"{v:g}" for v in value)
     if key in TIMES:
         return f"{value * 1000:.2f} ms" if (unit or time_unit([value])) == "ms" else f"{value:.4g} s"
-    if key == "speedup":
+    if key in ("speedup", "speedup_p25", "speedup_p75"):
         return f"{value:.2f}x"
+    if key == "timing_flag":
+        return str(value)
     value_spec = metrics.values().get(key)
     return value_spec.fmt(value) if value_spec is not None else f"{value:.2f}"
 
@@ -112,12 +117,30 @@ def add_paper(rows, config):
     return paper.get("label", "paper")
 
 
+def cell(key, row, unit=None):
+    """A markdown cell: the value, and its quartiles in brackets where the row has them (times, speedups)."""
+    text = fmt(key, row.get(key), unit)
+    lo, hi = (row.get(k) for k in SPREADS.get(key, ("", "")))
+    if lo is None or hi is None:
+        return text
+    if key == "speedup":
+        return f"{text} ({lo:.2f}-{hi:.2f})"
+    scale = 1000 if unit == "ms" else 1
+    return f"{text} ({lo * scale:.{2 if scale == 1000 else 3}f}-{hi * scale:.{2 if scale == 1000 else 3}f})"
+
+
 def markdown(rows, members, paper_label=None):
-    cols = [(k, paper_label if k == "paper" and paper_label else h) for k, h in columns() if any(k in r for r in rows)]
+    """The table for people: times and speedups with their quartiles in brackets (the CSV and JSON lines have them
+    as their own columns), the timing column only where a row is flagged."""
+    spread_keys = {k for pair in SPREADS.values() for k in pair}
+    cols = [(k, paper_label if k == "paper" and paper_label else h) for k, h in columns()
+            if k not in spread_keys and any(r.get(k) is not None for r in rows)]
     head = [h.replace("fractions", "fractions (" + " : ".join(members) + ")") for _, h in cols]
+    head = [f"{h} (p25-p75)" if k in SPREADS and any(r.get(SPREADS[k][0]) is not None for r in rows) else h
+            for (k, _), h in zip(cols, head)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(cols)]
     units = {k: time_unit([r.get(k) for r in rows]) for k in TIMES}  # one unit per column
-    lines += ["| " + " | ".join(fmt(k, r.get(k), units.get(k)) for k, _ in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(cell(k, r, units.get(k)) for k, _ in cols) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -226,6 +249,15 @@ def _y(row, q, scale):
     return row["s_per_image"] * scale if q == "s_per_image" else row[q]
 
 
+def time_bars(rows, scale):
+    """Error bars of the rows' times (their quartiles over the timing rounds) for matplotlib, or None when a row
+    has no spread recorded (older runs)."""
+    lo, hi = SPREADS["s_per_image"]
+    if not rows or any(r.get(lo) is None or r.get(hi) is None for r in rows):
+        return None
+    return [[(r["s_per_image"] - r[lo]) * scale for r in rows], [(r[hi] - r["s_per_image"]) * scale for r in rows]]
+
+
 def tradeoff_plot(rows, members, path, qualities=None, paper_label=None):
     """One row of two panels per quality metric: the metric against the fraction of the steps before the last
     member (no timing noise in it; the paper's curve dashed beside ours) and against the measured time per image
@@ -253,8 +285,9 @@ def tradeoff_plot(rows, members, path, qualities=None, paper_label=None):
         for k, st in enumerate(settings):
             color = colors[k % len(colors)]
             have = sorted((r for r in rows if r.get("setting") == st and r.get(q) is not None), key=_x)
-            left.plot([_x(r) for r in have], [_y(r, q, scale) for r in have], "o-" if len(members) == 2 else "o",
-                      color=color, ms=4, label=st)
+            left.errorbar([_x(r) for r in have], [_y(r, q, scale) for r in have],
+                          yerr=time_bars(have, scale) if q == "s_per_image" else None,
+                          fmt="o-" if len(members) == 2 else "o", color=color, ms=4, capsize=2, label=st)
             alone = [r for r in have if r["fractions"][-1] == 1]
             left.plot([_x(r) for r in alone], [_y(r, q, scale) for r in alone], "*", color=color, ms=11, mec="k",
                       mew=0.5, label=f"{members[-1]} alone" if k == 0 and alone else None)
@@ -266,8 +299,8 @@ def tradeoff_plot(rows, members, path, qualities=None, paper_label=None):
             if q == "s_per_image":
                 continue
             have = [r for r in have if r.get("s_per_image") is not None]
-            right.plot([r["s_per_image"] * scale for r in have], [r[q] for r in have], "o", color=color, ms=4,
-                       label=st)
+            right.errorbar([r["s_per_image"] * scale for r in have], [r[q] for r in have],
+                           xerr=time_bars(have, scale), fmt="o", color=color, ms=4, capsize=2, label=st)
             alone = [r for r in have if r["fractions"][-1] == 1]
             right.plot([r["s_per_image"] * scale for r in alone], [r[q] for r in alone], "*", color=color, ms=11,
                        mec="k", mew=0.5)
@@ -286,7 +319,7 @@ def tradeoff_plot(rows, members, path, qualities=None, paper_label=None):
         if q == "s_per_image":
             right.remove()
             continue
-        right.set_xlabel(f"{unit} per image (measured)")
+        right.set_xlabel(f"{unit} per image (measured: median, bars p25-p75 of the timing rounds)")
         right.set_ylabel(name)
         right.grid(alpha=0.3)
     shown = f"fraction of {members[0]}" if len(members) == 2 else "fractions"

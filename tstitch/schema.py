@@ -239,7 +239,7 @@ COMMANDS = {
     "tstitch": {**SAMPLING, "logger": LOGGER, "sweep": Opt(SWEEP), "num_samples": Int(1), "device": Str(),
                 "workers": Opt(Int(1)), "timing": TIMING},
     "generate": {**SAMPLING, "logger": LOGGER, "trainer": TRAINER, "num_samples": Int(1), "png": Bool(),
-                 "baseline_batches": Int(0)},
+                 "timing": Section({**TIMING.fields, "rounds": Int(0)})},  # rounds=0: no speedup measured
     "search": {**SAMPLING, "search": SEARCH, "sweep": Opt(SWEEP), "device": Str(), "workers": Opt(Int(1)),
                "timing": TIMING},
     "evaluate": {"_target_": Str(), "samples": Str(), "reference": Str(),

@@ -152,7 +152,7 @@ def _untimed(sampler, rows_fractions, options, finish, phase):
     n = len(sampler.groups)
     with tqdm(total=len(options) * n, desc=phase, unit="group", dynamic_ncols=True) as bar:
         for fractions, o in zip(rows_fractions, options):
-            bar.set_postfix_str(fmt("fractions", fractions))
+            bar.set_postfix_str(fmt("fractions", fractions), refresh=False)
             out = []
             for g in range(n):
                 out.append(sampler.group(o, g))
@@ -199,7 +199,7 @@ def _timed(sampler, cfg, rows_fractions, options, finish, phase, clock):
               dynamic_ncols=True) as bar:
         measured = timing.interleaved({v: run(v) for v in variants}, rounds, clock, timed,
                                       on_call=lambda v, r: bar.set_postfix_str(
-                                          f"round {r + 1}: {fmt('fractions', variants[v][0])}"))
+                                          f"round {r + 1}: {fmt('fractions', variants[v][0])}", refresh=False))
     columns, grids, out_rows = _columns(measured, nfe, alone_of, spec), [], []
     for i, fractions in enumerate(rows_fractions):
         name = f"row {i}"
