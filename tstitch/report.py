@@ -121,7 +121,7 @@ def cell(key, row, unit=None):
     """A markdown cell: the value, and its quartiles in brackets where the row has them (times, speedups)."""
     text = fmt(key, row.get(key), unit)
     lo, hi = (row.get(k) for k in SPREADS.get(key, ("", "")))
-    if lo is None or hi is None:
+    if lo is None or hi is None or lo == hi == row.get(key):  # e.g. the baseline's own speedup, 1 in every round
         return text
     if key == "speedup":
         return f"{text} ({lo:.2f}-{hi:.2f})"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from tstitch import timing
 from tstitch.errors import ConfigError
 from tstitch.files import dumps, write_json
 from tstitch.report import add_speedups
@@ -39,8 +40,9 @@ def _compositions(n, k):
 
 
 def predict(costs, fractions, steps):
-    """Seconds per image of an allocation from the members' seconds per step per image."""
-    return sum(c * n for c, n in zip(costs, allocate(fractions, steps)))
+    """The cost model's seconds per image of an allocation (``tstitch.timing.predict``) from the members' costs
+    per step (``tstitch.timing.Stats``) and the steps the plan gives each member."""
+    return timing.predict(costs, allocate(fractions, steps)).median
 
 
 def pareto(rows, time_key, quality, maximize=False):
@@ -54,8 +56,9 @@ def pareto(rows, time_key, quality, maximize=False):
     return front
 
 
-SETTINGS = ("stitch", "solver", "guidance", "metric", "prompts", "seed", "labels", "search.grid",
-            "search.cost_samples", "search.num_samples", "search.confirm_samples")  # what a scored line depends on
+SETTINGS = ("stitch", "solver", "guidance", "metric", "prompts", "seed", "labels", "fast", "batch_size", "device",
+            "search.grid", "search.cost_samples", "search.num_samples",
+            "search.confirm_samples")  # what a scored line depends on
 
 
 def settings(cfg):
@@ -95,7 +98,7 @@ def search(cfg, sweep, out=None):
     front (measured s/image, large-set quality); ``sweep`` is ``tstitch.sweep.sweep``. With ``out`` (the run directory)
     each scored allocation is recorded there at once, and allocations recorded by an earlier search with the same
     settings are not sampled again."""
-    from tstitch import build
+    from tstitch import build, timing
 
     s = cfg.search
     k, steps = len(cfg.stitch.members), int(cfg.solver.steps)
@@ -104,9 +107,9 @@ def search(cfg, sweep, out=None):
     loaded = {"stitch": build.stitch(cfg, cfg.device), "metric": build.metric(cfg)}  # once, not per sweep
     members = [m.name for m in loaded["stitch"][0]]
 
-    def scored_rows(allocations, num_samples, record, extra=dict):
+    def scored_rows(allocations, num_samples, record, phase, timed, extra=dict):
         """Rows of ``allocations`` at ``num_samples`` seeds: those in the record file, the others sampled (each
-        with ``extra(row)`` added, then appended to the record)."""
+        with ``extra(row)`` added, then appended to the record); ``timed``: in interleaved rounds."""
         path = Path(out) / record if out is not None else None
         rows = scored(path)
 
@@ -119,20 +122,22 @@ def search(cfg, sweep, out=None):
 
         todo = [a for a in allocations if tuple(a) not in rows]
         if todo:
-            sweep(cfg, todo, num_samples, **loaded, on_row=keep)
+            sweep(cfg, todo, num_samples, **loaded, on_row=keep, timed=timed, phase=phase)
         return [rows[tuple(a)] for a in allocations]
 
-    alone_rows = scored_rows([alone(i, k) for i in range(k)], s.cost_samples, "costs.jsonl")
-    costs = [r["s_per_image"] / steps for r in alone_rows]  # seconds per step per image, per member
+    alone_rows = scored_rows([alone(i, k) for i in range(k)], s.cost_samples, "costs.jsonl", "costs", True)
+    costs = timing.costs([timing.Stats(r["s_per_image"], r.get("s_per_image_p25", r["s_per_image"]),
+                                       r.get("s_per_image_p75", r["s_per_image"]), 1) for r in alone_rows],
+                         [steps] * k)  # seconds per step per image, per member, timed in the same rounds
     pool = [{"fractions": a, "predicted_s_per_image": predict(costs, a, steps)} for a in candidates(k, s.grid)]
     if s.budget is not None:
         pool = [r for r in pool if r["predicted_s_per_image"] <= s.budget]
         if not pool:
             raise ConfigError(f"no allocation fits search.budget={s.budget} s/image (the cheapest member alone "
-                              f"takes {min(costs) * steps:.4g}); raise the budget")
+                              f"takes {min(c.median for c in costs) * steps:.4g}); raise the budget")
     predicted = {tuple(r["fractions"]): r["predicted_s_per_image"] for r in pool}
-    rows = scored_rows([r["fractions"] for r in pool], s.num_samples, "candidates.jsonl",
-                 lambda row: {"predicted_s_per_image": predicted[tuple(row["fractions"])]})
+    rows = scored_rows([r["fractions"] for r in pool], s.num_samples, "candidates.jsonl", "candidates", False,
+                       lambda row: {"predicted_s_per_image": predicted[tuple(row["fractions"])]})
     maximize = direction(s)
     if s.objective not in rows[0]:
         given = sorted(set(rows[0]) - {"fractions", "nfe", "s_per_image", "predicted_s_per_image"})
@@ -142,14 +147,14 @@ def search(cfg, sweep, out=None):
     front = pareto(pool, "predicted_s_per_image", s.objective, maximize)
     for r in pool:
         r["front"] = r in front
-    confirmed = scored_rows([r["fractions"] for r in front], s.confirm_samples, "confirmed.jsonl",
-                      lambda row: {"predicted_s_per_image": predict(costs, row["fractions"], steps)})
+    # timed in interleaved rounds, each with the cost model of the members timed alone in those same rounds
+    confirmed = scored_rows([r["fractions"] for r in front], s.confirm_samples, "confirmed.jsonl", "confirm", True)
     final = pareto(confirmed, "s_per_image", s.objective, maximize)
     for r in confirmed:
         r["front"] = r in final
     add_speedups(confirmed)  # against the last member alone, if it is on the front
     metric = loaded["metric"].describe() if loaded["metric"] is not None else None
-    return {"costs": dict(zip(members, costs)), "members": members, "candidates": pool, "confirmed": confirmed,
+    return {"costs": {m: c.median for m, c in zip(members, costs)}, "members": members, "candidates": pool, "confirmed": confirmed,
             "metric": metric, "best": pick(final, s, maximize), "settings": settings(cfg)}
 
 

@@ -101,6 +101,7 @@ def sweep(cfg, allocations=None, num_samples=None, stitch=None, metric=None, on_
     for o in options:  # solver, scheduler, step count: before anything runs
         check(members, **o)
     sampler = Sampler(members, cfg, num_samples, build.prompts(cfg))
+    start = time.perf_counter()
     try:
         facts = {"metric": metric.describe() if metric is not None else None, "decoder": codec.source,
                  "warmup_seconds": _warm_up(sampler, cfg)}
@@ -116,6 +117,8 @@ def sweep(cfg, allocations=None, num_samples=None, stitch=None, metric=None, on_
                                                   clock or timing.clock_for(cfg.device))
     finally:
         sampler.close()
+    facts["stages"] = {"warm-up": facts["warmup_seconds"], "scoring": finish.seconds,
+                       "sampling": time.perf_counter() - start - facts["warmup_seconds"] - finish.seconds}
     if str(cfg.device).startswith("cuda"):
         facts["peak_memory_gb"] = torch.cuda.max_memory_allocated(cfg.device) / 2 ** 30
     return rows, grids, members, facts
@@ -137,13 +140,16 @@ def _warm_up(sampler, cfg):
 def _finisher(sampler, codec, metric, cfg, on_row):
     """Turns an allocation's samples into its row (decoded, scored; ``extra`` columns added) and its grid images."""
     def finish(fractions, samples, nfe, extra=None):
+        start = time.perf_counter()
         images = codec.decode(samples)
         row = {"fractions": [round(f, 6) for f in fractions], "nfe": nfe, **(extra or {})}
         if metric is not None:
             row.update(metric(images, sampler.labels))
         if on_row is not None:
             on_row(row)
+        finish.seconds += time.perf_counter() - start
         return row, images[: cfg.grid_columns].cpu()
+    finish.seconds = 0.0  # decoding and scoring, for the stages of the run
     return finish
 
 

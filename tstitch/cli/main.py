@@ -1,5 +1,6 @@
 """`tstitch`: sweep stitch allocations on the configured members and write the table, grid and plot."""
 import logging
+import time
 from pathlib import Path
 
 import hydra
@@ -13,7 +14,7 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base=None, config_path=CONF, config_name="tstitch")
 @guard
 def main(cfg):
-    from tstitch import build, report, schema, seeds, tracking
+    from tstitch import build, files, report, schema, seeds, tracking
     from tstitch.sweep import sweep
 
     schema.check(cfg, "tstitch")  # also in the preflight; again here for jobs started without it (SLURM, multirun)
@@ -24,14 +25,20 @@ def main(cfg):
     n = len(grids[0])
     _, y, _ = seeds.draw(range(cfg.seed, cfg.seed + n), members[0].space.shape, members[-1].num_classes, cfg.labels,
                          cfg.device, build.prompts(cfg), cfg.seed)  # the grid's columns, as sweep() drew them
+    start = time.perf_counter()
     label = report.write_run(out, rows, names, config, facts, cfg.logger, grids,
                              [report.fmt("fractions", a) for a in allocations],
                              title=f"rows: fractions of the steps, {' : '.join(names)}; columns: seeds {cfg.seed}-"
                                    f"{cfg.seed + n - 1}, the same in every row",
                              columns=report.column_labels(y, list(cfg.stitch.members.values())[-1].get("classes")))
+    facts["stages"]["outputs"] = time.perf_counter() - start  # table, grid, plot, W&B
+    files.write_json(out / "stages.json", facts["stages"])
     log.info("\n" + report.markdown(rows, names, label))
+    t = facts["timing"]
     log.info(f"\n{len(rows)} allocations x {cfg.num_samples} samples, {cfg.solver.name} {cfg.solver.steps} steps, "
-          f"guidance {cfg.guidance.scale}; metric: {facts['metric']}; outputs in {out}")
+             f"guidance {cfg.guidance.scale}; metric: {facts['metric']}; times: medians (p25-p75) of {t['rounds']} "
+             f"interleaved rounds, {t['workers']} batch(es) of {cfg.batch_size} side by side x {t['threads_per_worker']} "
+             f"torch thread(s), CPU capability {t['cpu_capability']}; outputs in {out}")
 
 
 entry = entry_point(main, "tstitch")
