@@ -2,31 +2,23 @@
 
 Per batch a run checks its inputs (``tstitch.checks.inputs``: dtypes, labels, one finite reduction over the
 noise) and its samples (``tstitch.checks.bad_rows``: one finite reduction); nothing runs per step. Two
-measurements, side by side in one process:
+measurements, side by side in one process, after a warm-up batch:
 
-* the checks alone, timed over many repeats, against the median time of one stitched batch;
-* paired rounds of a whole batch with the checks and with them replaced by no-ops (alternating order), whose
-  median ratio is the end-to-end overhead (noisier: the difference is far below the rounds' spread).
+* the checks alone, timed over many repeats (median, p25-p75), against the median time of one stitched batch;
+* a whole batch with the checks and with them replaced by no-ops, in interleaved rounds
+  (``tstitch.timing.interleaved``: the order alternates), whose median per-round ratio is the end-to-end overhead
+  (noisier: the difference is far below the rounds' spread).
+
+Every result line names the CPU capability it ran on.
 
     .venv/bin/python benchmarks/checks_overhead.py [--batch 100] [--steps 20] [--rounds 15] [--threads 1]
 """
 import argparse
-import statistics
-import time
 
 import torch
 
 import tstitch
-from tstitch import checks
-
-
-def timed(fn, repeats):
-    out = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
+from tstitch import checks, fast, timing
 
 
 def main():
@@ -41,32 +33,41 @@ def main():
     members = [tstitch.load("toy/small"), tstitch.load("toy/large")]
     x, y, rng = tstitch.seeds.draw(range(args.batch), members[0].space.shape, num_classes=10)
     options = dict(fractions=[args.fraction, 1 - args.fraction], solver="ddim", steps=args.steps, guidance=3.0)
+    clock = timing.clock_for("cpu")
 
-    def batch():
-        return checks.bad_rows(tstitch.sample(members, x, y, **options).x)
+    def batch(on):
+        real = checks.inputs, checks.bad_rows
+        if not on:  # the checks replaced by no-ops
+            checks.inputs = lambda members, noise, labels, guidance: (noise, labels)
+            checks.bad_rows = lambda x: []
+        try:
+            checks.bad_rows(tstitch.sample(members, x, y, **options).x)
+        finally:
+            checks.inputs, checks.bad_rows = real
+        return args.batch
 
     out = tstitch.sample(members, x, y, **options).x  # warm-up
-    alone = timed(lambda: (checks.inputs(members, x, y, 3.0), checks.bad_rows(out)), 200)
-    real_inputs, real_rows = checks.inputs, checks.bad_rows
-    with_checks, without = [], []
-    for k in range(args.rounds):
-        order = (True, False) if k % 2 == 0 else (False, True)
-        for on in order:
-            if not on:  # the checks replaced by no-ops
-                checks.inputs = lambda members, noise, labels, guidance: (noise, labels)
-                checks.bad_rows = lambda x: []
-            (with_checks if on else without).extend(timed(batch, 1))
-            checks.inputs, checks.bad_rows = real_inputs, real_rows
-    per_batch = statistics.median(with_checks)
-    pairs = [a / b for a, b in zip(with_checks, without)]
-    print(f"toy zoo, batch {args.batch}, DDIM {args.steps} steps, fractions {options['fractions']}, "
-          f"{args.threads} thread(s), {args.rounds} rounds")
-    print(f"one batch: median {per_batch * 1000:.1f} ms (rounds {min(with_checks) * 1000:.1f} ... "
-          f"{max(with_checks) * 1000:.1f} ms)")
-    print(f"the checks alone: median {statistics.median(alone) * 1e6:.0f} us per batch = "
-          f"{100 * statistics.median(alone) / per_batch:.3f}% of the batch")
-    print(f"paired rounds, with / without checks: median {statistics.median(pairs):.4f} "
-          f"(rounds {min(pairs):.3f} ... {max(pairs):.3f})")
+    alone = []
+    for _ in range(200):
+        start = clock()
+        checks.inputs(members, x, y, 3.0), checks.bad_rows(out)
+        alone.append(clock() - start)
+    alone = timing.stats(alone, "checks")
+    rounds = timing.interleaved({"with checks": lambda r: batch(True), "without": lambda r: batch(False)},
+                                args.rounds, clock)
+    one = rounds.stats("with checks")
+    ratio = rounds.ratio("with checks", "without")
+    ms = [args.batch * 1000 * v for v in (one.median, one.p25, one.p75)]
+    tag = fast.machine(short=True)
+    print(f"{fast.machine()}: toy zoo, batch {args.batch}, DDIM {args.steps} steps, fractions {options['fractions']}, "
+          f"{args.threads} thread(s), {args.rounds} interleaved rounds")
+    print(f"one batch: median {ms[0]:.1f} ms (p25-p75 {ms[1]:.1f} ... {ms[2]:.1f} ms)  {tag}")
+    print(f"the checks alone: median {alone.median * 1e6:.0f} us per batch (p25-p75 {alone.p25 * 1e6:.0f} ... "
+          f"{alone.p75 * 1e6:.0f} us) = {100 * alone.median / (one.median * args.batch):.3f}% of the batch  {tag}")
+    print(f"interleaved rounds, with / without checks: median {ratio.median:.4f} (p25-p75 {ratio.p25:.4f} ... "
+          f"{ratio.p75:.4f})  {tag}")
+    if (line := timing.drift(rounds)) is not None:
+        print(f"note: {line.replace('timing.rounds=...', '--rounds N')}")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,19 @@
 """Scaling of `tstitch-generate` over CPU processes (Lightning DDP, gloo) on the toy zoo.
 
-Runs the same sample set (same seeds and settings) once per process count, each in its own run directory, reads
-each run's manifest.json and prints one row per run:
+Runs the same sample set (same seeds and settings) once per process count and round, in interleaved rounds
+(``tstitch.timing.interleaved``: each round runs every process count, the order rotated from round to round), each
+run in its own run directory; reads each run's manifest.json and prints one row per process count, each value the
+median over the rounds with its p25-p75:
 
 - images/s: sampling rate from the manifest (synchronised, warm-up excluded, all ranks together);
-- efficiency: (images/s with n processes) / (n x images/s with the fewest processes);
+- efficiency: (images/s with n processes) / (n x images/s with the fewest processes), the median of the rounds'
+  ratios (a round's runs see the machine at about the same time);
 - predict s: the manifest's ``seconds`` (trainer.predict, including the DDP launch and warm-up);
 - wall s and end-to-end images/s: num_samples / wall time of the whole command, start-up included, since
-  Lightning's subprocess DDP launcher starts every rank as a new Python process.
+  Lightning's subprocess DDP launcher starts every rank as a new Python process; e2e efficiency is again the
+  median of the rounds' ratios.
+
+Every row names the CPU capability it ran on.
 
 It also checks that every run's samples.npz is byte-identical to the first (image i depends only on seed i),
 and exits 1 if not. Each process uses one torch thread (threads=1, OMP_NUM_THREADS=1). By default the quality
@@ -17,7 +23,8 @@ generation is timed; pass Hydra overrides after the options to change any settin
 On a 2-core machine 2 processes cannot exceed 2x (efficiency 1.0), and any other load on the machine changes
 the numbers from run to run: compare rows of one invocation, not across invocations.
 
-    .venv/bin/python benchmarks/generate_scaling.py --num-samples 400 --batch-size 50 --steps 20 --devices 1 2
+    .venv/bin/python benchmarks/generate_scaling.py --num-samples 400 --batch-size 50 --steps 20 --devices 1 2 \
+        --rounds 3
 """
 import argparse
 import filecmp
@@ -27,11 +34,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
+
+from tstitch import fast, timing
 
 ROOT = Path(__file__).resolve().parents[1]
 EXE = str(Path(sys.executable).parent / "tstitch-generate")
@@ -51,18 +59,15 @@ def run(processes, run_dir, args):
            "threads=1", f"trainer.devices={processes}", f"trainer.strategy={'ddp' if processes > 1 else 'auto'}",
            *timing_only(), *args.overrides, f"hydra.run.dir={run_dir}"]
     log = run_dir.with_suffix(".log")
-    start = time.perf_counter()
     with open(log, "w") as f:
         r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    wall = time.perf_counter() - start
     if r.returncode != 0:
         sys.exit(f"{' '.join(cmd)}\nfailed (exit {r.returncode}):\n{log.read_text()[-3000:]}")
     manifest = json.loads((run_dir / "manifest.json").read_text())
     if manifest["world_size"] != processes or manifest["generated"] != args.num_samples:
         sys.exit(f"{run_dir}: expected a fresh run on {processes} processes, manifest says world_size "
                  f"{manifest['world_size']}, generated {manifest['generated']}")
-    return {"processes": processes, "ips": manifest["images_per_second"], "predict": manifest["seconds"],
-            "wall": wall, "e2e": args.num_samples / wall, "samples": run_dir / "samples.npz"}
+    return {"ips": manifest["images_per_second"], "predict": manifest["seconds"], "samples": run_dir / "samples.npz"}
 
 
 def same_samples(a, b):
@@ -79,30 +84,54 @@ def main(argv=None):
     p.add_argument("--num-samples", type=int, default=400)
     p.add_argument("--batch-size", type=int, default=50, help="per process")
     p.add_argument("--steps", type=int, default=20, help="solver steps")
-    p.add_argument("--devices", type=int, nargs="+", default=[1, 2], help="process counts, in this order")
+    p.add_argument("--devices", type=int, nargs="+", default=[1, 2],
+                   help="process counts (the first round's order; later rounds rotate it)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds: each runs every process count once")
     p.add_argument("--keep", action="store_true", help="keep the run directories (printed at the end)")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run, e.g. stitch.fractions=[0.5,0.5]")
     args = p.parse_args(argv)
-    if any(n < 1 for n in args.devices) or args.num_samples < 1 or args.batch_size < 1 or args.steps < 1:
-        p.error("--devices, --num-samples, --batch-size and --steps must be positive")
+    if any(n < 1 for n in args.devices) or min(args.num_samples, args.batch_size, args.steps, args.rounds) < 1:
+        p.error("--devices, --num-samples, --batch-size, --steps and --rounds must be positive")
+    if len(set(args.devices)) != len(args.devices):
+        p.error("--devices: give each process count once")
 
     base = Path(tempfile.mkdtemp(prefix="tstitch-scaling-"))
     try:
-        rows = []
+        runs = {n: [] for n in args.devices}  # per process count, one manifest summary per round
+
+        def one(n, r):
+            runs[n].append(run(n, base / f"p{n}-r{r}", args))
+            return args.num_samples
+
+        rounds = timing.interleaved({n: (lambda r, n=n: one(n, r)) for n in args.devices}, args.rounds,
+                                    on_call=lambda n, r: print(f"round {r + 1}: {n} process(es)...", flush=True))
+        ref = min(args.devices)  # efficiency relative to the fewest processes
+        tag = fast.machine(short=True)
+        print(f"\n{fast.machine()}: {args.num_samples} samples, batch {args.batch_size}/process, {args.steps} steps, "
+              f"{os.cpu_count()} CPUs, 1 torch thread/process, {args.rounds} interleaved rounds; medians (p25-p75)")
+        print(f"{'processes':>9} {'images/s':>20} {'efficiency':>18} {'predict s':>9} {'wall s':>20} "
+              f"{'e2e images/s':>20} {'e2e efficiency':>18}  on")
+
+        def cell(s, digits=1):
+            return f"{s.median:.{digits}f} ({s.p25:.{digits}f}-{s.p75:.{digits}f})"
+
         for n in args.devices:
-            print(f"running {n} process(es)...", flush=True)
-            rows.append(run(n, base / f"p{n}", args))
-        ref = min(rows, key=lambda r: r["processes"])  # efficiency relative to the fewest processes
-        print(f"\n{args.num_samples} samples, batch {args.batch_size}/process, {args.steps} steps, "
-              f"{os.cpu_count()} CPUs, 1 torch thread/process")
-        print(f"{'processes':>9} {'images/s':>9} {'efficiency':>10} {'predict s':>9} {'wall s':>7} "
-              f"{'e2e images/s':>12} {'e2e efficiency':>14}")
-        for r in rows:
-            scale = r["processes"] / ref["processes"]
-            print(f"{r['processes']:>9} {r['ips']:>9.1f} {r['ips'] / (scale * ref['ips']):>10.2f} "
-                  f"{r['predict']:>9.2f} {r['wall']:>7.2f} {r['e2e']:>12.1f} {r['e2e'] / (scale * ref['e2e']):>14.2f}")
-        identical = all([same_samples(rows[0]["samples"], r["samples"]) for r in rows[1:]])
+            scale = n / ref
+            ips = timing.stats([r["ips"] for r in runs[n]])
+            eff = timing.stats([a["ips"] / (scale * b["ips"]) for a, b in zip(runs[n], runs[ref])])
+            predict = timing.stats([r["predict"] for r in runs[n]])
+            wall = timing.stats([args.num_samples * s for s in rounds.seconds[n]])
+            e2e = timing.stats([1 / s for s in rounds.seconds[n]])
+            speedup = rounds.ratio(ref, n)  # the fewest processes' wall time / n's, per round
+            e2e_eff = timing.Stats(speedup.median / scale, speedup.p25 / scale, speedup.p75 / scale, speedup.n)
+            print(f"{n:>9} {cell(ips):>20} {cell(eff, 2):>18} {predict.median:>9.2f} {cell(wall, 2):>20} "
+                  f"{cell(e2e):>20} {cell(e2e_eff, 2):>18}  {tag}")
+        samples = [r["samples"] for n in args.devices for r in runs[n]]
+        identical = all([same_samples(samples[0], s) for s in samples[1:]])
         print(f"samples.npz byte-identical across runs: {'yes' if identical else 'NO'}")
+        # the runs are child processes, which drift's load reading counts as other work: only the spread is judged
+        if (line := timing.drift(timing.Rounds(rounds.seconds))) is not None:
+            print(f"note: {line.replace('timing.rounds=...', '--rounds N')}")
     finally:
         if args.keep:
             print(f"run directories kept in {base}")

@@ -17,32 +17,35 @@ ships (``PNDMScheduler``: PLMS, "leading" spacing, ``steps_offset`` 1; N steps a
 at loop index i iff (i + 1) / len(timesteps) <= r. Ours is ``solver="scheduler"`` (the members carry that shipped
 config) with ``rule="official"``: the same grid and plan.
 
-Ours is ``tstitch.sample`` with the configured fast path. Models, two members each (small first):
+Ours is ``tstitch.sample`` with the configured fast path (forced: a path this device runs slower than fp32 is
+timed as named, with a note saying that a run would fall back to fp32). Models, two members each (small first):
     toy: the toy zoo's small and large (shipped weights, 1x28x28);
     dit-s2, dit-b2, dit-xl2: two random DiTs of that size (4x32x32 latents, 256 tokens);
     sd1: a random BK-SDM-Tiny UNet, then a random SD v1.4/1.5 UNet (the paper's SD pair);
     bk-sdm-tiny: two random BK-SDM-Tiny UNets.
 The SD members share one random 768-wide CLIP text encoder (2 layers, characters as tokens, 77 of them), as
 BK-SDM-Tiny shares SD v1.4's; their latents are 4 x ``--latent`` x ``--latent`` (64: 512x512 images).
-Rows: images/s, ratio to the reference, relative L2 error of the final samples against the reference.
-Stitching overhead: time at fraction r against r T_small + (1 - r) T_large from the single-member runs, per round
-of the runs interleaved; the median of the rounds (this VM's speed drifts by 10% within seconds). Each round also
-runs the reference loop once: the median of the rounds' ratios (reference time / stitched time of the first path)
-is the paired speed ratio, which a machine shared with other work moves far less than the rows' best-of-N times;
-``--overhead-repeats 0`` skips the rounds.
+
+Timing (``tstitch.timing.interleaved``): every variant of a model (the reference loop, the unfused reference, ours
+with each path, and for the stitching overhead the two members alone with the first path) runs once as a warm-up
+(compilation lands there; its samples give "rel err"), then once per round, the order rotated each round. Rows:
+images/s (median of the rounds, p25-p75), the ratio to the reference loop (median of the per-round ratios, p25-p75:
+a round's runs share the machine's speed of the moment) and the relative L2 error of the final samples against the
+reference. Stitching overhead: per round, the stitched time against r T_small + (1 - r) T_large from the members
+alone; the median and quartiles of the rounds. Every line names the CPU capability (and the GPU) it ran on.
+``--repeats`` is the rounds of the rows, ``--overhead-repeats`` those that also run the members alone (0: none).
 
     .venv/bin/python benchmarks/sampler_speed.py [--device cuda] [--models sd1] [--latent 64] [--batch 8]
         [--steps 10] [--out FILE]
 """
 import argparse
 import json
-import statistics
-import time
+from dataclasses import asdict
 from functools import partial
 
 import torch
 
-from tstitch import fast, seeds
+from tstitch import fast, seeds, timing
 from tstitch.adapters._text import TextEncoders
 from tstitch.adapters.dit import DiTMember
 from tstitch.adapters.sd import SDMember
@@ -147,24 +150,6 @@ def attention(nets, fused):
     return before
 
 
-def sync(device):
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device, repeats, warm=True):
-    if warm:
-        fn()  # warm-up (and compilation)
-    best = float("inf")
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        out = fn()
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return best, out
-
-
 def random_dit(seed, device, **size):
     net = DiT(**size)
     g = torch.Generator().manual_seed(seed)
@@ -266,12 +251,6 @@ def mfu(flops_per_image, seconds_per_image, device):
             "mfu": flops_per_image / seconds_per_image / peak if peak else None, "device": name}
 
 
-def ours(name, path, x, y, opts, args):
-    """Best time and samples of ``sample`` on fresh members with fast path ``path`` (freed on return)."""
-    members = fast.speed_up(pair(name, args), args.device, **PATHS[path])
-    return timed(lambda: sample(members, x, y, **opts).x, args.device, args.repeats)
-
-
 def bench(name, args):
     members = pair(name, args)
     params = {m.name: sum(p.numel() for p in m.net.parameters()) for m in members}
@@ -282,42 +261,65 @@ def bench(name, args):
     run, opts, steps = (sd_reference if name in SD_PAIRS else dit_reference)(members, x, y, args)
     opts.update(guidance=args.guidance)
     fractions = opts["fractions"]
-    t_ref, ref = timed(run, args.device, args.repeats)
-    rows = [{"model": name, "path": "reference loop", "images_per_s": args.batch / t_ref, "ratio": 1.0, "rel_err": 0.0}]
+    variants = {"reference loop": run}
     if name not in SD_PAIRS:  # the same loop with the 2023 timm's unfused attention, a labelled extra row
-        rows[0]["attention"] = attention([m.net for m in members], fused=False)
-        t, out = timed(run, args.device, args.repeats)
-        attention([m.net for m in members], fused=rows[0]["attention"] == "fused")
-        rows.append({"model": name, "path": "reference loop, unfused attention", "images_per_s": args.batch / t,
-                     "ratio": t_ref / t, "rel_err": ((out - ref).norm() / ref.norm()).item(), "attention": "unfused"})
+        nets = [m.net for m in members]
+        label = attention(nets, fused=False)
+        attention(nets, fused=label == "fused")
+
+        def unfused():
+            attention(nets, fused=False)
+            try:
+                return run()
+            finally:
+                attention(nets, fused=label == "fused")
+        variants["reference loop, unfused attention"] = unfused
     work = sum(step_flops(m, x, y, args.guidance) * n for m, n in zip(members, steps)) if name != "toy" else None
-    del members, first  # the reference keeps its networks for the paired rounds below
-    for path in args.paths:
-        t, out = ours(name, path, x, y, opts, args)
-        rows.append({"model": name, "path": f"ours, {path}", "images_per_s": args.batch / t, "ratio": t_ref / t,
-                     "rel_err": ((out - ref).norm() / ref.norm()).item()})
+    del members, first  # the reference keeps its networks
+    cap = fast.capability(args.device)
+    for path in args.paths:  # every path's members resident, so that the rounds can interleave them
+        precision = PATHS[path].get("precision", "fp32")
+        if fast.choose_precision(precision, cap)[1]:
+            print(f"note: ours, {path} is timed as named; a run would fall back to fp32 here: "
+                  f"{fast.choose_precision(precision, cap)[1]}", flush=True)
+        ms = fast.speed_up(pair(name, args), args.device, force=True, **PATHS[path])
+        variants[f"ours, {path}"] = partial(lambda ms, o: sample(ms, x, y, **o).x, ms, opts)
+        if path == args.paths[0] and args.overhead_repeats:
+            for alone, f in (("small alone", [1.0, 0.0]), ("large alone", [0.0, 1.0])):
+                variants[alone] = partial(lambda ms, o: sample(ms, x, y, **o).x, ms, {**opts, "fractions": f})
+    out = {k: fn() for k, fn in variants.items()}  # warm-up (and compilation); the samples for rel err
+    stitched = f"ours, {args.paths[0]}"
+    rounds = {k: args.overhead_repeats if k.endswith("alone") else
+              max(args.repeats, args.overhead_repeats) if k == stitched else args.repeats for k in variants}
+    r = timing.interleaved({k: partial(lambda fn, n, i: (fn(), args.batch)[1] if i < n else 0, fn, rounds[k])
+                            for k, fn in variants.items()}, max(rounds.values()), timing.clock_for(args.device))
+    where = fast.machine(args.device)
+    rows, ref = [], out["reference loop"]
+    for k in variants:
+        if k.endswith("alone"):
+            continue
+        t, ratio = r.stats(k), r.ratio("reference loop", k)
+        rows.append({"model": name, "path": k, "images_per_s": 1 / t.median, "images_per_s_p25_p75":
+                     [1 / t.p75, 1 / t.p25], "ratio": ratio.median, "ratio_p25_p75": [ratio.p25, ratio.p75],
+                     "rounds": t.n, "rel_err": ((out[k] - ref).norm() / ref.norm()).item(), "machine": where})
+        if k == "reference loop" and name not in SD_PAIRS:
+            rows[-1]["attention"] = label
+        if k == "reference loop, unfused attention":
+            rows[-1]["attention"] = "unfused"
     if work:  # MFU of the last (fastest-configured) path
         rows[-1]["mfu"] = mfu(work, 1 / rows[-1]["images_per_s"], args.device)
     if not args.overhead_repeats:
-        return rows, None
-    plain = fast.speed_up(pair(name, args), args.device, **PATHS[args.paths[0]])
-    # small alone, large alone, stitched, the reference loop, interleaved: a round's runs share the machine's speed of
-    # the moment, so each round gives one paired ratio; the medians over rounds are the stitching overhead and the
-    # speed of the first path against the reference (round 0 warms up)
-    runs, times = [[1.0, 0.0], [0.0, 1.0], fractions], []
-    for _ in range(args.overhead_repeats + 1):
-        times.append([timed(lambda f=f: sample(plain, x, y, **{**opts, "fractions": f}).x, args.device, 1,
-                            warm=False)[0] for f in runs] + [timed(run, args.device, 1, warm=False)[0]])
-    ratios = sorted(st / (fractions[0] * a + fractions[1] * b) - 1 for a, b, st, _ in times[1:])
-    paired = sorted(t_ref / st for _, _, st, t_ref in times[1:])
-    median = [statistics.median(column) for column in zip(*times[1:])]
+        return rows, None, timing.drift(r)
+    n = args.overhead_repeats
+    small, large, st = (r.seconds[k][:n] for k in ("small alone", "large alone", stitched))
+    over = timing.stats([c / (fractions[0] * a + fractions[1] * b) - 1 for a, b, c in zip(small, large, st)])
+    med = [timing.stats(v).median * args.batch for v in (small, large, st)]
     overhead = {"model": name, "params": params, "steps": steps,  # steps: model calls per member
-                "t_small": median[0], "t_large": median[1], "t_stitched": median[2],
-                "expected": fractions[0] * median[0] + fractions[1] * median[1],
-                "overhead": statistics.median(ratios), "overhead_range": [ratios[0], ratios[-1]],
-                "path": args.paths[0], "vs_reference": statistics.median(paired),
-                "vs_reference_range": [paired[0], paired[-1]], "rounds": times[1:]}
-    return rows, overhead
+                "t_small": med[0], "t_large": med[1], "t_stitched": med[2],  # seconds per batch, medians
+                "expected": fractions[0] * med[0] + fractions[1] * med[1], "overhead": asdict(over),
+                "path": args.paths[0], "machine": where,
+                "rounds": {k: r.seconds[k] for k in variants}}  # seconds per image, one per round
+    return rows, overhead, timing.drift(r)
 
 
 PATHS = {"fp32": {}, "bf16": {"precision": "bf16"}, "fp16": {"precision": "fp16"}, "compile": {"compile": True},
@@ -338,41 +340,49 @@ def main():
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--fraction", type=float, default=0.4)
     p.add_argument("--guidance", type=float, default=1.5)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--overhead-repeats", type=int, default=7,
-                   help="interleaved rounds of (small alone, large alone, stitched) for the overhead: median of the "
-                        "rounds' ratios; 0 skips it")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds of the rows (after a warm-up run)")
+    p.add_argument("--overhead-repeats", type=int, default=5,
+                   help="rounds that also run the two members alone, for the stitching overhead (median of the "
+                        "rounds' ratios); 0 skips it")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="benchmarks/sampler_speed.json")
     args = p.parse_args()
+    if args.repeats < 1 or args.overhead_repeats < 0:
+        p.error("--repeats must be at least 1 and --overhead-repeats at least 0")
     torch.set_num_threads(args.threads)
-    rows, overheads = [], []
+    rows, overheads, drifts = [], [], []
     for name in args.models:
-        r, o = bench(name, args)
+        r, o, d = bench(name, args)
         rows += r
         overheads += [o] if o else []
+        drifts += [f"{name}: {d.replace('timing.rounds=...', '--repeats N')}"] if d else []
+    where, tag = fast.machine(args.device), fast.machine(args.device, short=True)
     with open(args.out, "w") as f:
         json.dump({"args": vars(args), "device": torch.cuda.get_device_name() if args.device.startswith("cuda")
-                   else "cpu", "rows": rows, "overhead": overheads}, f, indent=2)
+                   else "cpu", "machine": where, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                   "rows": rows, "overhead": overheads}, f, indent=2)
     sd = f", SD latents 4x{args.latent}x{args.latent}" if set(args.models) & set(SD_PAIRS) else ""
     solvers = "DDIM" if not set(args.models) & set(SD_PAIRS) else "DDIM (DiT), SD's PNDM (SD)"
-    print(f"\n{args.device}, batch {args.batch}, {solvers} {args.steps} steps, guidance {args.guidance}, "
-          f"fraction {args.fraction}{sd}, {args.threads} thread(s); full numbers in {args.out}")
-    print(f"{'model':11} {'path':33} {'images/s':>9} {'vs ref':>7} {'rel err':>9}")
+    print(f"\n{where}: {args.device}, batch {args.batch}, {solvers} {args.steps} steps, guidance {args.guidance}, "
+          f"fraction {args.fraction}{sd}, {args.threads} thread(s), interleaved rounds: {args.repeats} "
+          f"({args.overhead_repeats} with the members alone); full numbers in {args.out}")
+    print(f"{'model':11} {'path':33} {'images/s (p25-p75)':20} {'vs ref (p25-p75)':18} {'rel err':>9}  on")
     for r in rows:
         m = r.get("mfu") or {}
         extra = f"  MFU {100 * m['mfu']:.1f}%" if m.get("mfu") else (
             f"  {m['achieved_flops'] / 1e12:.2f} TFLOP/s" if m else "")
         extra += f"  ({r['attention']} attention)" if r["path"] == "reference loop" and "attention" in r else ""
-        print(f"{r['model']:11} {r['path']:33} {r['images_per_s']:9.2f} {r['ratio']:6.2f}x {r['rel_err']:9.2e}{extra}")
+        lo, hi = r["images_per_s_p25_p75"]
+        rlo, rhi = r["ratio_p25_p75"]
+        print(f"{r['model']:11} {r['path']:33} {r['images_per_s']:7.2f} {f'({lo:.2f}-{hi:.2f})':<12} "
+              f"{r['ratio']:5.2f}x {f'({rlo:.2f}-{rhi:.2f})':<12} {r['rel_err']:9.2e}  {tag}{extra}")
     for o in overheads:
-        low, high = (100 * v for v in o["overhead_range"])
-        print(f"{o['model']:11} stitching overhead {100 * o['overhead']:+.1f}% (rounds {low:+.1f}% ... {high:+.1f}%; "
-              f"stitched {o['t_stitched']:.3f} s vs {o['expected']:.3f} s from the members alone; steps {o['steps']})")
-    for o in overheads:
-        low, high = o["vs_reference_range"]
-        print(f"{o['model']:11} ours, {o['path']} vs reference loop, paired rounds: {o['vs_reference']:.2f}x "
-              f"(rounds {low:.2f}x ... {high:.2f}x)")
+        v = o["overhead"]
+        print(f"{o['model']:11} stitching overhead {100 * v['median']:+.1f}% (p25-p75 {100 * v['p25']:+.1f}% ... "
+              f"{100 * v['p75']:+.1f}%, {v['n']} rounds; stitched {o['t_stitched']:.3f} s vs {o['expected']:.3f} s "
+              f"from the members alone; steps {o['steps']}; ours, {o['path']})  {tag}")
+    for d in drifts:
+        print(f"note: {d}")
 
 
 if __name__ == "__main__":

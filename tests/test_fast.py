@@ -27,8 +27,8 @@ def rel(a, b):
 
 
 @pytest.mark.parametrize("switches,tolerance", [
-    (dict(precision="bf16"), 0.05),      # 8-bit mantissa; guidance 3 amplifies it along the trajectory
-    (dict(precision="fp16"), 0.01),
+    (dict(precision="bf16", force=True), 0.05),  # 8-bit mantissa; guidance 3 amplifies it along the trajectory
+    (dict(precision="fp16", force=True), 0.01),  # force: the numerics, whatever this CPU's speed in them
     (dict(channels_last=True), 1e-6),
     (dict(offload=True), 0.0),           # the same weights, copied to where the input is
     pytest.param(dict(compile=True), 1e-5, marks=pytest.mark.slow),  # inductor's fused kernels: float32 rounding
@@ -41,7 +41,8 @@ def test_fast_path_matches_plain_float32(plain, switches, tolerance):
 
 
 def test_autocast_member_keeps_the_protocol_and_float32_outputs():
-    (m,) = fast.speed_up([zoo.load("toy/large")], "cpu", precision="bf16")
+    (m,) = fast.speed_up([zoo.load("toy/large")], "cpu", precision="bf16", force=True)
+    assert isinstance(m, fast.Autocast)
     out = m(torch.randn(2, 1, 28, 28), 500, torch.tensor([1, 2]))
     assert out.eps.dtype == torch.float32 and out.v.dtype == torch.float32
     assert m.name == "toy-dit-large" and m.space.shape == (1, 28, 28)
@@ -99,3 +100,75 @@ def test_offload_copies_each_network_once_per_stitched_batch(plain, monkeypatch)
 def test_offload_with_graphs_is_refused():
     with pytest.raises(ConfigError, match="fast.offload and fast.graphs cannot be combined"):
         fast.speed_up(members(), "cpu", offload=True, graphs=True)
+
+
+# Fake machines for the precision decision: what each one is known to run slower than fp32.
+AVX2 = fast.Capability("cpu", "AVX2", name="an AVX2-only CPU")
+SKYLAKE = fast.Capability("cpu", "AVX512")  # AVX-512 without its bf16 extension: oneDNN emulates bf16 there too
+ZEN4 = fast.Capability("cpu", "AVX512", frozenset({"avx512_bf16"}))
+SAPPHIRE = fast.Capability("cpu", "AVX512", frozenset({"avx512_bf16", "amx_bf16", "avx512_fp16", "amx_fp16"}))
+GRAVITON3 = fast.Capability("cpu", "SVE256", frozenset({"bf16", "fp16_arith"}))
+T4, A100, P4 = (fast.Capability("cuda", sm=sm, name=n) for sm, n in [((7, 5), "T4"), ((8, 0), "A100"), ((6, 1), "P4")])
+
+
+@pytest.mark.parametrize("cap,precision,runs", [
+    (AVX2, "bf16", "fp32"), (SKYLAKE, "bf16", "fp32"), (ZEN4, "bf16", "bf16"), (SAPPHIRE, "bf16", "bf16"),
+    (GRAVITON3, "bf16", "bf16"), (AVX2, "fp16", "fp32"), (ZEN4, "fp16", "fp32"), (SAPPHIRE, "fp16", "fp16"),
+    (T4, "bf16", "fp32"), (A100, "bf16", "bf16"), (T4, "fp16", "fp16"), (P4, "fp16", "fp32"),
+    (AVX2, "fp32", "fp32"), (T4, "fp32", "fp32"), (fast.Capability("meta"), "bf16", "bf16"),
+])
+def test_a_precision_known_to_be_slower_falls_back_to_fp32_with_one_line(cap, precision, runs):
+    chosen, line = fast.choose_precision(precision, cap)
+    assert chosen == runs
+    if runs == precision:
+        assert line is None
+    else:  # one line naming the capability and both ways out
+        assert "\n" not in line and line.startswith(f"fast.precision={precision} is slower than fp32 on {cap}")
+        fix = f"use a GPU of sm_{'80' if precision == 'bf16' else '70'}" if cap.sm else "use a CPU with"
+        assert fix in line and "fast.force=true" in line
+    assert fast.choose_precision(precision, cap, force=True) == (precision, None)  # the user insists
+
+
+def test_speed_up_runs_fp32_on_a_cpu_without_native_bf16_unless_forced(monkeypatch, capsys):
+    monkeypatch.setattr(fast, "capability", lambda device="cpu": AVX2)
+    capsys.readouterr()
+    fell_back = fast.speed_up(members(), "cpu", precision="bf16")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert not any(isinstance(m, fast.Autocast) for m in fell_back)
+    assert len(err) == 1 and err[0].startswith("warning: fast.precision=bf16 is slower than fp32 on CPU AVX2")
+    forced = fast.speed_up(members(), "cpu", precision="bf16", force=True)
+    assert all(isinstance(m, fast.Autocast) for m in forced) and capsys.readouterr().err == ""
+    monkeypatch.setattr(fast, "capability", lambda device="cpu": ZEN4)
+    assert all(isinstance(m, fast.Autocast) for m in fast.speed_up(members(), "cpu", precision="bf16"))
+    assert capsys.readouterr().err == ""
+
+
+def test_capability_reads_the_cpu_and_a_onednn_limit(monkeypatch):
+    cap = fast.capability("cpu")
+    assert cap.kind == "cpu" and cap.isa == torch.backends.cpu.get_cpu_capability() and cap.isa in str(cap)
+    monkeypatch.setattr(fast, "_cpu_features", lambda: ({"avx2", "fma3", "avx512_bf16"}, "Fake CPU"))
+    assert fast.capability("cpu").native("bf16") and not fast.capability("cpu").native("fp16")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # oneDNN held to AVX2 emulates bf16 (0.2x fp32 here)
+    cap = fast.capability("cpu")
+    assert not cap.native("bf16") and "ONEDNN_MAX_CPU_ISA=AVX2" in str(cap) and "Fake CPU" in str(cap)
+    assert fast.choose_precision("bf16", cap)[0] == "fp32"
+    monkeypatch.setattr(fast, "_cpu_features", lambda: ({"avx2"}, ""))
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert fast.choose_precision("bf16", fast.capability("cpu"))[0] == "fp32"
+    assert fast.capability("meta").native("bf16")  # devices it cannot judge keep what was asked
+
+
+def test_cli_warns_once_and_runs_fp32_on_a_cpu_without_bf16(tmp_path, in_process, monkeypatch):
+    monkeypatch.setattr(fast, "capability", lambda device="cpu": AVX2)
+    autocast = []
+    call = fast.Autocast.__call__
+    monkeypatch.setattr(fast.Autocast, "__call__", lambda self, *a: (autocast.append(1), call(self, *a))[1])
+    r = in_process("tstitch", "+debug=tiny", "fast=bf16", "metric=none", f"hydra.run.dir={tmp_path / 'auto'}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    warned = [line for line in r.stderr.splitlines() if line.startswith("warning: fast.precision=")]
+    assert len(warned) == 1 and "CPU AVX2" in warned[0] and "fast.force=true" in warned[0] and not autocast
+    r = in_process("tstitch", "+debug=tiny", "fast=bf16", "fast.force=true", "metric=none",
+                   f"hydra.run.dir={tmp_path / 'forced'}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "warning: fast.precision=" not in r.stderr and autocast
+    assert json.loads((tmp_path / "forced" / "run.json").read_text())["config"]["fast"]["force"] is True

@@ -57,8 +57,14 @@ def test_timing_per_member_and_speedup_against_the_last_member_alone(reference):
     assert sum(per_member.values()) <= manifest["s_per_image"]  # member segments lie inside the sampling time
     assert sum(per_member.values()) > 0.8 * manifest["s_per_image"]
     assert per_member["toy-dit-small"] < per_member["toy-dit-large"]  # 109k vs 1.9M parameters, 2 steps each
-    assert manifest["baseline_s_per_image"] > manifest["s_per_image"]  # 4 large steps cost more than 2 + 2
-    assert manifest["speedup"] == pytest.approx(manifest["baseline_s_per_image"] / manifest["s_per_image"])
+    assert manifest["baseline_s_per_image"] > manifest["timed_s_per_image"]  # 4 large steps cost more than 2 + 2
+    assert manifest["timing_rounds"] == 5 and manifest["speedup"] > 1  # interleaved rounds (conf timing.rounds)
+    assert manifest["speedup_p25"] <= manifest["speedup"] <= manifest["speedup_p75"]
+    assert manifest["timed_s_per_image_p25"] <= manifest["timed_s_per_image"] <= manifest["timed_s_per_image_p75"]
+    assert manifest["predicted_s_per_image"] > 0 and "timing_flag" in manifest  # the cost model: both members alone
+    row = json.loads((reference[3] / "results.jsonl").read_text())
+    assert {k: row[k] for k in ("speedup", "speedup_p25", "speedup_p75", "s_per_image", "timing_flag")} == \
+        {k: manifest[k] for k in ("speedup", "speedup_p25", "speedup_p75", "s_per_image", "timing_flag")}
     assert manifest["warmup_seconds"] > 0  # reported apart (with torch.compile, the compile time is in it)
 
 
@@ -77,6 +83,7 @@ def test_two_processes_give_the_same_set(reference, tmp_path):
     images2, labels2, manifest, run_dir = generate(tmp_path, "num_samples=13", "batch_size=4", "trainer.devices=2",
                                                 "trainer.strategy=ddp")
     assert manifest["world_size"] == 2 and manifest["s_per_image"] > 0  # reduced over both ranks
+    assert manifest["speedup_p25"] <= manifest["speedup"] <= manifest["speedup_p75"]  # each rank's, averaged
     assert manifest["images_timed"] == 13  # 7 + 6: no seed padded in twice to even out the ranks
     # images/s in all is every image over the slowest rank's time: above the per-device rate (not the sum's)
     assert manifest["images_per_second"] > 1.2 / manifest["s_per_image"]
@@ -116,7 +123,7 @@ def test_metric_and_wandb_offline_run(tmp_path, in_process):
     expected = FashionMetric().score_file(tmp_path / "samples.npz")  # the written set and its labels, scored apart
     assert row["accuracy"] == expected["accuracy"] and row["fd"] == pytest.approx(expected["fd"], rel=1e-6)
     manifest = json.loads((tmp_path / "manifest.json").read_text())  # the last member alone vs this allocation
-    assert row["speedup"] == pytest.approx(manifest["baseline_s_per_image"] / manifest["s_per_image"])
+    assert row["speedup"] == manifest["speedup"] and row["speedup_p25"] <= row["speedup"] <= row["speedup_p75"]
     assert "tstitch-generate: 20 samples (20 new, 0 from earlier shards)" in r.stdout and "FD" not in r.stdout
     (wandb_run,) = (tmp_path / "wandb").glob("offline-run-*")
     rows, members = tracking.read_offline(wandb_run)
@@ -191,7 +198,108 @@ def test_other_batch_sizes_agree_up_to_rounding(reference, tmp_path, in_process,
     """Another batch shape runs other matrix kernels: the same images up to last-bit rounding, which can move a
     pixel by one grey level (the same batch size is byte-identical, see the tests above)."""
     images, labels, *_ = reference
-    images2, labels2, *_ = generate(tmp_path, "num_samples=13", f"batch_size={batch_size}", "baseline_batches=0",
-                                    in_process=in_process)
+    images2, labels2, manifest, _ = generate(tmp_path, "num_samples=13", f"batch_size={batch_size}",
+                                             "timing.rounds=0", in_process=in_process)
+    assert "speedup" not in manifest and "timing_rounds" not in manifest  # timing.rounds=0: no speedup timed
     diff = np.abs(images2.astype(int) - images.astype(int))
     assert np.array_equal(labels2, labels) and diff.max() <= 1 and diff.mean() < 1e-3
+
+
+TINY = ["num_samples=2", "batch_size=2", "grid_columns=0"]
+
+
+class FakeTime:
+    """A clock (``tstitch.timing.clock_for``'s) that moves only when a member is called: ``cost`` seconds a call,
+    ``slowdown`` times that once ``slow_after`` readings were taken, and ``switch`` seconds more when a sample
+    changes member (an overhead the cost model does not know). Each reading starts a new sample."""
+
+    def __init__(self, slow_after=float("inf"), slowdown=1.0, switch=0.0):
+        self.now, self.reads, self.last = 0.0, 0, None
+        self.slow_after, self.slowdown, self.switch = slow_after, slowdown, switch
+
+    def __call__(self):
+        self.reads, self.last = self.reads + 1, None
+        return self.now
+
+    def tick(self, k, cost):
+        extra = self.switch if self.last not in (None, k) else 0.0
+        self.now += (cost + extra) * (self.slowdown if self.reads >= self.slow_after else 1.0)
+        self.last = k
+
+
+@pytest.fixture
+def fake_time(monkeypatch):
+    """Members that cost 1 (small) and 3 (large) fake seconds a call on ``FakeTime``, set by the test."""
+    from tstitch import build, timing
+    from tstitch.protocols import Wrapped
+
+    class Ticking(Wrapped):
+        def __init__(self, member, k, cost):
+            super().__init__(member)
+            self.k, self.cost = k, cost
+
+        def __call__(self, x, t, cond):
+            clock.tick(self.k, self.cost)
+            return self.member(x, t, cond)
+
+    stitch, clock = build.stitch, FakeTime()
+
+    def ticking(cfg, device="cpu"):
+        members, codec = stitch(cfg, device)
+        return [Ticking(m, k, c) for k, (m, c) in enumerate(zip(members, (1.0, 3.0)))], codec
+
+    monkeypatch.setattr(build, "stitch", ticking)
+    monkeypatch.setattr(timing, "clock_for", lambda device: clock)
+    return clock
+
+
+def test_speedup_is_the_true_ratio_when_the_machine_slows_down_half_way(tmp_path, in_process, fake_time):
+    """2 + 2 steps cost 2 x 1 + 2 x 3 = 8 fake seconds, 4 large steps 12: the speedup is 1.5. The clock runs 3x
+    slower from the middle of the timing on (3 variants x 5 rounds x 2 readings: 15); timed one after the other,
+    the ratio would be 4.5 (or 0.5); interleaved, only the round in which it slowed is bent, and the median is not."""
+    fake_time.slow_after, fake_time.slowdown = 15, 3.0
+    r = run(tmp_path, *TINY, "timing.rounds=5", in_process=in_process)
+    assert r.returncode == 0, r.stderr[-2000:]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["speedup"] == pytest.approx(1.5, rel=0.05)
+    assert manifest["speedup_p25"] <= manifest["speedup"] <= manifest["speedup_p75"]
+    assert "the rounds spread up to" in r.stderr and "timing.rounds=" in r.stderr  # the drift line, once
+    assert r.stderr.count("warning: timing: the machine's speed changed") == 1
+    assert "1.50x (" in r.stdout and "vs toy-dit-large alone, 5 interleaved rounds" in r.stdout
+    r = run(tmp_path, *TINY, "timing.rounds=5", in_process=in_process)  # nothing left: the earlier timing stays
+    assert r.returncode == 0, r.stderr[-2000:]
+    again = json.loads((tmp_path / "manifest.json").read_text())
+    assert again["generated"] == 0 and again["speedup"] == manifest["speedup"]
+    assert again["speedup_p75"] == manifest["speedup_p75"] and again["timing_rounds"] == 5
+
+
+def test_an_allocation_off_the_cost_model_is_flagged(tmp_path, in_process, fake_time):
+    """Each change of member costs 5 fake seconds more, which the members alone never pay: the allocation takes
+    13 against a predicted 2 x 1 + 2 x 3 = 8 (+62%), on a steady clock (no spread), so it is flagged."""
+    fake_time.switch = 5.0
+    r = run(tmp_path, *TINY, "timing.rounds=3", in_process=in_process)
+    assert r.returncode == 0, r.stderr[-2000:]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    row = json.loads((tmp_path / "results.jsonl").read_text())
+    assert manifest["speedup"] == pytest.approx(12 / 13) and manifest["speedup_p25"] == manifest["speedup_p75"]
+    assert manifest["predicted_s_per_image"] == pytest.approx(8 / 2)  # fake seconds per image, batches of 2
+    assert row["timing_flag"] == manifest["timing_flag"] == "+62% off the cost model"
+    assert r.stderr.count("warning: timing: this allocation took") == 1
+    assert "timing: +62% off the cost model" in r.stdout
+
+
+def test_speedup_of_the_last_member_alone_is_one_without_timing(tmp_path, in_process, fake_time):
+    _, _, manifest, _ = generate(tmp_path, *TINY, "stitch.fractions=[0,1]", in_process=in_process)
+    assert manifest["speedup"] == manifest["speedup_p25"] == manifest["speedup_p75"] == 1.0
+    assert fake_time.reads == 0 and "timing_rounds" not in manifest  # nothing timed in rounds
+
+
+def test_summary_prints_the_speedup_with_its_spread():
+    from tstitch.cli.generate import summary
+
+    manifest = {"num_samples": 10, "generated": 10, "resumed_from": 0, "world_size": 1, "seconds": 2.0,
+                "images_per_second": 5.0, "s_per_image_per_member": {"s": 0.05, "l": 0.1}, "timing_rounds": 5,
+                "scores": {}, "samples": "samples.npz"}
+    row = {"s_per_image": 0.2, "speedup": 1.83, "speedup_p25": 1.8, "speedup_p75": 1.86, "timing_flag": None}
+    line = summary(row, ["s", "l"], manifest)
+    assert "; 1.83x (1.80-1.86) vs l alone, 5 interleaved rounds;" in line and "timing:" not in line

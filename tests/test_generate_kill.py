@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 def arguments(run_dir, *extra):
     return [f"num_samples={N}", f"batch_size={BATCH}", f"solver.steps={STEPS}", "stitch.fractions=[0.5,0.5]",
-            "metric=none", "logger=none", "baseline_batches=0", f"hydra.run.dir={run_dir}", *extra]
+            "metric=none", "logger=none", "timing.rounds=0", f"hydra.run.dir={run_dir}", *extra]
 
 
 def shards(run_dir):

@@ -19,7 +19,7 @@ from tstitch.errors import ConfigError
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 SMALL = ["num_samples=4", "batch_size=2", "solver.steps=3", "stitch.fractions=[0.5,0.5]", "metric=none",
-         "logger=none", "baseline_batches=0", "grid_columns=0"]
+         "logger=none", "timing.rounds=0", "grid_columns=0"]
 LARGE = Path(tstitch.__file__).parent / "toy" / "weights" / "dit_large.safetensors"
 
 
@@ -156,7 +156,7 @@ def test_non_finite_samples_fail_naming_the_seeds_step_and_member(tmp_path, in_p
 
 def test_nonfinite_warn_keeps_going_and_records_the_seeds_in_valid_json(tmp_path, in_process, overflowing):
     run_dir = tmp_path / "run"
-    r = generate(in_process, run_dir, overflowing, "nonfinite=warn", "baseline_batches=1")
+    r = generate(in_process, run_dir, overflowing, "nonfinite=warn", "timing.rounds=1")
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stderr.count("warning: non-finite samples (NaN or inf) for 2 of 2 seeds") == 2
     manifest = strict_json(run_dir / "manifest.json")

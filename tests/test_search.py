@@ -9,6 +9,7 @@ import pytest
 
 from tstitch.errors import ConfigError
 from tstitch.search import candidates, pareto, predict
+from tstitch.timing import Stats
 
 EXE = str(Path(sys.executable).parent / "tstitch-search")
 
@@ -23,8 +24,11 @@ def test_candidates_cover_the_grid():
 
 
 def test_predicted_cost_is_steps_times_cost_per_step():
-    assert predict([1.0, 10.0], [0.4, 0.6], 10) == pytest.approx(4 * 1 + 6 * 10)
-    assert predict([1.0, 2.0, 4.0], [0.2, 0.3, 0.5], 10) == pytest.approx(2 + 6 + 20)
+    def costs(*values):
+        return [Stats(v, v * 0.9, v * 1.1, 5) for v in values]
+
+    assert predict(costs(1.0, 10.0), [0.4, 0.6], 10) == pytest.approx(4 * 1 + 6 * 10)
+    assert predict(costs(1.0, 2.0, 4.0), [0.2, 0.3, 0.5], 10) == pytest.approx(2 + 6 + 20)
 
 
 def test_pareto_keeps_what_nothing_beats():

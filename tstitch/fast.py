@@ -2,7 +2,10 @@
 net is reused by every allocation of a sweep). The solver math stays float32 whatever the members run in.
 
 * ``precision``: ``fp32``, or ``bf16`` / ``fp16`` autocast of each member's forward (outputs back to float32) on
-  the device its input is on; on CPUs with AMX or AVX512-BF16 bf16 is also the fast path there.
+  the device its input is on; on CPUs with AMX or AVX512-BF16 bf16 is also the fast path there. Where the device
+  has no native support for the requested precision it is slower than fp32 (emulated in oneDNN on a CPU, no tensor
+  cores on a GPU), so the run falls back to fp32 with a one-line warning (``choose_precision``) unless ``force``.
+* ``force``: run the requested ``precision`` even where it is known to be slower than fp32 on this device.
 * ``tf32``: TensorFloat-32 matmuls and convolutions on NVIDIA GPUs (Ampere and later).
 * ``compile``: ``torch.compile`` of each member's network (compiled on the first call at each batch shape).
 * ``graphs``: CUDA graphs (``torch.compile``'s ``reduce-overhead`` mode, so it implies ``compile``): every step's
@@ -18,12 +21,123 @@ Always on, no switch: fused attention (``scaled_dot_product_attention``), condit
 guidance in one batched forward, no host sync inside the step loop, members resident on the device (unless
 ``offload``).
 """
+import os
+from dataclasses import dataclass
+
 import torch
 
+from tstitch.checks import warn
 from tstitch.errors import ConfigError
 from tstitch.protocols import Output, Wrapped
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+# CPU features that run a precision natively (x86 names, then ARM's as torch.cpu.get_capabilities gives them);
+# without one, oneDNN emulates it. Measured on an AVX512-BF16 CPU (docs/benchmarks.md): toy pair bf16 1.4x fp32,
+# and 0.2x with oneDNN held to AVX2 (0.5x to AVX512_CORE); fp16 without avx512_fp16 / AMX-FP16 0.2x.
+NATIVE_CPU = {"bf16": ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16"),
+              "fp16": ("avx512_fp16", "amx_fp16", "fp16_arith")}
+NATIVE_SM = {"bf16": (8, 0), "fp16": (7, 0)}  # bf16 arithmetic from Ampere, fp16 tensor cores from Volta
+# oneDNN ISA limits (ONEDNN_MAX_CPU_ISA) below each precision's native instructions
+ONEDNN_BELOW = {"bf16": {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}}
+ONEDNN_BELOW["fp16"] = ONEDNN_BELOW["bf16"] | {"AVX512_CORE_BF16", "AVX512_CORE_AMX"}
+
+
+@dataclass(frozen=True)
+class Capability:
+    """What a device offers the precisions: ``kind`` (``cpu``, ``cuda``, or another device type, which is not
+    judged); on a CPU ``isa`` (torch's kernel level, ``torch.backends.cpu.get_cpu_capability()``: AVX2, AVX512,
+    SVE256, ...) and ``flags`` (its native low-precision features, see ``NATIVE_CPU``, less what a oneDNN ISA limit
+    ``limit`` rules out); on a GPU ``sm`` (compute capability); ``name``: the CPU's or GPU's name."""
+    kind: str
+    isa: str = ""
+    flags: frozenset = frozenset()
+    sm: tuple | None = None
+    name: str = ""
+    limit: str = ""
+
+    def native(self, precision):
+        """Whether ``precision`` runs natively (True for fp32 and for devices not judged)."""
+        if precision == "fp32" or self.kind not in ("cpu", "cuda"):
+            return True
+        if self.kind == "cuda":
+            return self.sm is not None and tuple(self.sm) >= NATIVE_SM[precision]
+        return bool(self.flags & set(NATIVE_CPU[precision]))
+
+    def __str__(self):
+        if self.kind == "cuda":
+            return f"{self.name or 'cuda'} (sm_{self.sm[0]}{self.sm[1]})" if self.sm else self.name or "cuda"
+        if self.kind != "cpu":
+            return self.kind
+        flags = f"with {', '.join(sorted(self.flags))}" if self.flags else "without native bf16/fp16"
+        limit = f" under ONEDNN_MAX_CPU_ISA={self.limit}" if self.limit else ""
+        return f"CPU {self.isa} {flags}{limit}" + (f" ({self.name})" if self.name else "")
+
+    @property
+    def short(self):
+        """A tag for one result line: ``AVX512+avx512_bf16``, ``AVX2``, ``NVIDIA H100 80GB HBM3 sm_90``."""
+        if self.kind == "cuda":
+            return f"{self.name} sm_{self.sm[0]}{self.sm[1]}" if self.sm else self.name or "cuda"
+        if self.kind != "cpu":
+            return self.kind
+        return "+".join([self.isa, *sorted(self.flags)]) + (f" oneDNN<={self.limit}" if self.limit else "")
+
+
+def _cpu_features():
+    """The CPU's feature names that are present (``torch.cpu.get_capabilities``, else /proc/cpuinfo's flags)."""
+    get = getattr(torch.cpu, "get_capabilities", None)
+    if get is not None:
+        caps = get()
+        return {k for k, v in caps.items() if v is True}, caps.get("cpu_name", "")
+    try:
+        with open("/proc/cpuinfo") as f:
+            words = set(f.read().replace(":", " ").split())
+    except OSError:
+        return set(), ""
+    return words | ({"fp16_arith"} if "asimdhp" in words else set()), ""
+
+
+def capability(device="cpu") -> Capability:
+    """This machine's ``Capability`` for work on ``device``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return Capability("cuda", sm=tuple(torch.cuda.get_device_capability(device)),
+                          name=torch.cuda.get_device_name(device))
+    if device.type != "cpu":
+        return Capability(device.type)
+    present, name = _cpu_features()
+    flags = present & {f for names in NATIVE_CPU.values() for f in names}
+    limit = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    for precision, below in ONEDNN_BELOW.items():
+        if limit in below:
+            flags -= set(NATIVE_CPU[precision][:2])  # the x86 instructions oneDNN is then not allowed to use
+    return Capability("cpu", torch.backends.cpu.get_cpu_capability(), frozenset(flags), name=name, limit=limit)
+
+
+def machine(device="cpu", short=False) -> str:
+    """What a timing ran on, for benchmark lines and records: the CPU's capability, and the GPU's before it when
+    ``device`` is a CUDA device; ``short``: the tags (``Capability.short``)."""
+    show = (lambda c: c.short) if short else str
+    cpu = show(capability("cpu"))
+    return f"{show(capability(device))} on {cpu}" if torch.device(device).type == "cuda" else cpu
+
+
+def choose_precision(precision, cap: Capability, force=False) -> tuple[str, str | None]:
+    """``(precision to run, warning line or None)`` for a requested ``precision`` on a device of capability
+    ``cap``: a ``bf16`` / ``fp16`` that the device runs slower than fp32 (no native support) becomes ``fp32``, with
+    one line naming the capability and the fix; ``force`` keeps the request. A pure function of its arguments."""
+    if force or cap.native(precision):
+        return precision, None
+    if cap.kind == "cuda":
+        major, minor = NATIVE_SM[precision]
+        why = f"{precision} {'arithmetic needs' if precision == 'bf16' else 'tensor cores need'} sm_{major}{minor}"
+        fix = f"a GPU of sm_{major}{minor} or later"
+    else:
+        need = " or ".join(NATIVE_CPU[precision][:2])
+        why = f"oneDNN emulates {precision} without {need}"
+        fix = f"a CPU with {need}" + (" (or unset ONEDNN_MAX_CPU_ISA)" if cap.limit else "")
+    return "fp32", (f"fast.precision={precision} is slower than fp32 on {cap}, as {why}: running fp32; for "
+                    f"{precision}'s speed use {fix}, or set fast.force=true to run {precision} anyway")
 
 
 class Autocast(Wrapped):
@@ -107,11 +221,16 @@ class Offloaded(Wrapped):
 
 
 def speed_up(members, device="cpu", precision="fp32", tf32=True, compile=False, graphs=False, channels_last=False,
-             offload=False):
-    """The members with the configured fast paths (see the module docstring). ``device``: where text encoders go
-    when ``offload`` is on (networks follow their inputs)."""
+             offload=False, force=False):
+    """The members with the configured fast paths (see the module docstring). ``device``: where the members run
+    (whose capability decides ``precision``) and where text encoders go when ``offload`` is on (networks follow
+    their inputs)."""
     if precision not in DTYPES:
         raise ConfigError(f"fast.precision must be one of {sorted(DTYPES)}, not {precision!r}")
+    if members:
+        precision, line = choose_precision(precision, capability(device), force)
+        if line:
+            warn(line)
     if offload and graphs:
         raise ConfigError("fast.offload and fast.graphs cannot be combined: a CUDA graph keeps the addresses of "
                           "the weights it was captured with; set fast.graphs=false to offload, or fast.offload=false")

@@ -15,8 +15,12 @@ from omegaconf import OmegaConf
 from tstitch import checks, identity
 from tstitch.engine import lock
 
+# the run's own timing, then the speedup's interleaved rounds (tstitch.engine.module.Generation)
 TIMING = ("s_per_image", "images_per_second", "s_per_image_per_member", "decode_s_per_image", "images_timed",
-          "baseline_s_per_image", "speedup", "warmup_seconds", "peak_memory_gb")
+          "speedup", "speedup_p25", "speedup_p75", "baseline_s_per_image", "timed_s_per_image",
+          "timed_s_per_image_p25", "timed_s_per_image_p75", "predicted_s_per_image", "timing_flag", "timing_rounds",
+          "timing_drift", "warmup_seconds", "peak_memory_gb")
+ROW = ("s_per_image", "predicted_s_per_image", "speedup", "speedup_p25", "speedup_p75")  # and timing_flag, if timed
 
 
 def accelerator(trainer):
@@ -112,8 +116,8 @@ def _generate(cfg, out, sampling, rank_zero):
     if todo:
         loader = torch.utils.data.DataLoader(Seeds(todo), batch_size=cfg.batch_size, sampler=RankShare(len(todo)))
         module = Generation(members, codec, options, cfg.labels, batch_size=min(cfg.batch_size, cfg.num_samples),
-                            baseline_batches=cfg.baseline_batches, prompts=prompts, base_seed=cfg.seed,
-                            nonfinite=cfg.get("nonfinite", "error"))
+                            rounds=cfg.timing.rounds, tolerance=cfg.timing.tolerance, prompts=prompts,
+                            base_seed=cfg.seed, nonfinite=cfg.get("nonfinite", "error"))
         trainer.predict(module, loader, return_predictions=False)
         timing, nfe = module.timing(), writer.nfe or nfe
         nonfinite = sorted(set(nonfinite) | set(module.warned))
@@ -122,7 +126,9 @@ def _generate(cfg, out, sampling, rank_zero):
         return None
     path = export_npz(out, wanted)
     row = {"fractions": [round(f, 6) for f in fractions], "nfe": nfe,
-           **{k: timing[k] for k in ("s_per_image", "speedup") if timing.get(k) is not None}}
+           **{k: timing[k] for k in ROW if timing.get(k) is not None}}
+    if "timing_flag" in timing:
+        row["timing_flag"] = timing["timing_flag"]
     scores = metric.score_file(path) if metric is not None else {}
     row.update(scores)
     config, asked = OmegaConf.to_container(cfg, resolve=True), set(wanted)

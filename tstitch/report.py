@@ -319,7 +319,7 @@ def tradeoff_plot(rows, members, path, qualities=None, paper_label=None):
         if q == "s_per_image":
             right.remove()
             continue
-        right.set_xlabel(f"{unit} per image (measured: median, bars p25-p75 of the timing rounds)")
+        right.set_xlabel(f"{unit} per image (measured)")  # bars: the quartiles of the timing rounds
         right.set_ylabel(name)
         right.grid(alpha=0.3)
     shown = f"fraction of {members[0]}" if len(members) == 2 else "fractions"

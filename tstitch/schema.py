@@ -216,7 +216,7 @@ STITCH = Section({"members": Any(), "fractions": Any(), "rule": Choice("steps", 
 SOLVER = Section({"name": Str(), "steps": Either(Int(1), Str()), "options": Opt(Section({}, extra=True))})
 GUIDANCE = Section({"scale": Num(0), "channels": Opt(Either(Int(1), Choice("all")))})
 FAST = Section({"precision": Choice("fp32", "bf16", "fp16"), "tf32": Bool(), "compile": Bool(), "graphs": Bool(),
-                "channels_last": Bool(), "offload": Bool()})
+                "channels_last": Bool(), "offload": Bool(), "force": Bool()})
 LOGGER = Section({"mode": Choice("offline", "online", "disabled"), "project": Str(), "entity": Opt(Str()),
                   "name": Opt(Str()), "group": Opt(Str()), "tags": Opt(Seq(Str()))})
 PROMPTS = Section({"path": Str(), "column": Opt(Str()), "captions": Choice("first", "all"),

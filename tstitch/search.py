@@ -154,8 +154,8 @@ def search(cfg, sweep, out=None):
         r["front"] = r in final
     add_speedups(confirmed)  # against the last member alone, if it is on the front
     metric = loaded["metric"].describe() if loaded["metric"] is not None else None
-    return {"costs": {m: c.median for m, c in zip(members, costs)}, "members": members, "candidates": pool, "confirmed": confirmed,
-            "metric": metric, "best": pick(final, s, maximize), "settings": settings(cfg)}
+    return {"costs": {m: c.median for m, c in zip(members, costs)}, "members": members, "candidates": pool,
+            "confirmed": confirmed, "metric": metric, "best": pick(final, s, maximize), "settings": settings(cfg)}
 
 
 def direction(s):

@@ -69,15 +69,16 @@ class Sampler:
         options = {**options, "randn_like": rng.randn_like}
         return sample(self.members, x, y, **options), (x, y, options)
 
-    def group(self, options, g):
-        """Samples of group ``g`` at ``options`` (``build.sample_options``) and the NFE per member."""
+    def group(self, options, g, check=True):
+        """Samples of group ``g`` at ``options`` (``build.sample_options``) and the NFE per member; ``check``:
+        each batch checked for non-finite values (not in the warm-up, whose short runs say nothing of the run)."""
         batches = self.groups[g]
         if self.pool is None:
             done = [self._batch(s, options) for s in batches]
         else:
             done = list(self.pool.map(lambda s: self._batch(s, options), batches))
         names = [m.name for m in self.members]
-        for s, (r, (x, y, o)) in zip(batches, done):  # outside the timed region
+        for s, (r, (x, y, o)) in zip(batches, done if check else ()):
             checks.batch(r.x, list(s), lambda watch, x=x, y=y, o=o: sample(self.members, x, y, callback=watch, **o),
                          names, self.cfg.get("nonfinite", "error"))
         return torch.cat([r.x for r, _ in done]), done[0][0].nfe
@@ -132,7 +133,7 @@ def _warm_up(sampler, cfg):
     k = len(sampler.members)
     for i in range(k):
         sampler.group({"fractions": alone(i, k), "solver": "ddim", "steps": 2, "guidance": cfg.guidance.scale,
-                       "channels": cfg.guidance.channels}, 0)
+                       "channels": cfg.guidance.channels}, 0, check=False)
     sync(cfg.device)
     return time.perf_counter() - start
 

@@ -25,7 +25,11 @@ def summary(row, names, manifest):
         parts.append(f"{row['s_per_image'] * 1000:.2f} ms/image/device ({ms} ms), "
                      f"{manifest['images_per_second']:.1f} images/s")
     if row.get("speedup"):
-        parts.append(f"{row['speedup']:.2f}x vs {names[-1]} alone")
+        rounds = manifest.get("timing_rounds")
+        parts.append(f"{row['speedup']:.2f}x ({row['speedup_p25']:.2f}-{row['speedup_p75']:.2f}) vs {names[-1]} "
+                     f"alone, {rounds} interleaved rounds" if rounds else f"{row['speedup']:.2f}x vs {names[-1]} alone")
+    if row.get("timing_flag"):
+        parts.append(f"timing: {row['timing_flag']}")
     if manifest.get("nonfinite_seeds"):
         parts.append(f"{len(manifest['nonfinite_seeds'])} non-finite samples (black images; seeds in manifest.json)")
     scores = manifest["scores"]

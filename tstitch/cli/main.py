@@ -37,8 +37,8 @@ def main(cfg):
     t = facts["timing"]
     log.info(f"\n{len(rows)} allocations x {cfg.num_samples} samples, {cfg.solver.name} {cfg.solver.steps} steps, "
              f"guidance {cfg.guidance.scale}; metric: {facts['metric']}; times: medians (p25-p75) of {t['rounds']} "
-             f"interleaved rounds, {t['workers']} batch(es) of {cfg.batch_size} side by side x {t['threads_per_worker']} "
-             f"torch thread(s), CPU capability {t['cpu_capability']}; outputs in {out}")
+             f"interleaved rounds, {t['workers']} batch(es) of {cfg.batch_size} side by side x "
+             f"{t['threads_per_worker']} torch thread(s), CPU capability {t['cpu_capability']}; outputs in {out}")
 
 
 entry = entry_point(main, "tstitch")

@@ -4,7 +4,7 @@ import lightning as L
 import torch
 import torch.distributed as dist
 
-from tstitch import checks, seeds
+from tstitch import checks, seeds, timing
 from tstitch.clock import Clock, sync
 from tstitch.protocols import Wrapped
 from tstitch.sample import sample
@@ -60,24 +60,25 @@ class Generation(L.LightningModule):
     """``predict_step(seeds) -> {"seeds", "labels", "images", "nfe"}``: samples drawn from each seed alone,
     decoded to uint8 by ``codec``. ``options`` are ``tstitch.sample``'s keyword arguments.
 
-    Timing (synchronised, warm-up excluded, summed over ranks in ``on_predict_end``): sampling seconds in all
-    and per member, decoding seconds, and, when ``baseline_batches`` > 0, the same batch size sampled with the
-    last member alone on the same devices, for the speedup of this allocation."""
+    Timing, in ``on_predict_end``: the run's own (synchronised, warm-up excluded, summed over ranks) sampling
+    seconds in all and per member, and decoding seconds; then, for ``rounds`` > 0, the speedup against the last
+    member alone, timed in interleaved rounds (``tstitch.timing``) on this rank's first (full-size) batch, with the
+    members alone for the cost model (``_variants``); each rank times itself and the ranks' medians are averaged."""
 
-    def __init__(self, members, codec, options, labels="random", batch_size=1, warmup=True, baseline_batches=0,
-                 prompts=None, base_seed=0, nonfinite="error"):
+    def __init__(self, members, codec, options, labels="random", batch_size=1, warmup=True, rounds=0,
+                 tolerance=0.1, prompts=None, base_seed=0, nonfinite="error"):
         super().__init__()
         self.nonfinite, self.warned = nonfinite, []  # seeds with non-finite samples (nonfinite=warn)
         self.members, self.codec, self.options, self.labels = members, codec, dict(options), labels
         # registered so that Lightning moves them to the device; offloaded networks move themselves (fast.offload)
         self.nets = torch.nn.ModuleList([m.net for m in members if not m.offloaded]
                                         + [m.encoder for m in members if m.encoder is not None])
-        self.batch_size, self.warmup, self.baseline_batches = batch_size, warmup, baseline_batches
+        self.batch_size, self.warmup, self.rounds, self.tolerance = batch_size, warmup, rounds, tolerance
         self.prompts, self.base_seed = prompts, base_seed  # text-conditioned members: seed base + i gets prompt i
         self.clock = None
-        self.first_batch, self.warmup_seconds = None, 0.0  # set by the first batch and the warm-up
-        self.timed = None
-        self.totals = torch.zeros(5 + len(members), dtype=torch.float64)  # see _timing's layout
+        self.first_batch, self.nfe, self.warmup_seconds = None, None, 0.0  # set by the first batch and the warm-up
+        self.timed, self.drift = None, None  # drift: this rank's line from tstitch.timing.drift, once timed
+        self.totals = torch.zeros(3 + len(members), dtype=torch.float64)  # see _timing's layout
         self.result = {}
 
     def on_predict_start(self):
@@ -120,7 +121,7 @@ class Generation(L.LightningModule):
         self.totals[1] += len(batch_seeds)
         self.totals[2] += time.perf_counter() - sampled
         if batch_idx == 0:
-            self.first_batch = padded
+            self.first_batch, self.nfe = padded, list(r.nfe)
         if self.prompts:  # the stored label of a text-conditioned sample is its prompt's index in the set
             y = torch.tensor([(s - self.base_seed) % len(self.prompts) for s in batch_seeds])
         return {"seeds": batch_seeds, "labels": y.cpu(), "images": images.cpu(), "nfe": r.nfe}
@@ -134,42 +135,103 @@ class Generation(L.LightningModule):
         self.warned += checks.batch(x, batch_seeds, resample, [m.name for m in self.members], self.nonfinite)
 
     def on_predict_end(self):
-        fractions = self.options["fractions"]
-        if self.baseline_batches and fractions[-1] != 1.0 and self.first_batch:
-            last = alone(-1, len(self.members))
-            for _ in range(self.baseline_batches):
-                sync(self.device)
-                start = time.perf_counter()
-                self._sample(self.first_batch, self.members, fractions=last)  # a full batch (padded)
-                sync(self.device)
-                self.totals[3] += time.perf_counter() - start
-                self.totals[4] += len(self.first_batch)
-        self.totals[5:] += torch.tensor(self.clock.seconds, dtype=torch.float64)
+        self.totals[3:] += torch.tensor(self.clock.seconds, dtype=torch.float64)
         reduce = self.trainer.strategy.reduce
         # all_reduce works in place: reduce copies, so that the max sees this rank's own time
         totals = reduce(self.totals.to(self.device, copy=True), reduce_op="sum").cpu().tolist()
         slowest = float(reduce(self.totals[:1].to(self.device, copy=True), reduce_op="max"))  # ranks run side by side
-        self.result = _timing(totals, slowest, [m.name for m in self.members], fractions)
+        self.result = _timing(totals, slowest, [m.name for m in self.members])
+        if self.options["fractions"][-1] == 1.0:  # this allocation is the last member alone
+            if self.result:
+                self.result.update(baseline_s_per_image=self.result["s_per_image"], speedup=1.0, speedup_p25=1.0,
+                                   speedup_p75=1.0)
+        elif self.rounds:
+            self.result.update(self._speedup(reduce))
         self.result["warmup_seconds"] = self.warmup_seconds
         if self.device.type == "cuda":
             self.result["peak_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
+
+    def _variants(self):
+        """What is timed: the allocation, the last member alone (the speedup's reference) and, for the cost model,
+        each other member the allocation calls, alone, where a call of it took at most 1.5x a call of the last
+        member in the run (members of a stitch run small to large: then a round costs at most a few baselines).
+        Returns (name -> fractions, member -> the name of its variant alone, or None where it is not timed)."""
+        k, fractions = len(self.members), [float(f) for f in self.options["fractions"]]
+        per_call = [s / n if n else None for s, n in zip(self.clock.seconds, self.nfe)]
+        variants, alone_of = {"allocation": fractions}, {}
+        for m in range(k):
+            if fractions == alone(m, k):
+                alone_of[m] = "allocation"
+            elif m == k - 1 or (per_call[m] is not None
+                                and (per_call[-1] is None or per_call[m] <= 1.5 * per_call[-1])):
+                alone_of[m] = f"{self.members[m].name} alone"
+                variants[alone_of[m]] = alone(m, k)
+            else:
+                alone_of[m] = None
+        return variants, alone_of
+
+    def _speedup(self, reduce):
+        """This rank's interleaved rounds (``_rounds``), the ranks' medians averaged: the speedup, the times of
+        the allocation and of the last member alone, the cost model's prediction and its flag."""
+        local = self._rounds() if self.first_batch else torch.zeros(12, dtype=torch.float64)
+        n, *speedup, base, t, t25, t75, n_pred, p, p25, p75 = \
+            reduce(local.to(self.device, copy=True), reduce_op="sum").cpu().tolist()
+        if not n:
+            return {}
+        out = {"speedup": speedup[0] / n, "speedup_p25": speedup[1] / n, "speedup_p75": speedup[2] / n,
+               "baseline_s_per_image": base / n, "timed_s_per_image": t / n, "timed_s_per_image_p25": t25 / n,
+               "timed_s_per_image_p75": t75 / n, "timing_rounds": self.rounds, "timing_flag": None,
+               "timing_drift": self.drift}
+        if n_pred:
+            predicted = timing.Stats(p / n_pred, p25 / n_pred, p75 / n_pred, self.rounds)
+            measured = timing.Stats(t / n, t25 / n, t75 / n, self.rounds)
+            out["predicted_s_per_image"] = predicted.median
+            out["timing_flag"] = timing.flag(measured, predicted, self.tolerance)
+            if out["timing_flag"] and self.trainer.is_global_zero:
+                checks.warn(f"timing: this allocation took {measured.median * 1000:.2f} ms/image, "
+                            f"{out['timing_flag']} ({predicted.median * 1000:.2f} ms/image from the members' "
+                            "times alone)")
+        return out
+
+    def _rounds(self):
+        """Interleaved rounds on the first batch; returns [1, speedup (median, p25, p75), the last member alone's
+        median, the allocation's median and quartiles, 1 if predicted, the prediction (median, p25, p75)]."""
+        variants, alone_of = self._variants()
+        nfe = {}
+
+        def run(name):
+            def call(r):
+                nfe[name] = self._sample(self.first_batch, self.members, fractions=variants[name])[1].nfe
+                return len(self.first_batch)
+            return call
+
+        measured = timing.interleaved({v: run(v) for v in variants}, self.rounds, timing.clock_for(self.device))
+        t, ratio = measured.stats("allocation"), measured.ratio(alone_of[len(self.members) - 1], "allocation")
+        used = nfe["allocation"]
+        out = [1.0, ratio.median, ratio.p25, ratio.p75, measured.stats(alone_of[len(self.members) - 1]).median,
+               t.median, t.p25, t.p75, 0.0, 0.0, 0.0, 0.0]
+        if all(alone_of[m] is not None for m, n in enumerate(used) if n):  # members it does not call cost 0
+            zero = timing.Stats(0.0, 0.0, 0.0, self.rounds)
+            times = [measured.stats(alone_of[m]) if n else zero for m, n in enumerate(used)]
+            calls = [nfe[alone_of[m]][m] if n else 1 for m, n in enumerate(used)]
+            predicted = timing.predict(timing.costs(times, calls), used)
+            out[8:] = [1.0, predicted.median, predicted.p25, predicted.p75]
+        self.drift = timing.drift(measured)
+        if self.drift:
+            ranks = self.trainer.world_size > 1
+            checks.warn(f"timing{f' (rank {self.global_rank})' if ranks else ''}: {self.drift}")
+        return torch.tensor(out, dtype=torch.float64)
 
     def timing(self):
         return self.result
 
 
-def _timing(totals, slowest, names, fractions):
-    """Summed [sampling s, images, decoding s, baseline s, baseline images, s per member...] and the slowest
-    rank's sampling seconds -> the record (images/s in all: every image over the slowest rank's time)."""
-    seconds, count, decode, base_seconds, base_count, *per_member = totals
+def _timing(totals, slowest, names):
+    """Summed [sampling s, images, decoding s, s per member...] and the slowest rank's sampling seconds -> the
+    run's own record (images/s in all: every image over the slowest rank's time)."""
+    seconds, count, decode, *per_member = totals
     if not count:
         return {}
-    out = {"s_per_image": seconds / count, "images_per_second": count / slowest,
-           "s_per_image_per_member": {n: s / count for n, s in zip(names, per_member)},
-           "decode_s_per_image": decode / count, "images_timed": int(count)}
-    if fractions[-1] == 1.0:
-        out["baseline_s_per_image"], out["speedup"] = out["s_per_image"], 1.0
-    elif base_count:
-        out["baseline_s_per_image"] = base_seconds / base_count
-        out["speedup"] = out["baseline_s_per_image"] / out["s_per_image"]
-    return out
+    return {"s_per_image": seconds / count, "images_per_second": count / slowest,
+            "s_per_image_per_member": {n: s / count for n, s in zip(names, per_member)},
+            "decode_s_per_image": decode / count, "images_timed": int(count)}
