@@ -87,7 +87,21 @@ def test_rounds_rotate_and_skip_untimed_calls():
     calls = {n: (lambda r, n=n: order.append(n) or 2) for n in "XYZ"}
     got = timing.interleaved(calls, 3, FakeClock(), timed=lambda name, r: not (name == "Y" and r == 0))
     assert order == list("XYZ" "YZX" "ZXY")
-    assert [len(got.seconds[n]) for n in "XYZ"] == [3, 2, 3]
+    assert [len(got.values(n)) for n in "XYZ"] == [3, 2, 3]
+
+
+def test_rounds_under_load_are_left_out_and_run_again(monkeypatch):
+    """Another process busy during rounds 1 and 2: they are not counted, and two more rounds are run."""
+    load = iter([0.0, 1.0, 0.9, 0.1, 0.0, 0.0, 0.0, 0.0])
+    monkeypatch.setattr(timing.Load, "__call__", lambda self: next(load))
+    clock = FakeClock(lambda now: 4.0 if 1.7 < now < 15.7 else 1.0)  # slow in rounds 1 and 2 (1.75 to 15.75)
+    got = timing.interleaved(variants(clock), 4, clock, max_rounds=8)
+    assert len(got.foreign) == 6 and got.used == [0, 3, 4, 5] and got.dropped == 2
+    for name, cost in COSTS.items():
+        assert got.values(name) == pytest.approx([cost] * 4)
+    assert "2 of 6 rounds left out" in timing.drift(got)
+    load = iter([1.0] * 8)  # busy all along: at most max_rounds, and then every round counts
+    assert timing.interleaved(variants(clock), 4, clock, max_rounds=8).used == list(range(8))
 
 
 def test_stats_are_torch_benchmark_quartiles():
@@ -115,7 +129,7 @@ def test_drift_line_says_when_the_machine_changed():
     clock = FakeClock(half_way(6 * sum(COSTS.values())))
     line = timing.drift(timing.interleaved(variants(clock), 6, clock))
     assert "the rounds spread up to" in line and "timing.rounds" in line
-    busy = timing.Rounds(quiet.seconds, [0.1, 1.2, 0.0])
+    busy = timing.Rounds(quiet.seconds, [0.1, 1.2, 0.0, 0.0, 0.0, 0.0])
     assert "other processes used up to 1.2 CPU cores" in timing.drift(busy)
 
 

@@ -202,11 +202,16 @@ def _timed(sampler, cfg, rows_fractions, options, finish, phase, clock):
         g = group_of(r) if name.startswith("row") else full[r % len(full)]
         return g in full
 
+    def on_call(v, r):
+        if bar.total < (r + 1) * len(variants):  # a round more, for one taken under other processes' load
+            bar.total = (r + 1) * len(variants)
+            bar.set_description_str(f"{phase} (timed, round {r + 1}: another for one under load)", refresh=False)
+        bar.set_postfix_str(f"round {r + 1}: {fmt('fractions', variants[v][0])}", refresh=False)
+
     with tqdm(total=rounds * len(variants), desc=f"{phase} (timed, {rounds} rounds)", unit="group",
               dynamic_ncols=True) as bar:
-        measured = timing.interleaved({v: run(v) for v in variants}, rounds, clock, timed,
-                                      on_call=lambda v, r: bar.set_postfix_str(
-                                          f"round {r + 1}: {fmt('fractions', variants[v][0])}", refresh=False))
+        measured = timing.interleaved({v: run(v) for v in variants}, rounds, clock, timed, on_call,
+                                      max_rounds=2 * rounds)
     columns, grids, out_rows = _columns(measured, nfe, alone_of, spec), [], []
     for i, fractions in enumerate(rows_fractions):
         name = f"row {i}"
@@ -217,7 +222,8 @@ def _timed(sampler, cfg, rows_fractions, options, finish, phase, clock):
     line = timing.drift(measured)
     if line:
         checks.warn(f"timing: {line}")
-    facts = {"rounds": rounds, "workers": sampler.workers, "threads_per_worker": sampler.threads,
+    facts = {"rounds": len(measured.foreign), "rounds_used": len(measured.used), "workers": sampler.workers,
+             "threads_per_worker": sampler.threads,
              "cpu_capability": torch.backends.cpu.get_cpu_capability(), "drift": line,
              "foreign_cores": [None if f is None else round(f, 2) for f in measured.foreign]}
     return out_rows, grids, facts

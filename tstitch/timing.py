@@ -105,31 +105,53 @@ def stats(values: Sequence[float], name="variant") -> Stats:
 
 @dataclass
 class Rounds:
-    """Per-image seconds of each variant, one value per round in which it was timed, and the other processes'
-    CPU use (cores) during each round."""
-    seconds: dict[str, list[float]]
+    """Per-image seconds of each variant in each round that timed it (``seconds[name][round]``), the other
+    processes' CPU use (cores) during each round, and the rounds the statistics use (``used``: the quiet ones when
+    there are enough of them, else all)."""
+    seconds: dict[str, dict[int, float]]
     foreign: list[float | None] = field(default_factory=list)
+    used: list[int] | None = None
+
+    def values(self, name) -> list[float]:
+        rounds = self.seconds[name]
+        return [rounds[r] for r in (self.used if self.used is not None else sorted(rounds)) if r in rounds]
 
     def stats(self, name) -> Stats:
-        return stats(self.seconds[name], name)
+        return stats(self.values(name), name)
 
     def ratio(self, base, name) -> Stats:
         """``base``'s time over ``name``'s (a speedup), the median over the rounds that timed both."""
-        pairs = list(zip(self.seconds[base], self.seconds[name]))
-        return stats([b / t for b, t in pairs], f"{base}/{name}")
+        a, b = self.seconds[base], self.seconds[name]
+        rounds = [r for r in (self.used if self.used is not None else sorted(a)) if r in a and r in b]
+        return stats([a[r] / b[r] for r in rounds], f"{base}/{name}")
+
+    @property
+    def dropped(self) -> int:
+        """Rounds left out of the statistics because other processes were busy during them."""
+        return len(self.foreign) - len(self.used) if self.used is not None else 0
+
+
+def quiet(foreign, threshold=FOREIGN_WARN):
+    """Whether a round was taken without other processes busy (unknown counts as quiet)."""
+    return foreign is None or foreign < threshold
 
 
 def interleaved(variants: dict[str, Callable[[int], int]], rounds: int, clock: Callable[[], float] = None,
-                timed: Callable[[str, int], bool] = None, on_call: Callable[[str, int], None] = None) -> Rounds:
+                timed: Callable[[str, int], bool] = None, on_call: Callable[[str, int], None] = None,
+                max_rounds: int | None = None) -> Rounds:
     """Run each of ``variants`` (name -> ``run(round)``, returning how many images it made) once per round, for
-    ``rounds`` rounds, the order rotated by one each round. ``timed(name, round)`` says whether that call's time
-    counts (default: all; e.g. a short tail batch does not), ``on_call(name, round)`` is called before each call
-    (progress). The clock (default ``clock_for("cpu")``) is read right before and after each call."""
+    ``rounds`` rounds, the order rotated by one each round. Rounds during which other processes used half a core
+    or more are left out of the statistics, and more rounds are run until ``rounds`` quiet ones were timed or
+    ``max_rounds`` (default ``rounds``) ran; with fewer quiet rounds than half of ``rounds``, every round counts.
+    ``timed(name, round)`` says whether that call's time counts (default: all; e.g. a short tail batch does not),
+    ``on_call(name, round)`` is called before each call (progress). The clock (default ``clock_for("cpu")``) is
+    read right before and after each call."""
     clock = clock or clock_for("cpu")
     names = list(variants)
-    seconds, load = {n: [] for n in names}, Load()
+    seconds, load = {n: {} for n in names}, Load()
     foreign = []
-    for r in range(rounds):
+    r = 0
+    while r < rounds or (r < (max_rounds or rounds) and sum(map(quiet, foreign)) < rounds):
         k = r % len(names)
         for name in names[k:] + names[:k]:
             if on_call is not None:
@@ -138,9 +160,11 @@ def interleaved(variants: dict[str, Callable[[int], int]], rounds: int, clock: C
             images = variants[name](r)
             elapsed = clock() - start
             if images and (timed is None or timed(name, r)):
-                seconds[name].append(elapsed / images)
+                seconds[name][r] = elapsed / images
         foreign.append(load())
-    return Rounds(seconds, foreign)
+        r += 1
+    calm = [i for i, f in enumerate(foreign) if quiet(f)]
+    return Rounds(seconds, foreign, calm if len(calm) * 2 >= rounds else list(range(len(foreign))))
 
 
 def costs(alone: Sequence[Stats], nfe: Sequence[int]) -> list[Stats]:
@@ -169,12 +193,13 @@ def drift(rounds: Rounds, names: Sequence[str] | None = None) -> str | None:
     """One line when the timing was taken on a changing machine (other processes busy, or a spread over 10%),
     saying what to do; None on a quiet one."""
     names = list(names or rounds.seconds)
-    spreads = {n: rounds.stats(n).spread for n in names if len(rounds.seconds[n]) >= 2}
+    spreads = {n: rounds.stats(n).spread for n in names if len(rounds.values(n)) >= 2}
     worst = max(spreads.values(), default=0.0)
     busy = [f for f in rounds.foreign if f is not None]
     causes = []
     if busy and max(busy) >= FOREIGN_WARN:
-        causes.append(f"other processes used up to {max(busy):.1f} CPU cores")
+        left = f", {rounds.dropped} of {len(rounds.foreign)} rounds left out" if rounds.dropped else ""
+        causes.append(f"other processes used up to {max(busy):.1f} CPU cores{left}")
     if worst > SPREAD_WARN:
         causes.append(f"the rounds spread up to {worst:.0%} of a median")
     if not causes:
