@@ -97,15 +97,18 @@ def main(argv=None):
 
     base = Path(tempfile.mkdtemp(prefix="tstitch-scaling-"))
     try:
-        runs = {n: [] for n in args.devices}  # per process count, one manifest summary per round
+        runs = {n: {} for n in args.devices}  # per process count, the manifest summary of each round
 
         def one(n, r):
-            runs[n].append(run(n, base / f"p{n}-r{r}", args))
+            runs[n][r] = run(n, base / f"p{n}-r{r}", args)
             return args.num_samples
 
         rounds = timing.interleaved({n: (lambda r, n=n: one(n, r)) for n in args.devices}, args.rounds,
                                     on_call=lambda n, r: print(f"round {r + 1}: {n} process(es)...", flush=True))
+        # the runs are child processes, which the rounds' load reading counts as other work: every round counts
+        rounds = timing.Rounds(rounds.seconds)
         ref = min(args.devices)  # efficiency relative to the fewest processes
+        used = range(args.rounds)
         tag = fast.machine(short=True)
         print(f"\n{fast.machine()}: {args.num_samples} samples, batch {args.batch_size}/process, {args.steps} steps, "
               f"{os.cpu_count()} CPUs, 1 torch thread/process, {args.rounds} interleaved rounds; medians (p25-p75)")
@@ -117,20 +120,19 @@ def main(argv=None):
 
         for n in args.devices:
             scale = n / ref
-            ips = timing.stats([r["ips"] for r in runs[n]])
-            eff = timing.stats([a["ips"] / (scale * b["ips"]) for a, b in zip(runs[n], runs[ref])])
-            predict = timing.stats([r["predict"] for r in runs[n]])
-            wall = timing.stats([args.num_samples * s for s in rounds.seconds[n]])
-            e2e = timing.stats([1 / s for s in rounds.seconds[n]])
+            ips = timing.stats([runs[n][r]["ips"] for r in used])
+            eff = timing.stats([runs[n][r]["ips"] / (scale * runs[ref][r]["ips"]) for r in used])
+            predict = timing.stats([runs[n][r]["predict"] for r in used])
+            wall = timing.stats([args.num_samples * rounds.seconds[n][r] for r in used])
+            e2e = timing.stats([1 / rounds.seconds[n][r] for r in used])
             speedup = rounds.ratio(ref, n)  # the fewest processes' wall time / n's, per round
             e2e_eff = timing.Stats(speedup.median / scale, speedup.p25 / scale, speedup.p75 / scale, speedup.n)
             print(f"{n:>9} {cell(ips):>20} {cell(eff, 2):>18} {predict.median:>9.2f} {cell(wall, 2):>20} "
                   f"{cell(e2e):>20} {cell(e2e_eff, 2):>18}  {tag}")
-        samples = [r["samples"] for n in args.devices for r in runs[n]]
+        samples = [x["samples"] for n in args.devices for x in runs[n].values()]
         identical = all([same_samples(samples[0], s) for s in samples[1:]])
         print(f"samples.npz byte-identical across runs: {'yes' if identical else 'NO'}")
-        # the runs are child processes, which drift's load reading counts as other work: only the spread is judged
-        if (line := timing.drift(timing.Rounds(rounds.seconds))) is not None:
+        if (line := timing.drift(rounds)) is not None:  # the spread only (no load readings, see above)
             print(f"note: {line.replace('timing.rounds=...', '--rounds N')}")
     finally:
         if args.keep:

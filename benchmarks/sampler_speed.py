@@ -310,15 +310,15 @@ def bench(name, args):
         rows[-1]["mfu"] = mfu(work, 1 / rows[-1]["images_per_s"], args.device)
     if not args.overhead_repeats:
         return rows, None, timing.drift(r)
-    n = args.overhead_repeats
-    small, large, st = (r.seconds[k][:n] for k in ("small alone", "large alone", stitched))
-    over = timing.stats([c / (fractions[0] * a + fractions[1] * b) - 1 for a, b, c in zip(small, large, st)])
-    med = [timing.stats(v).median * args.batch for v in (small, large, st)]
+    small, large, st = (r.seconds[k] for k in ("small alone", "large alone", stitched))  # {round: s per image}
+    both = [i for i in r.used if i in small and i in large]  # the rounds the statistics use that ran them alone
+    over = timing.stats([st[i] / (fractions[0] * small[i] + fractions[1] * large[i]) - 1 for i in both])
+    med = [timing.stats([v[i] for i in both]).median * args.batch for v in (small, large, st)]
     overhead = {"model": name, "params": params, "steps": steps,  # steps: model calls per member
                 "t_small": med[0], "t_large": med[1], "t_stitched": med[2],  # seconds per batch, medians
                 "expected": fractions[0] * med[0] + fractions[1] * med[1], "overhead": asdict(over),
                 "path": args.paths[0], "machine": where,
-                "rounds": {k: r.seconds[k] for k in variants}}  # seconds per image, one per round
+                "rounds": {k: r.seconds[k] for k in variants}, "used": r.used}  # seconds per image by round
     return rows, overhead, timing.drift(r)
 
 

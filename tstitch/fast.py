@@ -33,8 +33,8 @@ from tstitch.protocols import Output, Wrapped
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # CPU features that run a precision natively (x86 names, then ARM's as torch.cpu.get_capabilities gives them);
-# without one, oneDNN emulates it. Measured on an AVX512-BF16 CPU (docs/benchmarks.md): toy pair bf16 1.4x fp32,
-# and 0.2x with oneDNN held to AVX2 (0.5x to AVX512_CORE); fp16 without avx512_fp16 / AMX-FP16 0.2x.
+# without one, oneDNN emulates it. On an AVX512-BF16 CPU (docs/benchmarks.md), DiT-S/2 pair: bf16 1.69x the fp32
+# reference, 0.25x with oneDNN held to AVX2, 0.54x to AVX512_CORE; fp16 without avx512_fp16 or AMX-FP16 0.2x (toy).
 NATIVE_CPU = {"bf16": ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16"),
               "fp16": ("avx512_fp16", "amx_fp16", "fp16_arith")}
 NATIVE_SM = {"bf16": (8, 0), "fp16": (7, 0)}  # bf16 arithmetic from Ampere, fp16 tensor cores from Volta
