@@ -345,8 +345,9 @@ def frontier_plot(candidates, confirmed, quality, members, path):
     ax.plot([r["predicted_s_per_image"] * scale for r in front], [r[quality] for r in front], "o-", ms=4,
             color="tab:blue", label="front (small seed set)")
     final = sorted(confirmed, key=lambda r: r["s_per_image"])
-    ax.plot([r["s_per_image"] * scale for r in final], [r[quality] for r in final], "s--", ms=4, color="tab:red",
-            label="confirmed (measured time)")
+    ax.errorbar([r["s_per_image"] * scale for r in final], [r[quality] for r in final],
+                xerr=time_bars(final, scale), fmt="s--", ms=4, color="tab:red", capsize=2,
+                label="confirmed (measured time, p25-p75)")
     ax.set_xlabel(f"{unit} per image")
     ax.set_ylabel(axis(quality))
     ax.set_title(f"allocations of {' : '.join(members)}", fontsize=9)
