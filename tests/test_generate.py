@@ -303,3 +303,79 @@ def test_summary_prints_the_speedup_with_its_spread():
     row = {"s_per_image": 0.2, "speedup": 1.83, "speedup_p25": 1.8, "speedup_p75": 1.86, "timing_flag": None}
     line = summary(row, ["s", "l"], manifest)
     assert "; 1.83x (1.80-1.86) vs l alone, 5 interleaved rounds;" in line and "timing:" not in line
+
+
+# --- a resume's identity never hangs on identity.json; PNGs of every seed; `???` in one line ---------------------
+
+SET = ["num_samples=4", "batch_size=2", "timing.rounds=0", "grid_columns=0"]
+
+
+def _shard_bytes(run_dir):
+    return {p.name: p.read_bytes() for p in sorted((run_dir / "shards").glob("*.npz"))}
+
+
+@pytest.mark.parametrize("case", ["identity.json deleted", "identity.json edited", "old shards, no identity.json",
+                                  "checkpoint changed, identity.json deleted"])
+def test_shards_made_otherwise_are_refused_whatever_identity_json_says(tmp_path, in_process, case):
+    """The issue's case: identity.json deleted, then a rerun with another solver.steps mixed 4- and 5-step images."""
+    import tstitch
+
+    ckpt = tmp_path / "large.safetensors"
+    ckpt.write_bytes((Path(tstitch.__file__).parent / "toy/weights/dit_large.safetensors").read_bytes())
+    run_dir, member = tmp_path / "run", f"stitch.members.large.checkpoint={ckpt}"
+    generate(run_dir, *SET, member, in_process=in_process)
+    stored = json.loads((run_dir / "identity.json").read_text())
+    (run_dir / "identity.json").unlink()
+    change = "solver.steps=5"
+    if case == "identity.json edited":  # made to say the new settings
+        stored["config"]["options"]["steps"] = 5
+        (run_dir / "identity.json").write_text(json.dumps(stored))
+    if case == "old shards, no identity.json":  # made before shards carried their identity
+        for p in (run_dir / "shards").glob("*.npz"):
+            with np.load(p) as z:
+                np.savez(p, seeds=z["seeds"], labels=z["labels"], images=z["images"])
+    if case.startswith("checkpoint changed"):  # found only once the checkpoints are hashed, before a file is written
+        data = bytearray(ckpt.read_bytes())
+        data[-1] ^= 1  # the last byte of the last tensor
+        ckpt.write_bytes(bytes(data))
+        change = "solver.steps=4"
+    before = {**_shard_bytes(run_dir), "samples": (run_dir / "samples.npz").read_bytes()}
+    r = run(run_dir, *SET, member, "num_samples=6", change, in_process=in_process)
+    other = "made with other settings ({}; e.g. 000000-000001-r0.npz); rerun with the settings that made them, or"
+    why = {"identity.json edited": other.format("not the settings in identity.json"),
+           "old shards, no identity.json": "whose settings cannot be established (identity.json is missing and they "
+                                           "carry no identity);"}.get(case, other.format("identity.json is missing"))
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        f"tstitch-generate: error: {run_dir} holds 2 shards {why} start over in a new hydra.run.dir=... (or empty "
+        f"{run_dir})"), r.stderr[-2000:]
+    assert {**_shard_bytes(run_dir), "samples": (run_dir / "samples.npz").read_bytes()} == before
+    if case == "identity.json deleted":  # the settings that made them resume, and identity.json is written again
+        _, _, manifest, _ = generate(run_dir, *SET, member, "num_samples=6", in_process=in_process)
+        assert manifest["resumed_from"] == 4 and (run_dir / "identity.json").exists()
+
+
+def test_a_resume_with_png_writes_the_pngs_of_every_seed(tmp_path, in_process):
+    from PIL import Image
+
+    generate(tmp_path, *SET, in_process=in_process)  # png=false
+    images, *_ = generate(tmp_path, *SET, "num_samples=6", "png=true", in_process=in_process)
+    pngs = sorted((tmp_path / "png").iterdir())
+    assert [p.name for p in pngs] == [f"{s:06d}.png" for s in range(6)]
+    assert all(np.array_equal(np.array(Image.open(p)), images[i, ..., 0]) for i, p in enumerate(pngs))
+
+
+@pytest.mark.parametrize("command,args,message", [
+    ("tstitch-generate", ["seed=???"], "seed=??? leaves seed without a value: give seed=VALUE, or leave the override "
+                                       "out for its default"),
+    ("tstitch-generate", ["-m", "solver.steps=4,???"], "solver.steps=??? leaves solver.steps without a value"),
+    ("tstitch", ["+debug=tiny", "guidance.scale=???"], "guidance.scale=??? leaves guidance.scale without a value"),
+    ("tstitch-evaluate", ["batch_size=???"], "batch_size=??? leaves batch_size without a value"),
+    ("tstitch-train", ["seed=???"], "seed has no value (???): give seed=VALUE on the command line"),
+    ("tstitch-generate", ["prompts=file"], "prompts.path has no value (???): give prompts.path=VALUE on the command "
+                                           "line"),
+])
+def test_a_missing_value_is_one_line(tmp_path, in_process, command, args, message):
+    r = in_process(command, *args, f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'multi'}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1].startswith(f"{command}: error: {message}"), r.stderr[-2000:]
+    assert not (tmp_path / "multi").exists() and not (tmp_path / "run" / "shards").exists()

@@ -7,6 +7,9 @@ the content of every checkpoint and of the decoder (a SHA-256, cached by path, s
 is hashed once) and the seed scheme. A resume that differs in any of these is refused, naming the keys. The
 versions of tstitch, torch and the device model are recorded too: a resume across them is allowed with a warning
 (they may change last bits, not the meaning of the set).
+
+``identity.json`` names the settings, but a user can delete or edit it: every shard also carries the ``digest`` of
+the identity it was made under (``tstitch.generate.check_shards`` refuses shards of another digest).
 """
 import functools
 import hashlib
@@ -16,10 +19,11 @@ import subprocess
 from pathlib import Path
 
 from tstitch.errors import ConfigError
-from tstitch.files import file_id, write_json
+from tstitch.files import DiskFull, file_id, write_json
 
 SEED_SCHEME = "per-seed-v1: image i from torch.Generator(seed + i): noise, then label, then solver noise"
 FILE = "identity.json"
+PARTS = ("config", "checkpoints", "decoder", "seeds", "prompts")  # what a resume must match (not the versions)
 
 
 def _hash_cache():
@@ -42,7 +46,7 @@ def file_hash(path):
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         write_json(cache, known, indent=None)
-    except OSError:  # a read-only cache costs a rehash next time, nothing else
+    except (OSError, DiskFull):  # a read-only or full cache costs a rehash next time, nothing else
         pass
     return known[key][2]
 
@@ -184,6 +188,13 @@ def check(run_dir, identity, parts=("config", "checkpoints", "decoder", "seeds")
         raise ConfigError(f"{run_dir} holds samples made with other settings (differs in: {shown}); resume with the "
                           f"settings in {Path(run_dir) / FILE}, or choose a new hydra.run.dir=...")
     return stored
+
+
+def digest(identity, parts=PARTS):
+    """A short SHA-256 of ``parts`` of an identity, as stored (tuples as lists, keys sorted)."""
+    plain = json.loads(json.dumps(identity))
+    text = json.dumps({p: plain.get(p) for p in parts}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def version_warnings(stored, current):

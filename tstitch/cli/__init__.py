@@ -27,21 +27,49 @@ def error(name, message):
 
 
 def guard(fn):
-    """Run a Hydra main with the commands' logging set up (``tstitch.logs``); turn a ConfigError into one line on
-    stderr, prefixed with the command's name, and exit code 2, instead of a traceback."""
+    """Run a Hydra main with the commands' logging set up (``tstitch.logs``); turn a ConfigError, a ``???`` value
+    the run reads, and a full disk into one line on stderr, prefixed with the command's name, and exit code 2, and
+    a stop by a signal (``tstitch.engine.stop``) into its line and 128 + the signal, instead of a traceback."""
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         from tstitch import logs
+        from tstitch.engine.stop import Stopped
 
         logs.setup()
         try:
             return fn(*args, **kwargs)
-        except ConfigError as e:
-            error(fn.__module__, e)
+        except (Stopped, Exception) as e:
+            line, code = one_line(e)
+            if line is None:
+                raise
+            print(f"{command(fn.__module__)}: {line}", file=sys.stderr, flush=True)
             if os.environ.get("SUBMITIT_FOLDER"):  # a submitit job: let submitit record the failure itself
                 raise
-            sys.exit(2)
+            sys.exit(code)
     return wrapped
+
+
+def one_line(e):
+    """(the line, the exit code) of an error the commands report without a traceback; (None, None) for others."""
+    from omegaconf.errors import MissingMandatoryValue
+
+    from tstitch.engine.stop import Stopped
+    from tstitch.files import FULL, disk_full
+
+    if isinstance(e, Stopped):
+        return f"stopped by {e.name}" + (f"; {e.detail}" if e.detail else ""), e.code
+    if isinstance(e, MissingMandatoryValue):
+        e = ConfigError(missing_value(e))
+    if isinstance(e, OSError) and e.errno in FULL:  # written outside tstitch.files (a library, the lock)
+        e = disk_full(e, e.filename) if e.filename else ConfigError(
+            f"{FULL[e.errno]}; free space on the run directory's disk and run the same command again")
+    return (f"error: {e}", 2) if isinstance(e, ConfigError) else (None, None)
+
+
+def missing_value(e):
+    """The one line for OmegaConf's MissingMandatoryValue: a ``???`` left for a key that the run reads."""
+    key = getattr(e, "full_key", None) or str(e).split(":")[-1].strip()
+    return f"{key} has no value (???): give {key}=VALUE on the command line"
 
 
 def run_dir_of(argv):
@@ -91,6 +119,10 @@ def preflight(config_name, argv):
                 continue  # Hydra's run settings are Hydra's; the launcher decides where devices are checked, the
                 # search path where configs are found
             values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+            if "???" in values:
+                key = o.get_key_element().lstrip("+~")
+                raise ConfigError(f"{key}=??? leaves {key} without a value: give {key}=VALUE, or leave the override "
+                                  "out for its default")
             others += [(len(first), f"{o.get_key_element()}={v}") for v in values[1:]]
             first.append(f"{o.get_key_element()}={values[0]}" if o.is_sweep_override() else o.input_line)
         with initialize_config_dir(CONF, version_base=None):
@@ -124,7 +156,10 @@ def _hydra_message(error, config_name=None, lines=(), compose=None):
     """Hydra's error in one line; for an override of a key the config lacks, the nearest key and the section's keys
     instead of Hydra's advice to append it with ``+`` (which would set a key nothing reads)."""
     from omegaconf import DictConfig
+    from omegaconf.errors import MissingMandatoryValue
 
+    if isinstance(error, MissingMandatoryValue):
+        return missing_value(error)
     message = " ".join(str(error).split("Config search path")[0].split())
     missing = re.search(r"Could not override '([^']+)'", message)
     if missing and compose is not None:
@@ -166,8 +201,11 @@ def entry_point(main, config_name=None, after=None):
             if after is not None:
                 try:
                     after(cfg, sys.argv[1:])
-                except ConfigError as e:
-                    fail(str(e), name)
+                except Exception as e:  # noqa: BLE001 - the known ones in one line (one_line), the rest raised
+                    line, code = one_line(e)
+                    if line is None:
+                        raise
+                    fail(line.removeprefix("error: "), name)
         if not set(flags) & INFO_FLAGS:  # --help, --cfg job, ...: Hydra prints and writes nothing
             check_run_dir(sys.argv[1:], name=name)
         main()

@@ -42,13 +42,20 @@ def summary(row, names, manifest):
 @guard
 def main(cfg):
     from tstitch import schema
+    from tstitch.engine import lock, stop
     from tstitch.generate import generate
     from tstitch.slurm import check_tasks
 
     schema.check(cfg, "generate")  # also in the preflight; again here for jobs started without it (SLURM, multirun)
     check_tasks(cfg.trainer)  # under SLURM: tasks must equal trainer.devices x trainer.num_nodes
     torch.set_num_threads(cfg.threads)
-    done = generate(cfg, Path(HydraConfig.get().runtime.output_dir))
+    try:
+        with stop.on_signals():  # SIGTERM (SLURM), SIGINT, SIGHUP: exit 128 + signal with whole shards, resumable
+            done = generate(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except stop.Stopped:
+        if lock.spawned():  # a rank Lightning started: its rank zero says it, and exits non-zero
+            sys.exit(0)
+        raise
     if done is not None:
         row, manifest = done
         log.info(summary(row, manifest["members"], manifest))

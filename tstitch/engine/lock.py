@@ -37,6 +37,12 @@ def is_rank_zero(env=os.environ):
     return all(int(env.get(k, "0") or 0) == 0 for k in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"))
 
 
+def spawned(env=os.environ):
+    """A rank that rank zero of this launch started itself (Lightning's DDP launcher), whose exit code no user
+    reads: rank zero reports for it."""
+    return env.get("TSTITCH_LAUNCH", "").startswith("tstitch-") and not is_rank_zero(env)
+
+
 def _holder(path):
     try:
         return json.loads(Path(path).read_text() or "{}")

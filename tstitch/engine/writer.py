@@ -1,9 +1,12 @@
 """Shards on disk: each predicted batch becomes ``shards/<first seed>-<last seed>-r<rank>.npz`` (seeds, labels,
-uint8 NCHW images), written to a temporary name and renamed, so a killed run leaves only whole shards. A
-restarted run generates only the seeds no shard holds; the export reads the shards in seed order.
+uint8 NCHW images and the digests of the identity they were made under, ``tstitch.identity.digest``), written to
+a temporary name and renamed, so a killed run leaves only whole shards. A restarted run generates only the seeds
+no shard holds; the export reads the shards in seed order, and writes the PNGs (``png=true``) that earlier
+sessions did not.
 
 A shard that cannot be read whole (a disk error, a file edited or truncated by hand) is moved to
 ``shards/corrupt/`` with one line naming it, and its seeds are generated again by the next run."""
+import os
 import shutil
 import sys
 import zipfile
@@ -13,17 +16,22 @@ import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 
+from tstitch.engine import stop
 from tstitch.errors import ConfigError
-from tstitch.files import temporary, write_json, write_npz
+from tstitch.files import whole, write_json, write_npz
 
 KEYS = ("seeds", "labels", "images")
 
 
 class ShardWriter(BasePredictionWriter):
-    def __init__(self, out_dir, png=False):
+    """Each batch as a shard stamped with ``digests`` (and its PNGs); ``keep=False`` writes nothing (a batch timed
+    again) and only records the NFE."""
+
+    def __init__(self, out_dir, png=False, digests=(), keep=True):
         super().__init__(write_interval="batch")
         self.shards = Path(out_dir) / "shards"
         self.png = Path(out_dir) / "png" if png else None
+        self.digests, self.keep = list(digests), keep
         self.nfe = None
 
     def setup(self, trainer, pl_module, stage=None):
@@ -31,15 +39,28 @@ class ShardWriter(BasePredictionWriter):
         if self.png:
             self.png.mkdir(parents=True, exist_ok=True)
 
+    def on_predict_start(self, trainer, pl_module):
+        stop.reclaim()  # SIGTERM stops the run as SIGINT does, not as Lightning would
+
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        self.nfe = prediction["nfe"]
+        if not self.keep:
+            return
         s = np.asarray(prediction["seeds"], dtype=np.int64)
         images = prediction["images"].numpy()
-        write_npz(self.shards / f"{s.min():06d}-{s.max():06d}-r{trainer.global_rank}.npz",
-                  seeds=s, labels=prediction["labels"].numpy(), images=images)
-        if self.png:
-            for seed, img in zip(s, images.transpose(0, 2, 3, 1)):
-                Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(self.png / f"{seed:06d}.png")
-        self.nfe = prediction["nfe"]
+        with stop.deferred():  # a shard and its PNGs
+            write_npz(self.shards / f"{s.min():06d}-{s.max():06d}-r{trainer.global_rank}.npz",
+                      seeds=s, labels=prediction["labels"].numpy(), images=images, identity=np.array(self.digests))
+            if self.png:
+                for seed, image in zip(s, images):
+                    save_png(self.png / f"{seed:06d}.png", image)
+
+
+def save_png(path, image):
+    """One uint8 CHW image as a PNG, whole."""
+    hwc = image.transpose(1, 2, 0)
+    with whole(path) as tmp:
+        Image.fromarray(hwc[..., 0] if hwc.shape[-1] == 1 else hwc).save(tmp, format="PNG")
 
 
 class CorruptShard(ConfigError):
@@ -68,6 +89,19 @@ def read_shard(path, images=True):
             out["images"].dtype != np.uint8 or out["images"].ndim != 4 or len(out["images"]) != n)):
         raise CorruptShard(path, "seeds, labels and images do not match")
     return out
+
+
+def digests(out_dir):
+    """``{shard: its identity digests (a tuple), or None for a shard made before shards carried them}`` of the
+    readable shards in ``out_dir``."""
+    found = {}
+    for path in sorted((Path(out_dir) / "shards").glob("*.npz")):
+        try:
+            with np.load(path) as z:
+                found[path] = tuple(str(d) for d in z["identity"]) if "identity" in z.files else None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
+            continue  # unreadable: set aside, and its seeds generated again, by ``done``
+    return found
 
 
 def set_aside(path, reason, log=None):
@@ -101,10 +135,11 @@ def done(out_dir, move=True):
     return seen
 
 
-def export_npz(out_dir, seeds, path=None):
+def export_npz(out_dir, seeds, path=None, png=False):
     """ADM-compatible ``samples.npz`` (``arr_0``: uint8 NHWC, ``arr_1``: labels) in the order of ``seeds``,
-    streamed shard by shard into the zip so that 50k images never sit in memory together. A shard found corrupt
-    here is moved aside and named (``CorruptShard``): the next run generates its seeds again."""
+    streamed shard by shard into the zip so that 50k images never sit in memory together; with ``png``, each seed's
+    ``png/{seed:06d}.png`` that is missing (made by a session with ``png=false``) is written on the way. A shard
+    found corrupt here is moved aside and named (``CorruptShard``): the next run generates its seeds again."""
     out_dir = Path(out_dir)
     path = Path(path or out_dir / "samples.npz")
     index = {}  # seed -> (shard, row)
@@ -118,28 +153,30 @@ def export_npz(out_dir, seeds, path=None):
     cache = {first: _checked(first)}  # shards are mostly read in order: keep only the current one
     shape = cache[first]["images"].shape[1:]
     c, h, w = shape
-    tmp = temporary(path)
+    pngs = out_dir / "png"
+    if png:
+        pngs.mkdir(exist_ok=True)
+    have = set(os.listdir(pngs)) if png else set()
+    missing = {s for s in seeds if f"{s:06d}.png" not in have} if png else set()
     labels = np.empty(len(seeds), dtype=np.int64)
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-            with zf.open("arr_0.npy", "w", force_zip64=True) as f:
-                np.lib.format.write_array_header_1_0(
-                    f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
-                        "shape": (len(seeds), h, w, c)})
-                for i, s in enumerate(seeds):
-                    shard, row = index[s]
-                    if shard not in cache:
-                        cache = {shard: _checked(shard)}
-                        if cache[shard]["images"].shape[1:] != shape:
-                            raise _aside(shard, f"images of shape {cache[shard]['images'].shape[1:]}, not {shape}")
-                    f.write(np.ascontiguousarray(cache[shard]["images"][row].transpose(1, 2, 0)).tobytes())
-                    labels[i] = cache[shard]["labels"][row]
-            with zf.open("arr_1.npy", "w") as f:
-                np.lib.format.write_array(f, labels)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(path)
+    with whole(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        with zf.open("arr_0.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+                    "shape": (len(seeds), h, w, c)})
+            for i, s in enumerate(seeds):
+                shard, row = index[s]
+                if shard not in cache:
+                    cache = {shard: _checked(shard)}
+                    if cache[shard]["images"].shape[1:] != shape:
+                        raise _aside(shard, f"images of shape {cache[shard]['images'].shape[1:]}, not {shape}")
+                image = cache[shard]["images"][row]
+                f.write(np.ascontiguousarray(image.transpose(1, 2, 0)).tobytes())
+                labels[i] = cache[shard]["labels"][row]
+                if s in missing:
+                    save_png(pngs / f"{s:06d}.png", image)
+        with zf.open("arr_1.npy", "w") as f:
+            np.lib.format.write_array(f, labels)
     return path
 
 
