@@ -43,9 +43,78 @@ def inputs(members, noise, labels, guidance):
     if bad:
         raise NonFiniteError(f"noise holds NaN or inf in sample(s) {_first(bad)}; give finite noise "
                              "(tstitch.seeds.draw)")
+    check_guidance(guidance)
+    return noise.float(), _labels(members, labels, len(noise), noise.device)
+
+
+def check_guidance(guidance):
+    """The CFG scale w: a finite number (1 = off), or one ConfigError line."""
     if not isinstance(guidance, numbers.Real) or isinstance(guidance, bool) or not math.isfinite(float(guidance)):
         raise ConfigError(f"guidance must be a finite number (1 = off), not {guidance!r}")
-    return noise.float(), _labels(members, labels, len(noise), noise.device)
+
+
+def channels(value, members):
+    """``tstitch.sample``'s ``channels`` (the channels guidance acts on): None (each member's own ``cfg_channels``),
+    "all", or an int in [1, C] for members whose samples have C channels; anything else is one ConfigError line
+    (0 would guide nothing, -1 all but the last, 2.5 two: each a silent change of the guidance)."""
+    if value is None or value == "all":
+        return
+    count = members[0].space.shape[0]
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= count:
+        raise ConfigError(f"channels={value!r} is not allowed: give an int in [1, {count}] (guide the first k of the "
+                          f"members' {count} channels), 'all', or None for each member's own cfg_channels")
+
+
+def steps(value):
+    """A step count as ``int`` (a numpy or other integral number included) or an ADM respacing string; a bool, a
+    float (2.5, 2.0, NaN) or another type is one ConfigError line (``True`` would be 1 step)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"steps={value!r} is not allowed: give an int >= 1 or an ADM respacing string such as "
+                          "ddim50")
+    return int(value)
+
+
+def device(value):
+    """``value`` as a device string; a CUDA or Apple GPU must be on this machine. Otherwise one ConfigError line."""
+    import torch
+
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"device={value!r} is not a torch device; give 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (dev.index or 0) >= count:
+            raise ConfigError(f"device={str(dev)!r}, but torch sees {count} CUDA GPU{'' if count == 1 else 's'} on "
+                              "this machine; use device='cpu'" + (" or device='cuda:0'" if count else ""))
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device='mps', but torch sees no Apple GPU on this machine; use device='cpu'")
+    return str(dev)  # other types (meta: shapes only) as torch has them
+
+
+class FiniteNoise:
+    """A user's ``randn_like`` that must return finite noise of ``x``'s shape: the shape is checked at each draw,
+    the values once after sampling (``check``; no host sync inside the step loop)."""
+
+    def __init__(self, randn_like):
+        self.randn_like, self.finite = randn_like, None
+
+    def __call__(self, x):
+        z = self.randn_like(x)
+        if not isinstance(z, torch.Tensor) or z.shape != x.shape:
+            shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ConfigError(f"randn_like returned {shape} for samples of shape {tuple(x.shape)}; give a function "
+                              "x -> standard normal noise of x's shape (torch.randn_like, tstitch.seeds.SeedNoise)")
+        ok = torch.isfinite(z).all()
+        self.finite = ok if self.finite is None else self.finite & ok
+        return z
+
+    def check(self):
+        if self.finite is not None and not bool(self.finite):
+            raise NonFiniteError("randn_like returned NaN or inf; give a function x -> finite standard normal noise "
+                                 "of x's shape (torch.randn_like, tstitch.seeds.SeedNoise(seeds).randn_like)")
 
 
 def _labels(members, labels, n, device):

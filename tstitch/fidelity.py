@@ -11,6 +11,8 @@ reference extracts only the samples. Every result records the feature extractor 
 """
 import hashlib
 import json
+import os
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -125,9 +127,10 @@ def features_of(dataset, fe, batch_size, cuda):
     return get_featuresdict_from_dataset(dataset, fe, batch_size, cuda, True, False)
 
 
-def reference_key(reference, extractor, weights, layers):
-    """A digest of all the reference's features depend on: its files (path, size, mtime), the extractor, its
-    weights (path, size, mtime; "default" for the extractor's own) and the layers."""
+def reference_key(reference, extractor, weights, layers, reading=None):
+    """A digest of all the reference's features depend on: its files (path, size, mtime), how they were read
+    (``reading``: the dataset's layout, scale and channels; a set read in [0, 1] is not the set read in [0, 255]),
+    the extractor, its weights (path, size, mtime; "default" for the extractor's own) and the layers."""
     if str(reference) in NAMED:  # a named set: its data files
         from tstitch.toy import data
 
@@ -137,7 +140,7 @@ def reference_key(reference, extractor, weights, layers):
         path = Path(reference).resolve()
         files = [[p.name, *file_id(p)[1:]] for p in image_files(path)] if path.is_dir() else [file_id(path)]
     weights = file_id(Path(resolve(weights)).resolve()) if weights else "default"
-    source = {"reference": str(path), "files": files, "extractor": extractor, "weights": weights,
+    source = {"reference": str(path), "files": files, "reading": reading, "extractor": extractor, "weights": weights,
               "layers": sorted(layers), "torch_fidelity": torch_fidelity.__version__}
     return hashlib.sha256(json.dumps(source).encode()).hexdigest()[:24]
 
@@ -146,7 +149,8 @@ def reference_features(reference, dataset, fe, layers, weights, batch_size, cuda
     """``({layer: features}, "hit" | "miss")``: the reference's features from the cache under ``cache_root``, or
     extracted now and stored there (temporary file + rename, so a killed run leaves no half-written entry)."""
     path = Path(cache_root or cache_dir() / "fidelity")
-    path = path / f"reference-{reference_key(reference, fe.get_name(), weights, layers)}.pt"
+    key = reference_key(reference, fe.get_name(), weights, layers, getattr(dataset, "reading", None))
+    path = path / f"reference-{key}.pt"
     if path.exists():
         return torch.load(path, map_location="cpu", weights_only=True), "hit"
     features = features_of(dataset, fe, batch_size, cuda)
@@ -281,7 +285,7 @@ def evaluate(samples, reference, metrics=("fid",), extractor=INCEPTION, weights=
     cuda = torch.cuda.is_available()
     fe, weights = feature_extractor(extractor, layers.values(), weights, cuda)
     features_1, features_2 = features_of(sample_set.dataset, fe, batch_size, cuda), None
-    out = {"notes": [n for n in (sample_set.note, ref_set.note if ref_set else "") if n]}
+    out = {}
     if stats is not None and stats["mu"].shape[0] != features_1[layers["fid"]].shape[1]:
         raise ConfigError(f"reference {reference} holds {stats['mu'].shape[0]}-d statistics but {extractor} gives "
                           f"{features_1[layers['fid']].shape[1]}-d features; give statistics of the same extractor")
@@ -293,14 +297,17 @@ def evaluate(samples, reference, metrics=("fid",), extractor=INCEPTION, weights=
             reference, ref_set.dataset, fe, {layers[m] for m in needs_reference}, weights, batch_size, cuda,
             cache_root)
     out.update(metric_values(features_1, features_2, stats, layers, kid_subset_size, prc_neighborhood))
-    return {**out, "extractor": extractor, "reference": str(reference)}
+    notes = sample_set.notes() + (ref_set.notes() if ref_set else [])  # after reading: conversions found
+    return {"notes": notes, **out, "extractor": extractor, "reference": str(reference)}
 
 
 def make_reference(source, out, extractor=INCEPTION, weights=None, metrics=("fid", "kid", "prc"), batch_size=64,
                    float_range="auto"):
     """Write the reference of ``source`` (an image folder, an images ``.npz`` or a named set) for ``extractor`` to
     ``out`` (``.npz``): FID statistics ``mu``/``sigma`` (float64) and, for KID and precision/recall, the features
-    themselves (``features_<layer>``), with the extractor, its weights, the image size and count. Returns ``out``."""
+    themselves (``features_<layer>``), with the extractor, its weights, the image size and count. Returns ``out``.
+    ``out`` is checked (``check_out``) before any image is read; it is written whole or not at all."""
+    check_out(out)
     metrics = [m for m in dict.fromkeys(metrics) if m != "isc"]
     layers = feature_layers(extractor, metrics)
     images = open_set(source, "source", float_range, channels_for(extractor))
@@ -315,6 +322,36 @@ def make_reference(source, out, extractor=INCEPTION, weights=None, metrics=("fid
         f = features[layers["fid"]].double().numpy()
         arrays.update(mu=f.mean(0), sigma=np.cov(f, rowvar=False))
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return write_npz(out, **arrays, extractor=np.array(extractor), weights=np.array(str(weights or "default")),
-                     size=np.array(images.size), count=np.array(images.count), source=np.array(str(source)))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return write_npz(out, **arrays, extractor=np.array(extractor), weights=np.array(str(weights or "default")),
+                         size=np.array(images.size), count=np.array(images.count), source=np.array(str(source)))
+    except ConfigError:
+        raise
+    except OSError as e:
+        temporary(out).unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {out} ({e.strerror or type(e).__name__}); choose another out=...") from None
+
+
+def check_out(out):
+    """Refuse, in one line, a reference path that cannot be written: a directory, a name without ``.npz`` (the
+    evaluation reads only ``.npz`` files), a read-only file, or a place under a file or a folder where no file can
+    be made (tried with an empty temporary file: permissions, read-only mounts, /sys)."""
+    out = Path(out).expanduser().absolute()
+    if out.is_dir():
+        raise ConfigError(f"out={out} is a directory; give a file to write, e.g. out={out / 'reference.npz'}")
+    if out.suffix != ".npz":
+        raise ConfigError(f"out={out} does not end in .npz; give a .npz path, e.g. out={out.with_suffix('.npz')}")
+    existing = next(p for p in out.parents if p.exists())
+    problem = f"{existing} is a file" if not existing.is_dir() else None
+    if problem is None:
+        try:
+            fd, probe = tempfile.mkstemp(dir=existing, prefix=".tstitch-probe-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            problem = f"no file can be made in {existing}: {e.strerror or type(e).__name__}"
+    if problem is None and out.exists() and not os.access(out, os.W_OK):
+        problem = f"{out} is read-only"
+    if problem:
+        raise ConfigError(f"out={out} cannot be written ({problem}); choose another out=...")

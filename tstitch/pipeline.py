@@ -16,16 +16,17 @@ the scheduler the model ships (``solver=scheduler``), 50 steps, guidance 7.5 (SD
 scale 0.4) where it has a null class; DiT DDIM at 100 steps, guidance 1.5 (the T-Stitch DiT setting).
 """
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from PIL import Image
 
+from tstitch import checks
 from tstitch import seeds as seeding
 from tstitch.codecs import load_codec
 from tstitch.errors import ConfigError
-from tstitch.sample import check, sample
-from tstitch.zoo import entry, load
+from tstitch.sample import as_members, check, sample
+from tstitch.zoo import entry
 
 
 def _codec_spec(spec):
@@ -43,17 +44,19 @@ class Pipeline:
     def __init__(self, members: Sequence, fractions: Sequence[float] | None = None, *, codec=None,
                  solver: str | None = None, steps: int | str | None = None, guidance: float | None = None,
                  rule: str = "steps", device: str = "cpu", **solver_options):
-        specs = list(members)
+        specs = [members] if isinstance(members, (str, dict)) else list(members)
         if not specs:
             raise ConfigError("give one or more members: zoo names such as 'toy/large', entries or loaded members")
+        device = checks.device(device)
         codec = codec if codec is not None else _codec_spec(specs[-1])
         if codec is None:
             raise ConfigError("the last member was given loaded: give its decoder too (codec='pixels', a VAE "
                               "directory or hub id)")
-        self.members = [load(s, device=device) if isinstance(s, (str, dict)) else s for s in specs]
+        self.members = as_members(specs, device)
         self.codec = load_codec(codec, self.members[-1].space, device)
-        own = self.members[-1].sampler
-        self.options = {"fractions": fractions, "solver": solver or own["solver"], "steps": steps or own["steps"],
+        own = self.members[-1].sampler  # its family's defaults, for what is not given (None; 0 steps is refused)
+        self.options = {"fractions": fractions, "solver": own["solver"] if solver is None else solver,
+                        "steps": own["steps"] if steps is None else steps,
                         "guidance": own["guidance"] if guidance is None else guidance, "rule": rule,
                         **solver_options}
         check(self.members, **self.options)
@@ -64,8 +67,14 @@ class Pipeline:
         """PIL images for ``conditions`` (prompts, or class indices), one per seed (default 0, 1, ...); keyword
         arguments override this pipeline's (``fractions``, ``steps``, ``guidance``, ...). ``self.result`` keeps the
         last ``tstitch.sample`` result (samples in the data space, NFE per member, plan)."""
+        if conditions is None or not isinstance(conditions, (str, numbers.Integral, Iterable)):
+            raise ConfigError(f"conditions must be prompts or class indices (one or a list), not "
+                              f"{type(conditions).__name__}")
         conditions = [conditions] if isinstance(conditions, (str, numbers.Integral)) else list(conditions)
-        seeds = list(range(len(conditions))) if seeds is None else [int(s) for s in seeds]
+        if not conditions:
+            raise ConfigError("no prompts or class indices given; give one or more, e.g. pipe(['a red bicycle'])")
+        seeds = list(range(len(conditions))) if seeds is None else seeding.check(
+            [seeds] if isinstance(seeds, numbers.Integral) else seeds)
         if len(seeds) != len(conditions):
             raise ConfigError(f"{len(conditions)} conditions for {len(seeds)} seeds; give one seed per image")
         text = all(m.num_classes is None for m in self.members)

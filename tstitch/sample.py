@@ -5,17 +5,22 @@
     out = tstitch.sample([small, large], x, y, fractions=[0.4, 0.6], solver="ddim", steps=20, guidance=3.0)
     out.x, out.nfe  # final samples in the data space, function evaluations per member
 """
-from collections.abc import Callable, Sequence
+import difflib
+import inspect
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from tstitch import checks, solvers
+from tstitch import checks, schema, seeds, solvers
 from tstitch.errors import ConfigError
 from tstitch.guidance import guided
 from tstitch.protocols import Grid, Member
 from tstitch.schedules import Schedule
 from tstitch.stitch import Stitch, alone, check_compatible, check_fractions, on_schedule, plan
+from tstitch.zoo import load
+
+OWN = ("fractions", "solver", "steps", "guidance", "channels", "rule", "randn_like", "callback")  # sample's keywords
 
 
 @dataclass
@@ -37,21 +42,46 @@ def sample(members: Sequence[Member], noise: torch.Tensor, labels: torch.Tensor 
     ``guidance`` is the CFG scale w (1 = off), applied to the first ``channels`` channels (None: each member's
     own ``cfg_channels``, "all": every channel); ``steps`` an int or, on the ADM grid, a respacing string
     ("ddim100", "10,20"). The fractions apportion sampling steps (``rule``, see ``tstitch.stitch.plan``); a step
-    of several model calls runs on one member. Returns a ``Result``."""
-    members = list(members)
-    if not members:
-        raise ConfigError("give one or more members (tstitch.load(...))")
+    of several model calls runs on one member. ``members`` may also be zoo names or entry dicts, loaded here on
+    the noise's device (each call loads them again: load once with ``tstitch.load`` to sample many batches).
+    ``randn_like`` (stochastic solvers) must return finite noise of its argument's shape. Returns a ``Result``."""
+    members = as_members(members, noise.device if isinstance(noise, torch.Tensor) else "cpu")
     fractions = check_fractions(alone(-1, len(members)) if fractions is None else fractions, len(members))
     check_compatible(members)
     noise, labels = checks.inputs(members, noise, labels, guidance)
+    checks.channels(channels, members)
+    steps = checks.steps(steps)
     grid, schedule, steps_plan, options = prepare(members, fractions, solver, steps, rule, solver_options)
     # a member trained on another schedule is fed its own timestep of equal noise level
     denoisers = [guided(on_schedule(m, schedule), m.condition(labels), guidance, _channels(channels, m))
                  for m in members]
     stitched = Stitch(denoisers, grid.timesteps, steps_plan, grid.step)
+    noise_source = randn_like
+    if randn_like is not torch.randn_like and seeds.generators(randn_like) is None:  # a user's: checked
+        noise_source = checks.FiniteNoise(randn_like)
     x = solvers.entry(solver).solve(stitched, noise, grid.timesteps, grid.abar, schedule=schedule, steps=steps,
-                                    randn_like=randn_like, clip=members[0].space.clip, callback=callback, **options)
+                                    randn_like=noise_source, clip=members[0].space.clip, callback=callback, **options)
+    if isinstance(noise_source, checks.FiniteNoise):
+        noise_source.check()
     return Result(x, stitched.nfe, steps_plan, list(grid.timesteps))
+
+
+def as_members(members, device="cpu") -> list:
+    """A list of members from loaded members, zoo names or zoo entry dicts (loaded here, on ``device``), or one of
+    these alone; anything else is one ConfigError line."""
+    if isinstance(members, (str, dict)) or not isinstance(members, Iterable):
+        members = [members]
+    out = []
+    for m in members:
+        if isinstance(m, (str, dict)):
+            m = load(m, device=device)
+        elif not (callable(m) and hasattr(m, "space")):
+            raise ConfigError(f"members must be loaded members (tstitch.load(...)), zoo names such as 'toy/large' "
+                              f"or zoo entry dicts, not {type(m).__name__}")
+        out.append(m)
+    if not out:
+        raise ConfigError("give one or more members: tstitch.load(...), or zoo names such as 'toy/large'")
+    return out
 
 
 def prepare(members: Sequence[Member], fractions: Sequence[float], solver: str = "ddim", steps: int | str = 50,
@@ -65,7 +95,8 @@ def prepare(members: Sequence[Member], fractions: Sequence[float], solver: str =
     spec = solvers.entry(solver)
     running = [m for m, f in zip(members, fractions) if f > 0]
     lead = running[-1] if spec.shipped else running[0]
-    options = dict(solver_options or {})
+    options = check_options(solver, spec, dict(solver_options or {}))
+    steps = checks.steps(steps)
     if spec.shipped:
         options["shipped"] = lead.scheduler_config
     grid = spec.grid(lead.schedule, steps, **options)
@@ -80,12 +111,34 @@ def check(members: Sequence[Member], fractions: Sequence[float] | None = None, s
           **solver_options) -> None:
     """``sample``'s keyword arguments checked against ``members`` without running a model: for callers that validate
     a configuration before any side effect. Raises ``ConfigError``."""
-    del guidance, channels
+    members = as_members(members)
     fractions = check_fractions(alone(-1, len(members)) if fractions is None else fractions, len(members))
+    checks.channels(channels, members)
+    checks.check_guidance(guidance)
     prepare(members, fractions, solver, steps, rule, solver_options)
+
+
+def check_options(solver: str, spec, options: dict) -> dict:
+    """``options`` of ``solver``, each a keyword of its solve function, with the values the config schema allows
+    (``tstitch.schema.SOLVER_OPTIONS``); an unknown keyword (a misspelt ``tstitch.sample`` argument included) is
+    one ConfigError line naming the nearest known one."""
+    params = inspect.signature(spec.solve).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        known = [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in schema.INTERNAL]
+        for key in options:
+            if key not in known:
+                near = difflib.get_close_matches(key, [*OWN, *known], n=1, cutoff=0.6)
+                hint = f"did you mean {near[0]}? " if near else ""
+                raise ConfigError(f"unknown keyword argument {key!r}: {hint}tstitch.sample takes {', '.join(OWN)}, "
+                                  f"and solver {solver} takes {', '.join(known) or 'no options'}")
+    table = schema.SOLVER_OPTIONS.get(solver, {})
+    for key, value in options.items():
+        if key in table:
+            table[key](value, key)
+    return options
 
 
 def _channels(channels, member):
     if channels is None:
         return member.cfg_channels
-    return None if channels == "all" else int(channels)
+    return None if channels == "all" else channels

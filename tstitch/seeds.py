@@ -1,10 +1,31 @@
 """Per-sample randomness: sample i is a function of its seed alone (NVlabs/edm style), so any batch size,
 GPU count, restart or stitch configuration reproduces it, and sweeps over fractions are paired."""
+import operator
 from collections.abc import Iterable, Sequence
 
 import torch
 
 from tstitch.errors import ConfigError
+
+SEED_MAX = 2 ** 64 - 1  # a torch.Generator's range; a negative seed would alias a large one (-1 is 2**64 - 1)
+
+
+def check(seeds: Iterable) -> list[int]:
+    """``seeds`` as a list of ints, each in [0, 2**64 - 1]; anything else (a float, a bool, a negative or larger
+    number, a single int instead of a list) is one ConfigError line."""
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable):
+        raise ConfigError(f"seeds must be a list of ints, not {type(seeds).__name__}; e.g. seeds=range(4) or [7]")
+    out = []
+    for s in seeds:
+        try:
+            value = None if isinstance(s, bool) else operator.index(s)  # ints, numpy and 0-d integer tensors
+        except TypeError:
+            value = None
+        if value is None or not 0 <= value <= SEED_MAX:
+            raise ConfigError(f"seed {s!r} is not allowed: give integers in [0, 2**64 - 1] (a torch.Generator's "
+                              "seeds)")
+        out.append(value)
+    return out
 
 
 class SeedNoise:
@@ -12,7 +33,7 @@ class SeedNoise:
     whatever a stochastic solver asks for through ``randn_like``."""
 
     def __init__(self, seeds: Iterable[int], device: str | torch.device = "cpu"):
-        self.generators = [torch.Generator(device).manual_seed(int(s)) for s in seeds]
+        self.generators = [torch.Generator(device).manual_seed(s) for s in check(seeds)]
         self.device = device
 
     def randn(self, shape: tuple, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -48,6 +69,9 @@ def draw(seeds: Iterable[int], shape: tuple, num_classes: int | None, labels: st
     seed % num_classes. Text-conditioned members (``num_classes`` None): the prompt of each seed from the list
     ``prompts`` (``tstitch.prompts.assign``: seed ``base_seed + i`` gets prompt i mod its length).
     """
+    seeds = check(seeds)
+    if not seeds:
+        raise ConfigError("no seeds given; give one or more, e.g. seeds=range(4)")
     rng = SeedNoise(seeds, device)
     x = rng.randn(tuple(shape))
     if num_classes is None:

@@ -27,7 +27,15 @@ def main(cfg):
           f"tstitch-evaluate reference={path} extractor={cfg.extractor}")
 
 
-entry = entry_point(main, "reference")
+def check_out(cfg, argv):
+    """``out=`` must be a .npz path that can be written, checked before Hydra makes the run directory."""
+    if cfg.get("out"):
+        from tstitch.fidelity import check_out as check
+
+        check(cfg.out)
+
+
+entry = entry_point(main, "reference", after=check_out)
 
 if __name__ == "__main__":
     entry()

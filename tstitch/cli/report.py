@@ -3,11 +3,14 @@ new ``outputs/report/<time>`` when not given), never into the runs it reads.
 
 A DIR may hold `tstitch` or `tstitch-generate` run directories (a Hydra multirun, or single runs: each has a
 results.jsonl) and W&B run directories (``wandb/offline-run-*``, read from their logged results table, e.g.
-offline runs copied from a cluster). A run that cannot be read (a truncated results.jsonl, a damaged run.json) is
-skipped with one line, the others are reported; the exit code is 1 when anything was skipped, 2 when nothing could
-be reported, 0 otherwise."""
+offline runs copied from a cluster). A run that cannot be read (a truncated results.jsonl, a malformed row, a
+damaged run.json) is skipped with one line, and each job a multirun's ``multirun.yaml`` names that has no
+results.jsonl (not finished, or failed) is one line; the others are reported. The exit code is 1 when anything
+was skipped or missing, 2 when nothing could be reported, 0 otherwise."""
 import argparse
+import itertools
 import json
+import math
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +24,36 @@ class Unreadable(Exception):
     """A run directory whose results cannot be read; the message says which file and why."""
 
 
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_row(row, where, size=None):
+    """Refuse a row the table could not show (``Unreadable``, naming ``where``): fractions that are not a list of
+    numbers in [0, 1] (``size`` of them, when known), a column of the wrong type (text, NFE list or number)."""
+    from tstitch import report
+
+    if not isinstance(row, dict) or not isinstance(row.get("fractions"), list):
+        raise Unreadable(f"{where} is not a results row (no fractions)")
+    fractions = row["fractions"]
+    if not fractions or not all(_number(f) and 0 <= f <= 1 for f in fractions):
+        raise Unreadable(f"{where} is not a results row (fractions {json.dumps(fractions)} are not numbers in [0, 1])")
+    if size is not None and len(fractions) != size:
+        raise Unreadable(f"{where} has {len(fractions)} fractions for the run's {size} members")
+    for key, _ in report.columns():
+        value = row.get(key)
+        if value is None or key == "fractions":
+            continue
+        if key in ("setting", "timing_flag"):
+            ok, want = isinstance(value, str), "text"
+        elif key == "nfe":
+            ok, want = isinstance(value, list) and all(_number(v) for v in value), "a list of numbers"
+        else:
+            ok, want = _number(value), "a finite number"
+        if not ok:
+            raise Unreadable(f"{where} is not a results row ({key} is {json.dumps(value)[:40]}, not {want})")
+
+
 def _read_run(path):
     """(rows, run.json contents, overrides) of the run whose results.jsonl is ``path``."""
     rows = []
@@ -31,8 +64,6 @@ def _read_run(path):
             row = json.loads(line)
         except ValueError:
             raise Unreadable(f"{path} line {k} is not valid JSON (a run killed while writing it?)") from None
-        if not isinstance(row, dict) or not isinstance(row.get("fractions"), list):
-            raise Unreadable(f"{path} line {k} is not a results row (no fractions)")
         rows.append(row)
     if not rows:
         raise Unreadable(f"{path} holds no rows")
@@ -42,6 +73,11 @@ def _read_run(path):
             run = json.loads((path.parent / "run.json").read_text())
         except ValueError:
             raise Unreadable(f"{path.parent / 'run.json'} is not valid JSON") from None
+    members = run.get("members") if isinstance(run, dict) else None
+    size = len(members) if isinstance(members, list) and members else None
+    for k, row in enumerate(rows, 1):
+        check_row(row, f"{path} line {k}", size)
+        size = len(row["fractions"])  # every row of a run has as many fractions as the first
     overrides = path.parent / ".hydra" / "overrides.yaml"
     try:
         overrides = [str(o) for o in OmegaConf.load(overrides)] if overrides.exists() else []
@@ -62,8 +98,13 @@ def _runs(d, skipped):
             continue
         try:
             rows, names = tracking.read_offline(run)
+            for k, row in enumerate(rows, 1):
+                check_row(row, f"{run}: its W&B results table, row {k},", len(names) if names else None)
         except (ValueError, KeyError, TypeError) as e:
             skipped.append(f"{run}: its W&B results table is unreadable ({type(e).__name__})")
+            continue
+        except Unreadable as e:
+            skipped.append(str(e))
             continue
         yield run, rows, names, {}, []
     for path in sorted(Path(d).rglob("results.jsonl")):
@@ -107,6 +148,55 @@ def collect(dirs, skipped=None):
     return out, names or [f"member {k}" for k in range(len(out[0]["fractions"]))], label
 
 
+def missing_jobs(dirs):
+    """One line for each job of each Hydra multirun below ``dirs`` (its ``multirun.yaml``) that has no
+    results.jsonl: not started, not finished, or failed. Jobs are matched to their directories by their overrides
+    (``.hydra/overrides.yaml``), as Hydra's basic sweeper expands them; other sweepers are not checked."""
+    lines = []
+    for spec in sorted(p for d in dirs for p in Path(d).rglob("multirun.yaml")):
+        try:
+            jobs, swept = _jobs(spec)
+        except Exception as e:  # noqa: BLE001 - YAML and override parsing raise many types
+            lines.append(f"{spec}: cannot tell which jobs the multirun has ({type(e).__name__}); check it by hand")
+            continue
+        found = {}
+        for overrides in spec.parent.rglob(".hydra/overrides.yaml"):
+            try:
+                found[frozenset(str(o) for o in OmegaConf.load(overrides))] = overrides.parents[1]
+            except Exception:  # noqa: BLE001 - a damaged record: the job counts as missing
+                continue
+        for num, job in enumerate(jobs):
+            run = found.get(frozenset(job))
+            if run is None or not (run / "results.jsonl").exists():
+                what = " ".join(o for o in job if o.split("=", 1)[0] in swept) or " ".join(job)
+                where = f" in {run}" if run is not None else ""
+                lines.append(f"{spec.parent}: job {num} of {len(jobs)} ({what}) has no results.jsonl{where} (not "
+                             "finished, or failed); wait for it, or run that job again")
+    return lines
+
+
+def _jobs(spec):
+    """(the jobs of the multirun ``spec`` as lists of overrides, in Hydra's job order; the swept keys), or ([], ())
+    for a sweeper other than Hydra's basic one."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    cfg = OmegaConf.load(spec)
+    if not str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="")).endswith("BasicSweeper"):
+        return [], ()
+    params = cfg.hydra.sweeper.get("params")
+    params = OmegaConf.to_container(params, resolve=False) if params else {}
+    task = [str(o) for o in cfg.hydra.overrides.task]
+    choices, swept = {}, set()
+    for o in OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + task):
+        key = o.get_key_element()
+        if o.is_sweep_override():
+            choices[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
+            swept.add(key)
+        else:
+            choices[key] = [f"{key}={o.get_value_element_as_str()}"]
+    return [list(job) for job in itertools.product(*choices.values())], swept
+
+
 def output_dir(out, dirs):
     """The report's directory: ``out``, or a new ``outputs/report/<time>``; never a run's directory."""
     path = Path(out) if out else Path("outputs") / "report" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
@@ -124,6 +214,7 @@ def main(argv=None):
     p.add_argument("--out", help="where the table and plot go (default: a new outputs/report/<time>)")
     args = p.parse_args(argv)
     skipped, problem = [], None
+    missing = missing_jobs(args.dirs)
     try:
         out = output_dir(args.out, args.dirs)
         rows, names, label = collect(args.dirs, skipped)
@@ -131,6 +222,8 @@ def main(argv=None):
         problem = e
     for line in skipped:
         print(f"tstitch-report: skipped {line}", file=sys.stderr)
+    for line in missing:
+        print(f"tstitch-report: missing {line}", file=sys.stderr)
     if problem is not None:
         print(f"tstitch-report: error: {problem}", file=sys.stderr)
         sys.exit(2)
@@ -138,11 +231,13 @@ def main(argv=None):
     report.write_table(rows, names, out, label)
     report.tradeoff_plot(rows, names, out / "tradeoff.png", paper_label=label)
     write_json(out / MARK, {"sources": [str(Path(d).absolute()) for d in args.dirs], "skipped": skipped,
-                            "runs": sorted({r["run"] for r in rows}), "made": datetime.now().isoformat()})
+                            "missing": missing, "runs": sorted({r["run"] for r in rows}),
+                            "made": datetime.now().isoformat()})
     print(report.markdown(rows, names, label))
+    lacking = ", ".join(f"{len(v)} {k}" for k, v in (("skipped", skipped), ("missing", missing)) if v)
     print(f"\n{len(rows)} allocations from {len({r['run'] for r in rows})} runs"
-          + (f" ({len(skipped)} skipped)" if skipped else "") + f"; report in {out}")
-    sys.exit(1 if skipped else 0)
+          + (f" ({lacking})" if lacking else "") + f"; report in {out}")
+    sys.exit(1 if skipped or missing else 0)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """What every solver module shares: the x0 / eps conversions, the ADM grid and ``Solver``, the record a module
 registers its solvers with (``SOLVERS = {name: Solver(...)}``)."""
+import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,6 +34,15 @@ def adm_grid(schedule, steps, **options):
         raise ConfigError(f"steps={steps!r}: {e}; give an int or an ADM respacing string such as ddim50 "
                           "(solver.steps=...)") from None
     return Grid(timesteps.tolist(), list(range(len(timesteps))), abar)
+
+
+def check_eta(eta):
+    """``eta``, the stochasticity of DDIM-type steps, as a float in [0, 1] (0: deterministic, 1: DDPM's variance);
+    NaN or inf would make every sample NaN, and above 1 the step's variance exceeds what the next level allows."""
+    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not math.isfinite(eta) or not 0 <= eta <= 1:
+        raise ConfigError(f"eta={eta!r} is not allowed: give a number in [0, 1] (0: deterministic DDIM, 1: DDPM's "
+                          "variance) (solver.options.eta=...)")
+    return float(eta)
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,12 @@
 import torch
 
-from tstitch.solvers.common import Solver, as_float, eps_from_x0, predict_x0
+from tstitch.solvers.common import Solver, adm_grid, as_float, check_eta, eps_from_x0, predict_x0
 
 
 def ddim(denoiser, x, timesteps, abar, *, eta=0.0, schedule=None, steps=None, randn_like=torch.randn_like, clip=False,
          callback=None):
-    """DDIM (Song et al., 2021, eq. 12), as ADM's ``ddim_sample``; eta = 0 is deterministic."""
-    abar = as_float(abar)
+    """DDIM (Song et al., 2021, eq. 12), as ADM's ``ddim_sample``; eta in [0, 1], 0 is deterministic."""
+    eta, abar = check_eta(eta), as_float(abar)
     for i, t in enumerate(timesteps):
         a, a_prev = abar[i], abar[i + 1]
         out = denoiser(x, t)
@@ -21,4 +21,10 @@ def ddim(denoiser, x, timesteps, abar, *, eta=0.0, schedule=None, steps=None, ra
     return x
 
 
-SOLVERS = {"ddim": Solver(ddim)}
+def ddim_grid(schedule, steps, *, eta=0.0):
+    """The ADM grid, with ``eta`` checked before any model runs."""
+    check_eta(eta)
+    return adm_grid(schedule, steps)
+
+
+SOLVERS = {"ddim": Solver(ddim, ddim_grid)}

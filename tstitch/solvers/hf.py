@@ -26,7 +26,7 @@ from tstitch.errors import ConfigError
 from tstitch.protocols import Grid
 from tstitch.schedules import grid as adm_timesteps
 from tstitch.seeds import generators
-from tstitch.solvers.common import Solver
+from tstitch.solvers.common import Solver, check_eta
 
 BATCH_NOISE = {  # schedulers whose noise is one stream per batch: refused, with a per-image alternative
     "DPMSolverSDEScheduler": "DPMSolverMultistepScheduler (deterministic, or config {algorithm_type: "
@@ -140,6 +140,7 @@ def _check_steps(steps):
 
 def scheduler_grid(schedule, steps, *, scheduler=None, config=None, shipped=None, eta=0.0):
     _check_steps(steps)
+    check_eta(eta)
     return _cached_grid("own", schedule, steps, scheduler, _frozen(config), _frozen(shipped))
 
 
@@ -185,6 +186,7 @@ def _on_our_grid(schedule, scheduler, config):
 
 
 def diffusers_grid(schedule, steps, *, scheduler="EulerDiscreteScheduler", config=None, eta=0.0):
+    check_eta(eta)
     return _cached_grid("ours", schedule, steps, scheduler, _frozen(config), None)
 
 
@@ -203,7 +205,7 @@ def run(s, denoiser, x, timesteps, eta, randn_like, callback):
     if len(timesteps) != len(s.timesteps):
         raise ValueError(f"{len(timesteps)} grid timesteps for {len(s.timesteps)} scheduler calls")
     accepts = _parameters(type(s).step)
-    extra = {"eta": eta} if "eta" in accepts else {}
+    extra = {"eta": check_eta(eta)} if "eta" in accepts else {}
     if "generator" in accepts:
         g = generators(randn_like)
         if g is not None and len(g) != len(x):
