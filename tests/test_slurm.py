@@ -329,8 +329,9 @@ def test_failed_configuration_leaves_the_others_results_intact(cluster):
     assert not (sweep / "0" / "results.jsonl").exists()
     rows = [json.loads(line) for line in (sweep / "1" / "results.jsonl").read_text().splitlines()]
     assert [row["fractions"] for row in rows] == [[1.0, 0.0]] and rows[0]["nfe"] == [3, 0]
-    cluster.run(BIN / "tstitch-report", sweep, "--out", sweep / "report")
-    assert table(sweep) == ["1 : 0"]
+    r = cluster.run(BIN / "tstitch-report", sweep, "--out", sweep / "report", check=False)
+    assert r.returncode == 1 and "job 0 of 2" in r.stderr and "has no results.jsonl" in r.stderr, r.stderr[-2000:]
+    assert table(sweep) == ["1 : 0"]  # the finished job is reported; the missing one is named, exit 1
 
 
 @pytest.mark.slow

@@ -251,10 +251,10 @@ COMMANDS = {
                   "float_range": Choice("auto", "unit", "byte")},
 }
 # Solver options: key -> field (a solver not listed here takes the keyword arguments of its function)
-SOLVER_OPTIONS = {"ddim": {"eta": Num(0)}, "ddpm": {"variance": Choice("learned", "small", "large")},
+SOLVER_OPTIONS = {"ddim": {"eta": Num(0, 1)}, "ddpm": {"variance": Choice("learned", "small", "large")},
                   "dpmpp_2m": {}, "dpm_solver": {},
-                  "scheduler": {"scheduler": Opt(Str()), "config": Opt(Section({}, extra=True)), "eta": Num(0)},
-                  "diffusers": {"scheduler": Str(), "config": Opt(Section({}, extra=True)), "eta": Num(0)}}
+                  "scheduler": {"scheduler": Opt(Str()), "config": Opt(Section({}, extra=True)), "eta": Num(0, 1)},
+                  "diffusers": {"scheduler": Str(), "config": Opt(Section({}, extra=True)), "eta": Num(0, 1)}}
 
 
 def check(cfg, command, machine=True):
