@@ -62,11 +62,9 @@ def check_settings(cfg, run_dir):
 def check_shards(run_dir, now, full=True):
     """Refuse shards made under another identity than ``now`` (all of it, or with ``full=False`` its settings), and,
     where ``identity.json`` is gone, shards that carry none: a set's identity never hangs on that one file."""
-    from tstitch.engine.writer import digests
-
     k = int(full)
     want = identity.digest(now, DIGESTS[k])
-    found = digests(run_dir)
+    found = identity.shard_digests(run_dir)  # not from engine.writer: Lightning must not load before Hydra's logging
     known = identity.read(run_dir) is not None
     other = [p for p, d in found.items() if (d is None and not known) or (d is not None and d[k:k + 1] != (want,))]
     if not other:

@@ -211,3 +211,18 @@ def write(run_dir, identity):
     return path
 
 
+def shard_digests(out_dir):
+    """``{shard: its identity digests (a tuple), or None for a shard made before shards carried them}`` of the
+    readable shards in ``out_dir``."""
+    import zipfile
+
+    import numpy as np
+
+    found = {}
+    for path in sorted((Path(out_dir) / "shards").glob("*.npz")):
+        try:
+            with np.load(path) as z:
+                found[path] = tuple(str(d) for d in z["identity"]) if "identity" in z.files else None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
+            continue  # unreadable: set aside, and its seeds generated again, by ``done``
+    return found

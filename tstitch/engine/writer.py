@@ -91,19 +91,6 @@ def read_shard(path, images=True):
     return out
 
 
-def digests(out_dir):
-    """``{shard: its identity digests (a tuple), or None for a shard made before shards carried them}`` of the
-    readable shards in ``out_dir``."""
-    found = {}
-    for path in sorted((Path(out_dir) / "shards").glob("*.npz")):
-        try:
-            with np.load(path) as z:
-                found[path] = tuple(str(d) for d in z["identity"]) if "identity" in z.files else None
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
-            continue  # unreadable: set aside, and its seeds generated again, by ``done``
-    return found
-
-
 def set_aside(path, reason, log=None):
     """Move a corrupt shard to ``shards/corrupt/`` (another rank may have moved it already) and say so."""
     path = Path(path)
