@@ -26,18 +26,23 @@ def rel(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
-@pytest.mark.parametrize("switches,tolerance", [
-    (dict(precision="bf16", force=True), 0.05),  # 8-bit mantissa; guidance 3 amplifies it along the trajectory
-    (dict(precision="fp16", force=True), 0.01),  # force: the numerics, whatever this CPU's speed in them
-    (dict(channels_last=True), 1e-6),
-    (dict(offload=True), 0.0),           # the same weights, copied to where the input is
-    pytest.param(dict(compile=True), 1e-5, marks=pytest.mark.slow),  # inductor's fused kernels: float32 rounding
-    pytest.param(dict(graphs=True), 1e-5, marks=pytest.mark.slow),   # on a CPU: compile in reduce-overhead mode
+@pytest.mark.parametrize("switches,floor,tolerance", [
+    # 8-bit mantissa; guidance 3 amplifies it along the trajectory (measured 0.023)
+    (dict(precision="bf16", force=True), 1e-3, 0.05),
+    (dict(precision="fp16", force=True), 1e-4, 0.01),  # force: its numerics, whatever this CPU's speed (0.0036)
+    (dict(channels_last=True), 0.0, 1e-6),
+    (dict(offload=True), 0.0, 0.0),           # the same weights, copied to where the input is
+    pytest.param(dict(compile=True), 0.0, 1e-5, marks=pytest.mark.slow),  # inductor's fused kernels: fp32 rounding
+    pytest.param(dict(graphs=True), 0.0, 1e-5, marks=pytest.mark.slow),   # on a CPU: compile in reduce-overhead mode
 ], ids=["bf16", "fp16", "channels_last", "offload", "compile", "graphs"])
-def test_fast_path_matches_plain_float32(plain, switches, tolerance):
+def test_fast_path_matches_plain_float32(plain, switches, floor, tolerance):
+    """Within its tolerance of float32; a lower precision also differs by more than float32 round-off (``floor``),
+    so that a precision switch that runs nothing in that precision fails."""
     x, y, ref = plain
     out = sample(fast.speed_up(members(), "cpu", **switches), x, y, **OPTIONS).x
     assert out.dtype == torch.float32 and rel(out, ref) <= tolerance, rel(out, ref)
+    if floor:
+        assert rel(out, ref) > floor, f"{rel(out, ref)}: no more than float32 round-off"
 
 
 def test_autocast_member_keeps_the_protocol_and_float32_outputs():

@@ -49,23 +49,35 @@ def test_every_solver_takes_the_same_keywords(name):
 
 
 def test_a_hand_written_member_needs_only_the_required_parts():
-    """A member written by hand on MemberBase (family ``custom``) samples and stitches like a zoo member."""
+    """A member written by hand on MemberBase (family ``custom``) samples, stitches and is guided like a zoo member:
+    its eps is g(class) x, so DDIM with guidance w is a per-sample product of known factors,
+    sqrt(a') (1 - sqrt(1 - a) g) / sqrt(a) + sqrt(1 - a') g with g = g(null) + w (g(class) - g(null))."""
     from tstitch.protocols import Output, Space
-    from tstitch.schedules import Schedule
+    from tstitch.schedules import Schedule, grid
 
-    class Zero(MemberBase):
-        name, schedule, space, num_classes, net = "zero", Schedule("linear"), Space("px", (1, 4, 4)), 2, None
+    gains = torch.tensor([0.3, -0.2, 0.1])  # classes 0 and 1, then the null class 2
+
+    class Linear(MemberBase):
+        name, schedule, space, num_classes, net = "linear", Schedule("linear"), Space("px", (1, 4, 4)), 2, None
 
         def __call__(self, x, t, y):
-            return Output(torch.zeros_like(x))
+            return Output(gains[y].view(-1, 1, 1, 1) * x)
 
         def condition(self, labels):
             return labels
 
         def null(self, y):
-            return y
+            return torch.full_like(y, 2)
 
-    x = torch.ones(2, 1, 4, 4)
-    out = tstitch.sample([Zero(), Zero()], x, [0, 1], fractions=[0.5, 0.5], steps=4, guidance=2.0)
-    assert out.nfe == [2, 2] and Zero().family == "custom"
-    assert torch.allclose(out.x, x / float(Schedule("linear").alphas_cumprod[999]) ** 0.5, rtol=1e-5)
+    x, w = torch.ones(2, 1, 4, 4), 2.0
+    out = tstitch.sample([Linear(), Linear()], x, [0, 1], fractions=[0.5, 0.5], steps=4, guidance=w)
+    assert out.nfe == [2, 2] and Linear().family == "custom"
+    _, abar = grid(Schedule("linear"), 4)
+    abar = [float(a) for a in abar]
+    for k, label in enumerate((0, 1)):
+        g = float(gains[2] + w * (gains[label] - gains[2]))
+        factor = 1.0
+        for a, a_prev in zip(abar[:-1], abar[1:]):
+            factor *= a_prev ** 0.5 * (1 - (1 - a) ** 0.5 * g) / a ** 0.5 + (1 - a_prev) ** 0.5 * g
+        assert torch.allclose(out.x[k], x[k] * factor, rtol=1e-5), (k, out.x[k].flatten()[0], factor)
+    assert not torch.allclose(out.x[0], out.x[1])

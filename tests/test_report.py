@@ -246,3 +246,41 @@ def test_wandb_runs_inside_reported_run_dirs_are_not_counted_twice(tmp_path, in_
     table = (tmp_path / "report" / "results.md").read_text().splitlines()
     settings = [line.split("|")[1].strip() for line in table[2:]]
     assert settings == ["solver=ddim", "solver=ddim", "solver=ddpm", "solver=ddpm"]
+
+
+def test_speedups_of_every_row_against_the_last_member_alone_of_its_setting():
+    """Known times: each row's speedup is (the setting's last-member-alone time) / (its own time), > 1 for a faster
+    row; a speedup measured in the row's own run stands; a setting without a last-member-alone row gets None."""
+    from tstitch.report import add_speedups
+
+    rows = [{"setting": "a", "fractions": [0.0, 1.0], "s_per_image": 2.0},
+            {"setting": "a", "fractions": [0.5, 0.5], "s_per_image": 1.0},
+            {"setting": "a", "fractions": [1.0, 0.0], "s_per_image": 0.5},
+            {"setting": "a", "fractions": [0.3, 0.7], "s_per_image": 4.0},
+            {"setting": "b", "fractions": [0.0, 1.0], "s_per_image": 3.0},
+            {"setting": "b", "fractions": [0.4, 0.6], "s_per_image": 1.2},
+            {"setting": "b", "fractions": [0.2, 0.8], "s_per_image": 1.0, "speedup": 2.5},  # measured in-run
+            {"setting": "c", "fractions": [0.5, 0.5], "s_per_image": 1.0}]
+    out = add_speedups(rows)
+    assert [r["speedup"] for r in out[:-1]] == pytest.approx([1.0, 2.0, 4.0, 0.5, 1.0, 2.5, 2.5])
+    assert out[-1]["speedup"] is None
+
+
+def test_the_report_gives_each_row_its_speedup_from_known_times(tmp_path, in_process):
+    """Through ``tstitch-report``: two runs of a multirun over solvers with known times and no in-run speedup."""
+    import json
+
+    times = {"ddim": {0.0: 0.8, 0.4: 0.5, 1.0: 0.2}, "ddpm": {0.0: 1.5, 0.4: 0.6, 1.0: 0.3}}
+    for job, (solver, by_first) in enumerate(times.items()):
+        run = tmp_path / str(job)
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "overrides.yaml").write_text(f"- solver={solver}\n")
+        rows = [{"fractions": [f, 1 - f], "nfe": [0, 4], "s_per_image": s, "fd": 90.0} for f, s in by_first.items()]
+        (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (run / "run.json").write_text(json.dumps({"members": ["a", "b"], "config": {}}))
+    r = in_process("tstitch-report", tmp_path, "--out", tmp_path / "report")
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = {(row["setting"], row["fractions"][0]): row["speedup"]
+           for row in map(json.loads, (tmp_path / "report" / "results.jsonl").read_text().splitlines())}
+    assert got == pytest.approx({("solver=ddim", 0.0): 1.0, ("solver=ddim", 0.4): 1.6, ("solver=ddim", 1.0): 4.0,
+                                 ("solver=ddpm", 0.0): 1.0, ("solver=ddpm", 0.4): 2.5, ("solver=ddpm", 1.0): 5.0})

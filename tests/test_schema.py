@@ -10,6 +10,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from tstitch import schema
 from tstitch.cli import CONF
+from tstitch.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -23,7 +24,12 @@ def composed(config, overrides=()):
 
 @pytest.mark.parametrize("config", ["tstitch", "generate", "search", "evaluate", "reference"])
 def test_shipped_defaults_pass(config):
-    assert schema.check(composed(config), config, machine=False) is not None
+    """The shipped defaults pass (``check`` returns the config it was given), and the check does look at them: the
+    same config with one unknown key is refused, naming it."""
+    cfg = composed(config)
+    assert schema.check(cfg, config, machine=False) is cfg
+    with pytest.raises(ConfigError, match="^unknown key zzz_not_a_key; "):
+        schema.check(composed(config, ["+zzz_not_a_key=1"]), config, machine=False)
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -54,7 +60,7 @@ SLIPS = [  # (command, override, the one line after "tstitch: error: ")
     ("tstitch", "fast.compile=maybe", "fast.compile='maybe' is not allowed: give true or false"),
     ("tstitch", "guidance.scale=inf", "guidance.scale=inf is not allowed: give a number >= 0 (NaN and inf are "
      "refused)"),
-    ("tstitch", "solver.options.eta=-1", "solver.options.eta=-1 is not allowed: give a number >= 0"),
+    ("tstitch", "solver.options.eta=-1", "solver.options.eta=-1 is not allowed: give a number in [0, 1]"),
     ("tstitch", "solver=ddpm solver.options.variance=tiny", "solver.options.variance='tiny' is not allowed: one of "
      "learned, small, large"),
     ("tstitch", "+solver.options.etta=0.5", "unknown key solver.options.etta; did you mean solver.options.eta? the "

@@ -106,3 +106,71 @@ def test_diffusers_scheduler_needs_custom_timesteps_and_determinism():
         with pytest.raises(ConfigError, match=match):
             solvers.get("diffusers")(exact_denoiser(schedule), torch.zeros(2, 4), timesteps.tolist(), abar,
                                      schedule=schedule, scheduler=scheduler)
+
+
+@pytest.mark.parametrize("variance", ["small", "large"])
+def test_ddpm_fixed_variances_are_the_posterior_and_the_beta(variance):
+    """The noise each DDPM step adds, against the maths on a hand-made chain (alpha-bars 0.2, 0.5, 0.9 at the
+    sampled timesteps, then 1): small is the posterior variance beta~_t = beta_t (1 - abar_prev) / (1 - abar_t),
+    large is beta_t = 1 - abar_t / abar_prev; the last step adds none. A step's std is read off as the difference
+    of two runs that differ only in that step's noise (1 against 0)."""
+    abar = [0.2, 0.5, 0.9, 1.0]
+    # beta = 0.6 then 4/9; beta~ = 0.6 * 0.5 / 0.8 = 0.375 then 4/9 * 0.1 / 0.5 = 4/45
+    expected = [0.375 ** 0.5, (4 / 45) ** 0.5] if variance == "small" else [0.6 ** 0.5, (4 / 9) ** 0.5]
+
+    def run(noisy_step):
+        seen, calls = [], []
+
+        def noise(z):
+            calls.append(1)
+            return torch.full_like(z, float(len(calls) - 1 == noisy_step))
+
+        out = solvers.ddpm(lambda x, t: Output(0.1 * x), torch.ones(1, 3, dtype=torch.float64), [2, 1, 0], abar,
+                           variance=variance, randn_like=noise, callback=lambda i, x, x0: seen.append(x))
+        assert len(calls) == 2 and torch.equal(out, seen[-1])  # no noise at the last step
+        return seen
+
+    quiet = run(None)
+    for step, std in enumerate(expected):
+        noisy = run(step)
+        assert all(torch.equal(a, b) for a, b in zip(noisy[:step], quiet[:step]))  # the same up to that step
+        assert (noisy[step] - quiet[step]).flatten().tolist() == pytest.approx([std] * 3, rel=1e-9)
+
+
+def test_ddim_with_eta_1_is_ddpm_with_the_posterior_variance():
+    """DDIM's sigma at eta = 1 is the posterior std sqrt(beta~_t) and its mean the posterior mean (Song et al. 2021,
+    sec. 4.1): given the same noise, the two solvers give the same samples, step by step (a moment test cannot see
+    a wrong sigma here: every sigma keeps DDIM's marginals)."""
+    sched = Schedule("linear")
+    timesteps, abar = grid(sched, 8)
+    x = exact_prior(abar[0], torch.Generator().manual_seed(0))[:64].double()
+
+    def run(solver, **options):
+        g, seen = torch.Generator().manual_seed(1), []
+        out = solvers.get(solver)(exact_denoiser(sched), x, timesteps.tolist(), abar, callback=lambda i, xi, x0:
+                                  seen.append(xi), randn_like=lambda z: torch.randn(z.shape, generator=g,
+                                                                                    dtype=z.dtype), **options)
+        return out, seen
+
+    (a, steps_a), (b, steps_b) = run("ddim", eta=1.0), run("ddpm", variance="small")
+    assert all(torch.allclose(p, q, rtol=1e-9, atol=1e-9) for p, q in zip(steps_a, steps_b))
+    assert torch.allclose(a, b, rtol=1e-9, atol=1e-9) and not torch.allclose(a, run("ddim")[0], atol=1e-3)
+
+
+@pytest.mark.parametrize("solver,options", [("ddim", {}), ("ddpm", {"variance": "small"}), ("dpmpp_2m", {})])
+def test_clip_keeps_every_x0_prediction_in_the_data_range(solver, options):
+    """Pixel-space members (``space.clip``): each x0 prediction is clipped to [-1, 1], so the samples are too; without
+    clip the same trajectory leaves the range."""
+    sched = Schedule("linear")
+    timesteps, abar = grid(sched, 6)
+    x = 3 * torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
+
+    def run(clip):
+        seen = []
+        out = solvers.get(solver)(lambda z, t: Output(torch.zeros_like(z)), x, timesteps.tolist(), abar, clip=clip,
+                                  randn_like=torch.zeros_like, callback=lambda i, xi, x0: seen.append(x0), **options)
+        return out, seen
+
+    out, x0s = run(True)
+    assert all(p.abs().max() <= 1 for p in x0s) and out.abs().max() <= 1 + 1e-6
+    assert run(False)[0].abs().max() > 2

@@ -35,6 +35,31 @@ def test_vb_term_trains_only_the_variance():
     assert net.v.grad.abs().max() == 0 and net.eps.grad.abs().max() > 0
 
 
+
+class Oracle(torch.nn.Module):
+    """A "net" that knows the clean images: its eps is the noise that made x_t from them (or ``x0`` itself)."""
+
+    def __init__(self, x0, chain, predict="noise"):
+        super().__init__()
+        self.x0, self.chain, self.predict = x0, chain, predict
+
+    def forward(self, x, t, y):
+        abar = self.chain["abar"][t].float().view(-1, 1, 1, 1)
+        noise = (x - abar.sqrt() * self.x0) / (1 - abar).sqrt()
+        eps = noise if self.predict == "noise" else self.x0
+        return torch.cat([eps, torch.zeros_like(x)], dim=1)
+
+
+def test_mse_is_against_the_noise_that_made_x_t():
+    """L_simple = |eps - noise|^2: zero for a net that predicts the noise exactly, not for one that predicts x0."""
+    chain = gaussian.chain(Schedule("linear").alphas_cumprod)
+    x0 = torch.rand(16, 1, 4, 4, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    y = torch.zeros(16, dtype=torch.long)
+    _, mse, _ = diffusion_loss(Oracle(x0, chain), x0, y, chain, torch.Generator().manual_seed(0))
+    assert mse.max() < 1e-8, mse.max()
+    _, mse, _ = diffusion_loss(Oracle(x0, chain, predict="x0"), x0, y, chain, torch.Generator().manual_seed(0))
+    assert mse.min() > 0.05, mse.min()
+
 def test_train_command_exports_a_loadable_checkpoint(tmp_path):
     export = tmp_path / "tiny.safetensors"
     exe = str(Path(sys.executable).parent / "tstitch-train")
