@@ -385,3 +385,12 @@ def test_ddpm_learned_variance_is_refused_for_a_retimed_member(dits):
     with pytest.raises(ConfigError, match="variance=small"):
         run([dits[0], other], fractions=[0.5, 0.5], solver="ddpm", steps=4, variance="learned")
     run([dits[0], other], fractions=[0.5, 0.5], solver="ddpm", steps=4, variance="small")
+
+
+def test_balanced_labels_follow_the_seed_not_the_position_in_the_batch():
+    from tstitch import seeds
+
+    _, y, _ = seeds.draw(range(12, 16), (1, 4, 4), 10, labels="balanced")
+    assert y.tolist() == [2, 3, 4, 5]
+    _, alone, _ = seeds.draw([14], (1, 4, 4), 10, labels="balanced")
+    assert alone.tolist() == [4]
