@@ -56,9 +56,9 @@ def nan_noise(x):
 
 BIG = 2 ** 70
 API_REFUSED = [  # (id, call, the one line's substring[, marks])
-    ("eta-nan", lambda a: sample(a, eta=float("nan")), "eta=nan is not allowed: give a number >= 0"),
-    ("eta-inf", lambda a: sample(a, eta=float("inf")), "eta=inf is not allowed: give a number >= 0"),
-    ("eta-negative", lambda a: sample(a, eta=-1.0), "eta=-1.0 is not allowed: give a number >= 0"),
+    ("eta-nan", lambda a: sample(a, eta=float("nan")), "eta=nan is not allowed: give a number in [0, 1]"),
+    ("eta-inf", lambda a: sample(a, eta=float("inf")), "eta=inf is not allowed: give a number in [0, 1]"),
+    ("eta-negative", lambda a: sample(a, eta=-1.0), "eta=-1.0 is not allowed: give a number in [0, 1]"),
     ("eta-above-1", lambda a: sample(a, eta=1.5), "eta=1.5 is not allowed: give a number in [0, 1]"),
     ("eta-text", lambda a: sample(a, eta="a"), "eta='a' is not allowed"),
     ("eta-scheduler-nan", lambda a: sample(a, solver="diffusers", scheduler="DDIMScheduler", eta=float("nan")),
