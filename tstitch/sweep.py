@@ -42,7 +42,7 @@ def workers(cfg):
 
 
 class Sampler:
-    """Samples groups of batches of one seed set for any allocation: ``group(fractions, g)`` returns the samples of
+    """Samples groups of batches of one seed set for any allocation: ``group(options, g)`` returns the samples of
     group g (its batches side by side) and the NFE per member, each batch checked for non-finite values."""
 
     def __init__(self, members, cfg, num_samples, prompts):
@@ -183,14 +183,18 @@ def _timed(sampler, cfg, rows_fractions, options, finish, phase, clock):
             alone_of[m] = f"alone {m}"
             variants[alone_of[m]] = (alone(m, k), build.sample_options(cfg, alone(m, k)))
 
-    def group_of(r):
+    def group_of(name, r):
+        """The group a call samples: a row's round r < n its group r, later rounds (and timing-only variants) a
+        full group again."""
+        if not name.startswith("row"):
+            return full[r % len(full)]
         return r if r < n else full[(r - n) % len(full)]
 
     def run(name):
-        fractions, o = variants[name]
+        o = variants[name][1]
 
         def call(r):
-            g = group_of(r) if name.startswith("row") else full[r % len(full)]
+            g = group_of(name, r)
             x, nfe[name] = sampler.group(o, g)
             if name.startswith("row") and r < n:
                 samples.setdefault(name, {})[g] = x
@@ -199,8 +203,7 @@ def _timed(sampler, cfg, rows_fractions, options, finish, phase, clock):
         return call
 
     def timed(name, r):
-        g = group_of(r) if name.startswith("row") else full[r % len(full)]
-        return g in full
+        return group_of(name, r) in full
 
     def on_call(v, r):
         if bar.total < (r + 1) * len(variants):  # a round more, for one taken under other processes' load
