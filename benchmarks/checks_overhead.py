@@ -1,12 +1,12 @@
 """What the no-silent-wrong-result checks cost per batch on the toy zoo, against the batch's sampling time.
 
-Per batch a run checks its inputs (``tstitch.checks.inputs``: dtypes, labels, one finite reduction over the
-noise) and its samples (``tstitch.checks.bad_rows``: one finite reduction); nothing runs per step. Two
+Per batch a run checks its inputs (``tstitch.models.checks.inputs``: dtypes, labels, one finite reduction over the
+noise) and its samples (``tstitch.models.checks.bad_rows``: one finite reduction); nothing runs per step. Two
 measurements, side by side in one process, after a warm-up batch:
 
 * the checks alone, timed over many repeats (median, p25-p75), against the median time of one stitched batch;
 * a whole batch with the checks and with them replaced by no-ops, in interleaved rounds
-  (``tstitch.timing.interleaved``: the order alternates), whose median per-round ratio is the end-to-end overhead
+  (``tstitch.jobs.timing.interleaved``: the order alternates), whose median per-round ratio is the end-to-end overhead
   (noisier: the difference is far below the rounds' spread).
 
 Every result line names the CPU capability it ran on.
@@ -18,7 +18,8 @@ import argparse
 import torch
 
 import tstitch
-from tstitch import checks, fast, timing
+from tstitch.jobs import timing
+from tstitch.models import checks, fast
 
 
 def main():
@@ -31,7 +32,7 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     members = [tstitch.load("toy/small"), tstitch.load("toy/large")]
-    x, y, rng = tstitch.seeds.draw(range(args.batch), members[0].space.shape, num_classes=10)
+    x, y, rng = tstitch.data.seeds.draw(range(args.batch), members[0].space.shape, num_classes=10)
     options = dict(fractions=[args.fraction, 1 - args.fraction], solver="ddim", steps=args.steps, guidance=3.0)
     clock = timing.clock_for("cpu")
 

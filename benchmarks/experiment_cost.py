@@ -25,7 +25,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from torch.utils.flop_counter import FlopCounterMode
 
 from tstitch.cli import CONF
-from tstitch.stitch import allocate
+from tstitch.sampling.stitch import allocate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sampler_speed import UNETS as SAMPLER_UNETS  # noqa: E402 - the SD 1.x UNet sizes of the sampler benchmark
@@ -51,11 +51,11 @@ def evaluation_flops(entry):
     with torch.device("meta"):
         x, t = torch.zeros(shape), torch.zeros(1)
         if entry.family == "dit":
-            from tstitch.nets.dit import DiT
+            from tstitch.models.nets.dit import DiT
 
             net, args = DiT(**entry.net), (x, t, torch.zeros(1, dtype=torch.long))
         elif entry.family == "uvit":
-            from tstitch.nets.uvit import UViT
+            from tstitch.models.nets.uvit import UViT
 
             net, args = UViT(**entry.net), (x, t, torch.zeros(1, dtype=torch.long))
         elif entry.name in UNETS:

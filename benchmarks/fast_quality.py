@@ -10,10 +10,11 @@ import argparse
 import torch
 from sampler_speed import PATHS  # the named fast paths, one table for both benchmarks (this script's folder)
 
-from tstitch import fast, seeds, zoo
-from tstitch.codecs import to_uint8
+from tstitch.data import seeds
 from tstitch.metrics import FashionMetric
-from tstitch.sample import sample
+from tstitch.models import fast, zoo
+from tstitch.models.codecs import to_uint8
+from tstitch.sampling.sample import sample
 
 
 def main():

@@ -1,7 +1,7 @@
 """Scaling of `tstitch-generate` over CPU processes (Lightning DDP, gloo) on the toy zoo.
 
 Runs the same sample set (same seeds and settings) once per process count and round, in interleaved rounds
-(``tstitch.timing.interleaved``: each round runs every process count, the order rotated from round to round), each
+(``tstitch.jobs.timing.interleaved``: each round runs every process count, the order rotated from round to round), each
 run in its own run directory; reads each run's manifest.json and prints one row per process count, each value the
 median over the rounds with its p25-p75:
 
@@ -39,7 +39,8 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from tstitch import fast, timing
+from tstitch.jobs import timing
+from tstitch.models import fast
 
 ROOT = Path(__file__).resolve().parents[1]
 EXE = str(Path(sys.executable).parent / "tstitch-generate")

@@ -1,5 +1,5 @@
 """The main job's wall time by stage, with its spread: each variant is the whole `tstitch` command in a fresh process
-(start-up included), timed in interleaved rounds (``tstitch.timing``), and each stage read from the run's
+(start-up included), timed in interleaved rounds (``tstitch.jobs.timing``), and each stage read from the run's
 ``stages.json``: start-up (interpreter, imports, Hydra, model loading: the process's wall time less the rest),
 warm-up, sampling (the timed rounds), scoring (decoding and the metric), outputs (table, grid, plot, W&B).
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from tstitch import timing
+from tstitch.jobs import timing
 
 VARIANTS = {"workers": ["workers=2", "threads=2"], "threads": ["workers=1", "threads=2"]}
 STAGES = ("start-up", "warm-up", "sampling", "scoring", "outputs")

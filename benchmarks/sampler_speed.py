@@ -26,7 +26,7 @@ timed as named, with a note saying that a run would fall back to fp32). Models, 
 The SD members share one random 768-wide CLIP text encoder (2 layers, characters as tokens, 77 of them), as
 BK-SDM-Tiny shares SD v1.4's; their latents are 4 x ``--latent`` x ``--latent`` (64: 512x512 images).
 
-Timing (``tstitch.timing.interleaved``): every variant of a model (the reference loop, the unfused reference, ours
+Timing (``tstitch.jobs.timing.interleaved``): every variant of a model (the reference loop, the unfused reference, ours
 with each path, and for the stitching overhead the two members alone with the first path) runs once as a warm-up
 (compilation lands there; its samples give "rel err"), then once per round, the order rotated each round. Rows:
 images/s (median of the rounds, p25-p75), the ratio to the reference loop (median of the per-round ratios, p25-p75:
@@ -45,16 +45,18 @@ from functools import partial
 
 import torch
 
-from tstitch import fast, seeds, timing
-from tstitch.adapters._text import TextEncoders
-from tstitch.adapters.dit import DiTMember
-from tstitch.adapters.sd import SDMember
-from tstitch.guidance import guided
-from tstitch.nets.dit import DiT
-from tstitch.protocols import Space
-from tstitch.sample import sample
-from tstitch.schedules import Schedule, space_timesteps
-from tstitch.stitch import allocate
+from tstitch.data import seeds
+from tstitch.jobs import timing
+from tstitch.models import fast
+from tstitch.models.adapters._text import TextEncoders
+from tstitch.models.adapters.dit import DiTMember
+from tstitch.models.adapters.sd import SDMember
+from tstitch.models.nets.dit import DiT
+from tstitch.models.protocols import Space
+from tstitch.models.schedules import Schedule, space_timesteps
+from tstitch.sampling.guidance import guided
+from tstitch.sampling.sample import sample
+from tstitch.sampling.stitch import allocate
 
 
 @torch.no_grad()
@@ -218,7 +220,7 @@ def pair(name, args):
     """The two members of model ``name`` (see the module docstring), small first."""
     device = args.device
     if name == "toy":
-        from tstitch import zoo
+        from tstitch.models import zoo
 
         return [zoo.load("toy/small", device=device), zoo.load("toy/large", device=device)]
     if name in SD_PAIRS:

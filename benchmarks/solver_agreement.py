@@ -23,7 +23,7 @@ import test_uvit_dpm_solver as uvit
 from diffusers.utils import logging
 
 import tstitch
-from tstitch import zoo
+from tstitch.models import zoo
 
 
 def relative(a, b):

@@ -1,6 +1,6 @@
 """The solvers' own cost per step, without a network: two members whose prediction costs almost nothing
 (eps = 0.1 x) stitched 0.4 : 0.6 on SD-sized latents (8 x 4 x 64 x 64), 50 steps, one thread. After a warm-up
-run each, the solvers run in 15 interleaved rounds (``tstitch.timing.interleaved``, the order rotated each round)
+run each, the solvers run in 15 interleaved rounds (``tstitch.jobs.timing.interleaved``, the order rotated each round)
 timed in process CPU time (this VM's wall clock drifts with other load): per solver the median ms per step with
 p25-p75, and its time against the first solver's as the median of the per-round ratios. What is left is the
 solver loop, the diffusers scheduler's ``step`` and the stitching, per step. Every line names the CPU capability.
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from tstitch.protocols import Output, Space
-from tstitch.sample import sample
-from tstitch.schedules import Schedule
+from tstitch.models.protocols import Output, Space
+from tstitch.models.schedules import Schedule
+from tstitch.sampling.sample import sample
 
 SHIPPED = {"_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
            "skip_prk_steps": True, "steps_offset": 1, "set_alpha_to_one": False, "_pipeline": "StableDiffusionPipeline"}
@@ -37,9 +37,9 @@ def own(name):
 
 
 def machine():
-    """The CPU capability (``tstitch.fast.machine``; torch's own where an older checkout lacks it)."""
+    """The CPU capability (``tstitch.models.fast.machine``; torch's own where an older checkout lacks it)."""
     try:
-        from tstitch.fast import machine
+        from tstitch.models.fast import machine
     except ImportError:
         return f"CPU {torch.backends.cpu.get_cpu_capability()}", torch.backends.cpu.get_cpu_capability()
     return machine(), machine(short=True)

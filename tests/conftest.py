@@ -132,4 +132,4 @@ def hub_offline(request, monkeypatch):
     def refuse(*args, **kwargs):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr("tstitch.hub.socket.create_connection", refuse)
+    monkeypatch.setattr("tstitch.models.hub.socket.create_connection", refuse)

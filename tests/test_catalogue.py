@@ -14,10 +14,11 @@ import torch
 from PIL import Image
 
 import tstitch
-from tstitch import fidelity
+from tstitch.data import seeds
+from tstitch.data.toy import data, features
 from tstitch.errors import ConfigError
-from tstitch.toy import data, features
-from tstitch.zoo import entry
+from tstitch.metrics import fidelity
+from tstitch.models.zoo import entry
 
 EXTRACTOR = features.NAME
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -29,7 +30,7 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine 
 def api():
     """Two toy members, a batch of two seeds, and a pipeline of the same members."""
     small, large = tstitch.load("toy/small"), tstitch.load("toy/large")
-    x, y, _ = tstitch.seeds.draw(range(2), small.space.shape, num_classes=10)
+    x, y, _ = tstitch.data.seeds.draw(range(2), small.space.shape, num_classes=10)
     return {"members": [small, large], "x": x, "y": y, "pipe": tstitch.pipeline([small, large], codec="pixels",
                                                                                steps=2)}
 
@@ -128,13 +129,13 @@ API_REFUSED = [  # (id, call, the one line's substring[, marks])
      f"seed {BIG} is not allowed: give integers in [0, 2**64 - 1]"),
     ("pipe-seed-negative", lambda a: a["pipe"]([1], seeds=[-1]), "seed -1 is not allowed"),
     ("pipe-seed-float", lambda a: a["pipe"]([1], seeds=[1.5]), "seed 1.5 is not allowed"),
-    ("draw-seed-2**70", lambda a: tstitch.seeds.draw([BIG], (1, 28, 28), 10), f"seed {BIG} is not allowed"),
-    ("draw-seed-2**64", lambda a: tstitch.seeds.draw([2 ** 64], (1, 28, 28), 10), f"seed {2 ** 64} is not allowed"),
-    ("draw-seed-negative", lambda a: tstitch.seeds.draw([-1], (1, 28, 28), 10), "seed -1 is not allowed"),
-    ("draw-seed-float", lambda a: tstitch.seeds.draw([1.5], (1, 28, 28), 10), "seed 1.5 is not allowed"),
-    ("draw-seed-bool", lambda a: tstitch.seeds.draw([True], (1, 28, 28), 10), "seed True is not allowed"),
-    ("draw-seed-int", lambda a: tstitch.seeds.draw(5, (1, 28, 28), 10), "seeds must be a list of ints, not int"),
-    ("draw-no-seeds", lambda a: tstitch.seeds.draw([], (1, 28, 28), 10), "no seeds given; give one or more"),
+    ("draw-seed-2**70", lambda a: seeds.draw([BIG], (1, 28, 28), 10), f"seed {BIG} is not allowed"),
+    ("draw-seed-2**64", lambda a: seeds.draw([2 ** 64], (1, 28, 28), 10), f"seed {2 ** 64} is not allowed"),
+    ("draw-seed-negative", lambda a: seeds.draw([-1], (1, 28, 28), 10), "seed -1 is not allowed"),
+    ("draw-seed-float", lambda a: seeds.draw([1.5], (1, 28, 28), 10), "seed 1.5 is not allowed"),
+    ("draw-seed-bool", lambda a: seeds.draw([True], (1, 28, 28), 10), "seed True is not allowed"),
+    ("draw-seed-int", lambda a: seeds.draw(5, (1, 28, 28), 10), "seeds must be a list of ints, not int"),
+    ("draw-no-seeds", lambda a: seeds.draw([], (1, 28, 28), 10), "no seeds given; give one or more"),
 ]
 
 
@@ -156,11 +157,11 @@ def test_members_as_zoo_names_are_loaded_and_give_the_loaded_members_result(api)
 def test_whole_numbers_of_other_types_and_edge_values_give_the_right_result(api):
     assert torch.equal(sample(api, steps=np.int64(2)).x, sample(api).x)
     assert torch.equal(sample(api, eta=0).x, sample(api).x)  # an int eta
-    x, _, _ = tstitch.seeds.draw([2 ** 64 - 1, np.int64(3), torch.tensor(3)], (1, 28, 28), 10)
+    x, _, _ = tstitch.data.seeds.draw([2 ** 64 - 1, np.int64(3), torch.tensor(3)], (1, 28, 28), 10)
     assert torch.equal(x[1], x[2]) and torch.isfinite(x).all()
     pipe = tstitch.pipeline(["toy/large"], steps=None)
     assert pipe.options["steps"] == 100  # None, not 0, means the family's own
-    rng = tstitch.seeds.SeedNoise([0, 1])
+    rng = tstitch.data.seeds.SeedNoise([0, 1])
     assert torch.isfinite(sample(api, eta=1.0, randn_like=rng.randn_like).x).all()  # the per-seed source stays
     assert torch.isfinite(sample(api, eta=1.0, randn_like=lambda x: torch.randn_like(x)).x).all()
 

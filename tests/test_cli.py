@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tstitch import load, sample, seeds
-from tstitch.codecs import load_codec
+from tstitch import load
+from tstitch.data import seeds
 from tstitch.metrics import FashionMetric
+from tstitch.models.codecs import load_codec
+from tstitch.sampling import sample
 
 ROOT = Path(__file__).resolve().parents[1]
 EXE = str(Path(sys.executable).parent / "tstitch")
@@ -84,7 +86,7 @@ def test_corrupt_and_foreign_checkpoints_are_named(tmp_path, in_process):
     r = tstitch(f"stitch.members.large.checkpoint={bad}", tmp_path=tmp_path, in_process=in_process)
     assert r.returncode == 2 and "unreadable or corrupt" in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("tstitch: error:") and "Traceback" not in r.stderr
-    small = ROOT / "tstitch/toy/weights/dit_small.safetensors"
+    small = ROOT / "tstitch/data/toy/weights/dit_small.safetensors"
     r = tstitch(f"stitch.members.large.checkpoint={small}", tmp_path=tmp_path, in_process=in_process)
     assert r.returncode == 2 and "does not fit toy-dit-large" in r.stderr and "shape: " in r.stderr
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tstitch.codecs import PixelCodec, VAECodec, load_codec
 from tstitch.errors import ConfigError
-from tstitch.protocols import Space
+from tstitch.models.codecs import PixelCodec, VAECodec, load_codec
+from tstitch.models.protocols import Space
 
 SCALE = 0.18215
 SPACE = Space("sd-kl-f8", (4, 8, 8), SCALE)

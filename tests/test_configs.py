@@ -1,5 +1,5 @@
 """Every shipped yaml in conf/ is composed here and lands where it says with its own values (a new file that no
-rule composes fails), the fast paths' options are the ones tstitch.fast takes, the stitches name their zoo entries in
+rule composes fails), the fast paths' options are the ones models.fast takes, the stitches name their zoo entries in
 order, and every zoo entry has what the loader needs."""
 import re
 from pathlib import Path
@@ -9,10 +9,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from tstitch import fast, zoo
 from tstitch.cli import CONF
-from tstitch.schedules import Schedule
-from tstitch.stitch import check_fractions
+from tstitch.models import fast, zoo
+from tstitch.models.schedules import Schedule
+from tstitch.sampling.stitch import check_fractions
 
 SHIPPED = sorted(p.relative_to(CONF) for p in Path(CONF).rglob("*.yaml"))
 PLAIN = ("stitch", "solver", "guidance", "metric", "logger", "fast", "prompts")  # groups of the main job

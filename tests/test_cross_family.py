@@ -5,12 +5,12 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from tstitch import zoo
 from tstitch.cli import CONF
 from tstitch.errors import ConfigError
-from tstitch.nets.dit import DiT
-from tstitch.nets.uvit import UViT
-from tstitch.sample import sample
+from tstitch.models import zoo
+from tstitch.models.nets.dit import DiT
+from tstitch.models.nets.uvit import UViT
+from tstitch.sampling.sample import sample
 
 SPACE = {"name": "sd-kl-f8", "shape": [4, 8, 8], "scale": 0.18215}
 DIT_NET = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=4, num_classes=1000)

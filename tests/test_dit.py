@@ -6,11 +6,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tstitch import zoo
-from tstitch.checkpoints import load_into
 from tstitch.errors import ConfigError
-from tstitch.guidance import guided
-from tstitch.nets.dit import DIT_CONFIGS, DiT
+from tstitch.models import zoo
+from tstitch.models.checkpoints import load_into
+from tstitch.models.nets.dit import DIT_CONFIGS, DiT
+from tstitch.sampling.guidance import guided
 
 TINY = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=64, depth=2, num_heads=4, num_classes=1000,
             class_dropout_prob=0.1, learn_sigma=True)

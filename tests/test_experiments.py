@@ -10,8 +10,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from tstitch.cli import CONF
-from tstitch.nets.dit import DiT
-from tstitch.stitch import check_fractions
+from tstitch.models.nets.dit import DiT
+from tstitch.sampling.stitch import check_fractions
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
@@ -114,7 +114,7 @@ def tiny_members(tmp_path, experiment, extra=()):
     format (DiT train.py checkpoint, U-ViT plain state dict), at 8x8, with a tiny VAE for latent spaces."""
     from diffusers import AutoencoderKL
 
-    from tstitch.nets.uvit import UViT
+    from tstitch.models.nets.uvit import UViT
 
     with initialize_config_dir(CONF, version_base=None):
         cfg = compose("generate", [f"+experiment={experiment}", *extra])

@@ -5,9 +5,10 @@ import json
 import pytest
 import torch
 
-from tstitch import fast, seeds, zoo
+from tstitch.data import seeds
 from tstitch.errors import ConfigError
-from tstitch.sample import sample
+from tstitch.models import fast, zoo
+from tstitch.sampling.sample import sample
 
 OPTIONS = dict(fractions=[0.4, 0.6], solver="ddim", steps=10, guidance=3.0)
 

@@ -1,8 +1,8 @@
 """The toy feature net: a few training steps lower the loss, and torch-fidelity finds the registered extractor."""
 import torch_fidelity
 
-from tstitch.imageset import Images
-from tstitch.toy import data, features
+from tstitch.data.imageset import Images
+from tstitch.data.toy import data, features
 
 
 def test_short_training_beats_chance():

@@ -12,10 +12,10 @@ import torch
 import torch_fidelity
 from PIL import Image
 
-from tstitch import fidelity
+from tstitch.data.imageset import Images
+from tstitch.data.toy import data, features
 from tstitch.errors import ConfigError
-from tstitch.imageset import Images
-from tstitch.toy import data, features
+from tstitch.metrics import fidelity
 
 EXTRACTOR = features.NAME
 
@@ -259,7 +259,7 @@ def test_other_layouts_and_dtypes_give_the_same_fid_and_are_said(sets, variants,
 
 
 def test_grayscale_becomes_rgb_for_inception(variants):
-    from tstitch.imageset import open_set
+    from tstitch.data.imageset import open_set
 
     gray = open_set(variants / "nhw.npz", channels=3)
     assert gray.dataset[0].shape == (3, 28, 28) and torch.equal(gray.dataset[0][0], gray.dataset[0][2])
@@ -301,7 +301,7 @@ def test_an_unreadable_image_in_a_folder_is_named(sets, tmp_path):
 def test_reference_file_and_the_toy_reference_by_name(sets, tmp_path, extractions):
     """tstitch-reference's file serves FID, KID (mean and std) and precision/recall with no images, equal to the
     reference's images; the toy zoo's reference by name is the Fashion-MNIST test set."""
-    from tstitch.imageset import open_set
+    from tstitch.data.imageset import open_set
 
     named_set = open_set("fashion-mnist-test")
     assert named_set.count == 10000 and torch.equal(named_set.dataset[7], data.load("test")[0][7])

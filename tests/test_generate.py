@@ -114,7 +114,7 @@ def test_resume_with_other_settings_is_refused(tmp_path, in_process):
 def test_metric_and_wandb_offline_run(tmp_path, in_process):
     """The default metric (toy FD + accuracy) scores the finished set; W&B writes an offline run in the run dir
     whose results table tstitch-report reads back."""
-    from tstitch import tracking
+    from tstitch.jobs import tracking
 
     r = in_process("tstitch-generate", "solver.steps=4", "stitch.fractions=[0.5,0.5]", "num_samples=20",
                    "batch_size=10", "logger.mode=offline", f"hydra.run.dir={tmp_path}", env={"WANDB_MODE": "offline"})
@@ -179,7 +179,7 @@ def test_launched_ranks_need_a_shared_run_directory():
 
 def test_torch_fidelity_metric_on_the_finished_set(tmp_path, in_process):
     """metric=fid with the toy extractor registered in torch-fidelity, against an images npz reference."""
-    from tstitch.toy import data
+    from tstitch.data.toy import data
 
     np.savez(tmp_path / "ref.npz", arr_0=data.load("test")[0][:200].permute(0, 2, 3, 1).numpy())
     _, _, manifest, run_dir = generate(tmp_path / "run", "num_samples=20", "batch_size=10", "metric=fid",
@@ -209,7 +209,7 @@ TINY = ["num_samples=2", "batch_size=2", "grid_columns=0"]
 
 
 class FakeTime:
-    """A clock (``tstitch.timing.clock_for``'s) that moves only when a member is called: ``cost`` seconds a call,
+    """A clock (``tstitch.jobs.timing.clock_for``'s) that moves only when a member is called: ``cost`` seconds a call,
     ``slowdown`` times that once ``slow_after`` readings were taken, and ``switch`` seconds more when a sample
     changes member (an overhead the cost model does not know). Each reading starts a new sample."""
 
@@ -230,8 +230,8 @@ class FakeTime:
 @pytest.fixture
 def fake_time(monkeypatch):
     """Members that cost 1 (small) and 3 (large) fake seconds a call on ``FakeTime``, set by the test."""
-    from tstitch import build, timing
-    from tstitch.protocols import Wrapped
+    from tstitch.jobs import build, timing
+    from tstitch.models.protocols import Wrapped
 
     class Ticking(Wrapped):
         def __init__(self, member, k, cost):

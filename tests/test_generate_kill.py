@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tstitch.engine.writer import done, read_shard
+from tstitch.jobs.engine.writer import done, read_shard
 
 EXE = str(Path(sys.executable).parent / "tstitch-generate")
 N, BATCH = 32, 2           # 16 batches on one process, 8 per rank on two

@@ -1,4 +1,4 @@
-"""Every part of a sample set's identity (tstitch/identity.py) is compared on resume: each one changed once, the
+"""Every part of a sample set's identity (tstitch/jobs/identity.py) is compared on resume: each one changed once, the
 others kept, is refused naming that part. Through the functions (all five parts), then through `tstitch-generate`
 for the two a run only sees by content or by the prompt set: the decoder's weights and the prompt list."""
 import json
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from test_sd import SD_SCALE, save_sd, vae
 
-from tstitch import identity
 from tstitch.errors import ConfigError
+from tstitch.jobs import identity
 
 # --- the functions ---------------------------------------------------------------------------------------------
 

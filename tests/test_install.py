@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tstitch import prompts, zoo
+from tstitch.data import prompts
 from tstitch.errors import ConfigError
+from tstitch.models import zoo
 from tstitch.searchpath import CONF, ENV, with_user_dirs
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,9 +10,10 @@ import torch
 from omegaconf import OmegaConf
 
 import tstitch
-from tstitch import metrics, report
-from tstitch.codecs import load_codec
+from tstitch import metrics
 from tstitch.errors import ConfigError
+from tstitch.jobs import report
+from tstitch.models.codecs import load_codec
 from tstitch.searchpath import CONF
 
 BIN = Path(sys.executable).parent
@@ -41,7 +42,7 @@ def test_paired_metric_in_the_sweep_is_the_distance_to_the_last_member_alone(tmp
     # the stitched row recomputed from the API: the RMS difference (in [0, 1]) of each seed's pair, averaged
     members = [tstitch.load("toy/small"), tstitch.load("toy/large")]
     codec = load_codec("pixels", members[-1].space)
-    x, y, rng = tstitch.seeds.draw(range(8), (1, 28, 28), 10, labels="balanced")
+    x, y, rng = tstitch.data.seeds.draw(range(8), (1, 28, 28), 10, labels="balanced")
     images = {}
     for f in ([0.5, 0.5], [0.0, 1.0]):
         parts = []
@@ -84,7 +85,7 @@ def test_generate_with_a_paired_metric_needs_its_reference_before_sampling(tmp_p
 def test_search_takes_the_objectives_direction_from_the_metric():
     from types import SimpleNamespace
 
-    from tstitch.search import direction
+    from tstitch.jobs.search import direction
 
     assert direction(SimpleNamespace(maximize=None, objective="accuracy")) is True
     assert direction(SimpleNamespace(maximize=None, objective="fd")) is False

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import tstitch
-from tstitch.codecs import load_codec
 from tstitch.errors import ConfigError
+from tstitch.models.codecs import load_codec
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +14,7 @@ def toy():
 
 
 def test_images_are_the_apis_for_each_seed_and_label(toy):
-    x, y, rng = tstitch.seeds.draw([5, 9], (1, 28, 28), num_classes=10)  # labels drawn from the seeds
+    x, y, rng = tstitch.data.seeds.draw([5, 9], (1, 28, 28), num_classes=10)  # labels drawn from the seeds
     images = toy([int(v) for v in y], seeds=[5, 9])
     expected = tstitch.sample(toy.members, x, y, fractions=[0.4, 0.6], steps=10, guidance=3.0,
                               randn_like=rng.randn_like).x

@@ -9,8 +9,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from tstitch import prompts
 from tstitch.cli import CONF
+from tstitch.data import prompts
 from tstitch.errors import ConfigError
 
 LINES = ["a cat on a mat", "two red boats", "a tree in fog"]
@@ -140,7 +140,7 @@ def clip_dir(tmp_path_factory):
 def test_clip_score_on_a_tiny_clip(clip_dir):
     from transformers import CLIPModel, CLIPProcessor
 
-    from tstitch.clip_score import clip_score, load_clip
+    from tstitch.metrics.clip import clip_score, load_clip
 
     images = torch.randint(0, 256, (5, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     texts = ["a cat", "a dog", "boats", "a red tree", "fog"]
@@ -158,7 +158,7 @@ def test_clip_score_on_a_tiny_clip(clip_dir):
 
 
 def test_clip_weights_offline_and_missing(monkeypatch, tmp_path):
-    from tstitch.clip_score import load_clip
+    from tstitch.metrics.clip import load_clip
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.monotonic()

@@ -1,4 +1,4 @@
-"""The contracts as code (tstitch/protocols.py): every family's member, the codecs and the metrics satisfy their
+"""The contracts as code (tstitch/models/protocols.py): every family's member, the codecs and the metrics satisfy their
 Protocol with the optional parts explicit, and every solver takes the same keywords."""
 import inspect
 
@@ -6,13 +6,13 @@ import pytest
 import torch
 
 import tstitch
-from tstitch import solvers
-from tstitch.codecs import PixelCodec
-from tstitch.protocols import Codec, Member, MemberBase, Metric
+from tstitch.models.codecs import PixelCodec
+from tstitch.models.protocols import Codec, Member, MemberBase, Metric
+from tstitch.sampling import solvers
 
 
 def test_members_of_each_family_satisfy_the_protocol():
-    from tstitch.zoo import entry, load
+    from tstitch.models.zoo import entry, load
 
     uvit = entry("uvit/m4_64")
     uvit["net"].update(img_size=8, patch_size=4, embed_dim=16, depth=2, num_heads=2)
@@ -27,7 +27,7 @@ def test_members_of_each_family_satisfy_the_protocol():
 
 
 def test_wrapped_members_keep_the_protocol():
-    from tstitch import fast
+    from tstitch.models import fast
 
     (wrapped,) = fast.speed_up([tstitch.load("toy/small")], precision="bf16", offload=True)
     assert isinstance(wrapped, Member) and wrapped.offloaded is True and wrapped.encoder is None
@@ -52,8 +52,8 @@ def test_a_hand_written_member_needs_only_the_required_parts():
     """A member written by hand on MemberBase (family ``custom``) samples, stitches and is guided like a zoo member:
     its eps is g(class) x, so DDIM with guidance w is a per-sample product of known factors,
     sqrt(a') (1 - sqrt(1 - a) g) / sqrt(a) + sqrt(1 - a') g with g = g(null) + w (g(class) - g(null))."""
-    from tstitch.protocols import Output, Space
-    from tstitch.schedules import Schedule, grid
+    from tstitch.models.protocols import Output, Space
+    from tstitch.models.schedules import Schedule, grid
 
     gains = torch.tensor([0.3, -0.2, 0.1])  # classes 0 and 1, then the null class 2
 

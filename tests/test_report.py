@@ -128,7 +128,7 @@ def rows_of(settings=(None,), times=None, paper=None, quality="fd"):
 
 
 def test_times_of_a_table_are_in_one_unit():
-    from tstitch.report import markdown
+    from tstitch.jobs.report import markdown
 
     def cells(rows):
         return [line.split("|")[2].strip() for line in markdown(rows, ["a", "b"]).splitlines()[2:]]
@@ -148,7 +148,7 @@ def boxes(fig, ax):
 def test_labels_never_collide_and_stay_inside(tmp_path):
     import matplotlib.pyplot as plt
 
-    from tstitch.report import place_labels
+    from tstitch.jobs.report import place_labels
 
     fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
     points = [(10 + 0.02 * k, 80 + 0.05 * k) for k in range(6)] + [(30, 120), (50, 60)]  # six in a clump
@@ -173,7 +173,7 @@ def test_labels_never_collide_and_stay_inside(tmp_path):
 
 
 def test_tradeoff_plot_has_fraction_and_time_panels_the_paper_curve_and_the_last_member_alone(tmp_path):
-    from tstitch.report import tradeoff_plot
+    from tstitch.jobs.report import tradeoff_plot
 
     paper = [9.20, 9.03, 8.95, 33.46]
     fig = tradeoff_plot(rows_of(("solver=ddim", "solver=ddpm"), paper=paper), ["small", "large"],
@@ -193,7 +193,7 @@ def test_tradeoff_plot_has_fraction_and_time_panels_the_paper_curve_and_the_last
 
 
 def test_paper_curve_of_the_same_metric_shares_the_axis_and_times_alone_get_a_panel(tmp_path):
-    from tstitch.report import tradeoff_plot
+    from tstitch.jobs.report import tradeoff_plot
 
     fig = tradeoff_plot(rows_of(paper=[9.2, 9.0, 8.9, 33.5], quality="fid"), ["s", "xl"], tmp_path / "t.png")
     assert len(fig.axes) == 2 and [line.get_linestyle() for line in fig.axes[0].get_lines()].count("--") == 1
@@ -210,7 +210,7 @@ def test_paper_curve_of_the_same_metric_shares_the_axis_and_times_alone_get_a_pa
 def test_grid_has_a_header_naming_members_and_columns(tmp_path):
     import torch
 
-    from tstitch.report import column_labels, image_grid
+    from tstitch.jobs.report import column_labels, image_grid
 
     columns = column_labels(torch.tensor([0, 9, 3]), "fashion-mnist")
     assert columns == ["T-shirt/top", "Ankle boot", "Dress"]
@@ -251,7 +251,7 @@ def test_wandb_runs_inside_reported_run_dirs_are_not_counted_twice(tmp_path, in_
 def test_speedups_of_every_row_against_the_last_member_alone_of_its_setting():
     """Known times: each row's speedup is (the setting's last-member-alone time) / (its own time), > 1 for a faster
     row; a speedup measured in the row's own run stands; a setting without a last-member-alone row gets None."""
-    from tstitch.report import add_speedups
+    from tstitch.jobs.report import add_speedups
 
     rows = [{"setting": "a", "fractions": [0.0, 1.0], "s_per_image": 2.0},
             {"setting": "a", "fractions": [0.5, 0.5], "s_per_image": 1.0},

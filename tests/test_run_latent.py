@@ -6,8 +6,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 from tstitch.cli import CONF
-from tstitch.nets.dit import DiT
-from tstitch.sweep import sweep
+from tstitch.jobs.sweep import sweep
+from tstitch.models.nets.dit import DiT
 
 
 @pytest.fixture(scope="module")

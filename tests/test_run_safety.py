@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import tstitch
-from tstitch.checks import NonFiniteError
 from tstitch.errors import ConfigError
+from tstitch.models.checks import NonFiniteError
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -96,7 +96,7 @@ def test_resume_across_versions_warns_and_completes(done_run, in_process):
 
 def test_same_settings_resume_and_checkpoint_hashes_are_cached(done_run, in_process, monkeypatch):
     """The checkpoint's hash is read from the cache (path, size, mtime) on a resume, not recomputed."""
-    from tstitch import identity
+    from tstitch.jobs import identity
 
     def refuse(*_):
         raise AssertionError("hashed again")
@@ -175,14 +175,14 @@ def test_main_job_with_nan_fails_in_one_line(tmp_path, in_process, overflowing):
 
 
 def test_nan_noise_through_the_api_is_refused(toy_members):
-    x, y, _ = tstitch.seeds.draw(range(3), toy_members[0].space.shape, num_classes=10)
+    x, y, _ = tstitch.data.seeds.draw(range(3), toy_members[0].space.shape, num_classes=10)
     x[1, 0, 5, 5] = float("nan")
     with pytest.raises(NonFiniteError, match=r"noise holds NaN or inf in sample\(s\) 1; give finite noise"):
         tstitch.sample(toy_members, x, y, fractions=[0.5, 0.5], steps=2)
 
 
 def test_a_decoder_that_gives_nan_from_finite_latents_is_an_error():
-    from tstitch.codecs import VAECodec
+    from tstitch.models.codecs import VAECodec
 
     class Broken(torch.nn.Module):
         config = type("C", (), {"scaling_factor": 1.0})
@@ -201,7 +201,7 @@ def test_a_decoder_that_gives_nan_from_finite_latents_is_an_error():
 
 def test_a_second_writer_exits_at_once_naming_the_holder(tmp_path, in_process):
     run_dir = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from tstitch.engine import lock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from tstitch.jobs.engine import lock; "
                                "lock.acquire(sys.argv[1]); print('held', flush=True); time.sleep(120)", str(run_dir)],
                               stdout=subprocess.PIPE, text=True, env=ENV, start_new_session=True)
     try:
@@ -288,7 +288,7 @@ def test_a_bad_solver_leaves_nothing_so_the_corrected_run_starts(tmp_path, in_pr
     ("abc", "solver.steps='abc' is not allowed: give a step count or an ADM respacing string such as ddim50"),
 ])
 def test_bad_step_counts_are_one_line_before_any_model_loads(tmp_path, in_process, monkeypatch, value, message):
-    from tstitch import zoo
+    from tstitch.models import zoo
 
     monkeypatch.setattr(zoo, "load", lambda *a, **k: pytest.fail("a model was loaded"))
     line = error_line(generate(in_process, tmp_path / "run", f"solver.steps={value}"))
@@ -322,7 +322,7 @@ def _sample(members, x, y):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 def test_noise_of_another_float_dtype_is_cast_to_float32(toy_members, dtype):
-    x, y, _ = tstitch.seeds.draw(range(2), toy_members[0].space.shape, num_classes=10)
+    x, y, _ = tstitch.data.seeds.draw(range(2), toy_members[0].space.shape, num_classes=10)
     x = x.to(dtype)
     out = _sample(toy_members, x, y)
     assert out.dtype == torch.float32
@@ -340,7 +340,7 @@ def test_noise_of_another_float_dtype_is_cast_to_float32(toy_members, dtype):
     ("ok", "three", "3 labels for a batch of 2 samples; give one class index per sample"),
 ])
 def test_bad_api_inputs_are_one_line(toy_members, noise, labels, message):
-    x, y, _ = tstitch.seeds.draw(range(2), toy_members[0].space.shape, num_classes=10)
+    x, y, _ = tstitch.data.seeds.draw(range(2), toy_members[0].space.shape, num_classes=10)
     x = {"ok": x, "int": x.long(), "list": x.tolist(), "empty": x[:0]}[noise]
     y = {"ok": y, "float": y.float(), "short": y[:1], "floats": [1.0, 2.0], "prompts": ["a cat", "a dog"],
          "three": [1, 2, 3]}[labels]
@@ -350,15 +350,15 @@ def test_bad_api_inputs_are_one_line(toy_members, noise, labels, message):
 
 
 def test_labels_as_a_list_of_ints_equal_a_tensor(toy_members):
-    x, y, _ = tstitch.seeds.draw(range(2), toy_members[0].space.shape, num_classes=10)
+    x, y, _ = tstitch.data.seeds.draw(range(2), toy_members[0].space.shape, num_classes=10)
     assert torch.equal(_sample(toy_members, x, [int(v) for v in y]), _sample(toy_members, x, y))
 
 
 def test_prompts_must_be_one_string_per_sample():
     from types import SimpleNamespace
 
-    from tstitch import checks
-    from tstitch.protocols import Space
+    from tstitch.models import checks
+    from tstitch.models.protocols import Space
 
     member = SimpleNamespace(num_classes=None, space=Space("latents", (4, 2, 2)))
     x = torch.zeros(2, 4, 2, 2)

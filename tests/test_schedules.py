@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from tstitch.schedules import Schedule, grid, linear_betas, space_timesteps
+from tstitch.models.schedules import Schedule, grid, linear_betas, space_timesteps
 
 # --- space_timesteps: ADM's guided_diffusion/respace.py semantics ---------------------------------------------
 

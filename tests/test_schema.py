@@ -1,4 +1,4 @@
-"""Typed configs (tstitch/schema.py): every shipped config passes; every slip is one line with exit code 2, naming the
+"""Typed configs (cli/schema.py): every shipped config passes; every slip is one line with exit code 2, naming the
 key, the value, what is allowed and, for a misspelt key, the nearest one, before any model loads."""
 import subprocess
 import sys
@@ -8,8 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from tstitch import schema
-from tstitch.cli import CONF
+from tstitch.cli import CONF, schema
 from tstitch.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +92,7 @@ SLIPS = [  # (command, override, the one line after "tstitch: error: ")
 
 @pytest.mark.parametrize("command,override,message", SLIPS)
 def test_slips_are_one_line_before_anything_loads(tmp_path, in_process, monkeypatch, command, override, message):
-    from tstitch import zoo
+    from tstitch.models import zoo
 
     monkeypatch.setattr(zoo, "load", lambda *a, **k: pytest.fail("a model was loaded"))
     r = in_process(command, *override.split(), f"hydra.run.dir={tmp_path / 'run'}",

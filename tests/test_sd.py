@@ -1,5 +1,5 @@
 """Stable Diffusion family: tiny random SD-1, SD-2-style (v-prediction), SDXL and LCM models saved as diffusers
-pipelines with ``save_pretrained`` and loaded through ``tstitch.zoo.load`` as users do; each member encodes prompts
+pipelines with ``save_pretrained`` and loaded through ``tstitch.load`` as users do; each member encodes prompts
 with its own text encoder, conditions, null conditions and whole samples match diffusers' own pipelines, stitching
 (two widths, three members, [0, 1]), refusals and one-line errors; every sd yaml composes."""
 import json
@@ -15,13 +15,13 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import tstitch
-from tstitch import fast, zoo
 from tstitch.cli import CONF
+from tstitch.data.seeds import SeedNoise
 from tstitch.errors import ConfigError
-from tstitch.protocols import Space
-from tstitch.schedules import Schedule
-from tstitch.seeds import SeedNoise
-from tstitch.stitch import check_compatible
+from tstitch.models import fast, zoo
+from tstitch.models.protocols import Space
+from tstitch.models.schedules import Schedule
+from tstitch.sampling.stitch import check_compatible
 
 PROMPTS = ["a cat", "two red boats", "a tree"]
 SD_SCALE, XL_SCALE = 0.18215, 0.13025
@@ -701,7 +701,7 @@ def test_pipeline_images_are_stable_diffusion_pipelines(dirs):
 
 
 def test_sd_members_satisfy_the_member_protocol(members):
-    from tstitch.protocols import Member
+    from tstitch.models.protocols import Member
 
     for m in (members.small, members.xl, members.lcm):
         assert isinstance(m, Member) and m.encoder is not None and m.scheduler_config is not None

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tstitch.errors import ConfigError
-from tstitch.search import candidates, pareto, pick, predict
-from tstitch.timing import Stats
+from tstitch.jobs.search import candidates, pareto, pick, predict
+from tstitch.jobs.timing import Stats
 
 EXE = str(Path(sys.executable).parent / "tstitch-search")
 
@@ -94,9 +94,9 @@ class Stop(Exception):
 
 
 def test_interrupted_search_keeps_what_it_scored_and_resumes(tmp_path, in_process, monkeypatch):
-    import tstitch.sweep
+    import tstitch.jobs.sweep
 
-    real, sampled = tstitch.sweep.sweep, []
+    real, sampled = tstitch.jobs.sweep.sweep, []
 
     def counting(cfg, allocations, num_samples, *args, on_row=None, stop_after=None, **kwargs):
         def row_done(row):
@@ -107,7 +107,7 @@ def test_interrupted_search_keeps_what_it_scored_and_resumes(tmp_path, in_proces
         return real(cfg, allocations, num_samples, *args, on_row=row_done, **kwargs)
 
     grid = ["search.grid=0.25", "search.target=1000"]  # 2 costs, 5 candidates, then the front
-    monkeypatch.setattr(tstitch.sweep, "sweep", lambda *a, **k: counting(*a, stop_after=4, **k))
+    monkeypatch.setattr(tstitch.jobs.sweep, "sweep", lambda *a, **k: counting(*a, stop_after=4, **k))
     r = run(tmp_path, *grid, in_process=in_process)
     assert r.returncode == 1 and "Stop" in r.stderr  # stopped after the costs and two candidates
     lines = (tmp_path / "candidates.jsonl").read_text().splitlines()
@@ -116,7 +116,7 @@ def test_interrupted_search_keeps_what_it_scored_and_resumes(tmp_path, in_proces
     with open(tmp_path / "candidates.jsonl", "a") as f:
         f.write('{"fractions": [0.5, 0.5], "fd": 1')  # a line cut short by the kill
     sampled.clear()
-    monkeypatch.setattr(tstitch.sweep, "sweep", counting)
+    monkeypatch.setattr(tstitch.jobs.sweep, "sweep", counting)
     r = run(tmp_path, *grid, in_process=in_process)
     assert r.returncode == 0, r.stderr[-2000:]
     assert [f for n, f in sampled if n == 16] == [[0.5, 0.5], [0.75, 0.25], [1.0, 0.0]]  # only what had no line

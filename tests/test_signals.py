@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from test_generate_kill import no_half_files
 
-from tstitch.engine import stop
-from tstitch.engine.writer import done
+from tstitch.jobs.engine import stop
+from tstitch.jobs.engine.writer import done
 
 
 def _signal_after(monkeypatch, signum, shards_written, inside=False):
     """Send ``signum`` to this process once ``shards_written`` shards are written: after the writer's batch, or
     ``inside`` it, between the shard and its PNGs (which are written together: the signal waits for them)."""
-    from tstitch.engine import writer
+    from tstitch.jobs.engine import writer
 
     count = {"n": 0}
 

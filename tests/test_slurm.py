@@ -1,4 +1,4 @@
-"""SLURM: the launcher presets (conf/hydra/launcher/) and the task checks (tstitch/slurm.py) in one-line errors, then
+"""SLURM: the launcher presets (conf/hydra/launcher/) and the task checks (jobs/slurm.py) in one-line errors, then
 a real one-node SLURM cluster on localhost running the README's example, the presets through
 hydra-submitit-launcher and the sbatch templates of slurm/.
 
@@ -21,7 +21,7 @@ from omegaconf import open_dict
 
 from tstitch.cli import CONF
 from tstitch.errors import ConfigError
-from tstitch.slurm import check_launcher, check_tasks, device_count, node_gpus
+from tstitch.jobs.slurm import check_launcher, check_tasks, device_count, node_gpus
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -133,7 +133,7 @@ def test_presets_compose_as_submitit_slurm_with_the_check(preset, config_name):
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert (launcher.partition, launcher.account, launcher.qos, launcher.timeout_min) == ("p", "a", "q", 5)
-    assert cfg.hydra.callbacks.tstitch_slurm._target_ == "tstitch.slurm.LauncherCheck"
+    assert cfg.hydra.callbacks.tstitch_slurm._target_ == "tstitch.jobs.slurm.LauncherCheck"
     assert launcher.tasks_per_node == (launcher.gpus_per_node or 1) and launcher.nodes == 1
     assert hydra_cfg(config_name, f"hydra/launcher={preset}").hydra.launcher.partition is None
 
@@ -319,7 +319,7 @@ def test_failed_configuration_leaves_the_others_results_intact(cluster):
     """Job 0 fails on its node (its checkpoint is missing there; the command line itself is valid), job 1 runs."""
     sweep = cluster.work / "failing"
     large = ("stitch.members.large.checkpoint=/nonexistent/dit_large.safetensors,"
-             "pkg://tstitch/toy/weights/dit_large.safetensors")
+             "pkg://tstitch/data/toy/weights/dit_large.safetensors")
     r = cluster.run(BIN / "tstitch", "-m", "hydra/launcher=local_slurm", "hydra.launcher.partition=debug",
                     "+debug=tiny", "sweep=null", "stitch.fractions=[1.0,0.0]", large, "metric=none",
                     f"hydra.sweep.dir={sweep}", check=False)
@@ -396,7 +396,7 @@ def test_array_template_reruns_only_the_failed_task(cluster):
 
 @pytest.mark.slow
 def test_task_check_reads_real_srun_and_batch_environments(cluster):
-    code = ("import sys; from tstitch.slurm import check_tasks; "
+    code = ("import sys; from tstitch.jobs.slurm import check_tasks; "
             "check_tasks({'accelerator': 'cpu', 'devices': int(sys.argv[1]), 'num_nodes': 1}); print('ok')")
     r = cluster.run("srun", "--partition=debug", "--ntasks=1", sys.executable, "-c", code, "2", check=False)
     assert r.returncode != 0 and ("SLURM job has 1 task but trainer.devices=2 x trainer.num_nodes=1 need 2: launch "

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from tstitch import solvers
-from tstitch.protocols import Output
-from tstitch.schedules import Schedule, grid
+from tstitch.models.protocols import Output
+from tstitch.models.schedules import Schedule, grid
+from tstitch.sampling import solvers
 
 MU = torch.tensor([1.5, -0.5, 0.0, 0.8])
 STD = torch.tensor([0.3, 1.0, 0.6, 0.1])

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from tstitch.errors import ConfigError
-from tstitch.protocols import Grid, Output
-from tstitch.schedules import Schedule
-from tstitch.stitch import Retimed, Stitch, plan
+from tstitch.models.protocols import Grid, Output
+from tstitch.models.schedules import Schedule
+from tstitch.sampling.stitch import Retimed, Stitch, plan
 
 TENTHS = [i / 10 for i in range(11)]
 
@@ -157,6 +157,6 @@ def test_members_on_different_schedules_stitch_at_fractional_times(solver, optio
 
 
 def sample_with(members, noise, y, solver, options, fractions=None):
-    from tstitch.sample import sample
+    from tstitch.sampling.sample import sample
 
     return sample(members, noise, y, fractions=fractions, solver=solver, steps=20, **options).x

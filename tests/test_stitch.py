@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from tstitch.adapters.dit import DiTMember
+from tstitch.data.seeds import SeedNoise, draw
 from tstitch.errors import ConfigError
-from tstitch.guidance import guided
-from tstitch.nets.dit import DiT
-from tstitch.protocols import MemberBase, Output, Space
-from tstitch.sample import sample
-from tstitch.schedules import Schedule, grid
-from tstitch.seeds import SeedNoise, draw
-from tstitch.stitch import Stitch, allocate, check_fractions, plan
+from tstitch.models.adapters.dit import DiTMember
+from tstitch.models.nets.dit import DiT
+from tstitch.models.protocols import MemberBase, Output, Space
+from tstitch.models.schedules import Schedule, grid
+from tstitch.sampling.guidance import guided
+from tstitch.sampling.sample import sample
+from tstitch.sampling.stitch import Stitch, allocate, check_fractions, plan
 
 SPACE = Space("test", (4, 8, 8))
 TENTHS = [i / 10 for i in range(11)]
@@ -388,7 +388,7 @@ def test_ddpm_learned_variance_is_refused_for_a_retimed_member(dits):
 
 
 def test_balanced_labels_follow_the_seed_not_the_position_in_the_batch():
-    from tstitch import seeds
+    from tstitch.data import seeds
 
     _, y, _ = seeds.draw(range(12, 16), (1, 4, 4), 10, labels="balanced")
     assert y.tolist() == [2, 3, 4, 5]

@@ -1,14 +1,14 @@
-"""The one timing method (tstitch/timing.py) and the sweep's use of it, on fake clocks whose speed changes during the
+"""The one timing method (jobs/timing.py) and the sweep's use of it, on fake clocks whose speed changes during the
 run: interleaved rounds keep ratios (and, when the change covers a minority of the rounds, times) within 5% of the
 truth where one sequential reading per variant is off by far more; a row off the cost model is flagged."""
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from tstitch import build, timing
 from tstitch.cli import CONF
-from tstitch.protocols import Wrapped
-from tstitch.sweep import sweep
+from tstitch.jobs import build, timing
+from tstitch.jobs.sweep import sweep
+from tstitch.models.protocols import Wrapped
 
 
 @pytest.fixture(autouse=True)

@@ -3,9 +3,9 @@ recognisably of their class, measured by the shipped feature net on a fixed seed
 import pytest
 
 import tstitch
-from tstitch.codecs import PixelCodec
+from tstitch.data.toy import data, features
 from tstitch.metrics import FashionMetric
-from tstitch.toy import data, features
+from tstitch.models.codecs import PixelCodec
 
 N = 200  # seeds 0..199, balanced labels, DDIM 20 steps, guidance 3 (the demo's settings)
 
@@ -18,7 +18,7 @@ def metric():
 @pytest.fixture(scope="module")
 def scores(metric):
     members = [tstitch.load("toy/small"), tstitch.load("toy/large")]
-    x, y, _ = tstitch.seeds.draw(range(N), (1, 28, 28), 10, labels="balanced")
+    x, y, _ = tstitch.data.seeds.draw(range(N), (1, 28, 28), 10, labels="balanced")
     out = {}
     for name, fractions in (("large", [0.0, 1.0]), ("small", [1.0, 0.0]), ("stitch40", [0.4, 0.6])):
         r = tstitch.sample(members, x, y, fractions=fractions, solver="ddim", steps=20, guidance=3.0)

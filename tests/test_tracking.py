@@ -5,8 +5,8 @@ from hydra import compose, initialize_config_dir
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict
 
-from tstitch import tracking
 from tstitch.cli import CONF
+from tstitch.jobs import tracking
 
 
 def job(config_name, overrides, sweep_dir=None):

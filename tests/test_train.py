@@ -6,9 +6,10 @@ from pathlib import Path
 
 import torch
 
-from tstitch import gaussian, zoo
-from tstitch.schedules import Schedule
-from tstitch.train import diffusion_loss
+from tstitch.jobs.train import diffusion_loss
+from tstitch.models import zoo
+from tstitch.models.schedules import Schedule
+from tstitch.sampling import gaussian
 
 
 class Probe(torch.nn.Module):

@@ -10,17 +10,17 @@ from omegaconf import OmegaConf, open_dict
 from test_codecs import to_compvis  # tests/ is on sys.path under pytest
 
 import tstitch
-from tstitch import zoo
-from tstitch.adapters.uvit import time_input
 from tstitch.cli import CONF
-from tstitch.codecs import load_codec
 from tstitch.errors import ConfigError
-from tstitch.guidance import guided
-from tstitch.nets.dit import DiT
-from tstitch.nets.uvit import UVIT_CONFIGS, UViT
-from tstitch.schedules import Schedule
-from tstitch.stitch import check_compatible
-from tstitch.sweep import sweep
+from tstitch.jobs.sweep import sweep
+from tstitch.models import zoo
+from tstitch.models.adapters.uvit import time_input
+from tstitch.models.codecs import load_codec
+from tstitch.models.nets.dit import DiT
+from tstitch.models.nets.uvit import UVIT_CONFIGS, UViT
+from tstitch.models.schedules import Schedule
+from tstitch.sampling.guidance import guided
+from tstitch.sampling.stitch import check_compatible
 
 TINY = dict(img_size=8, patch_size=2, in_chans=4, embed_dim=32, depth=2, num_heads=2, mlp_ratio=4, qkv_bias=False,
             mlp_time_embed=False, num_classes=1001, conv=True)

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import tstitch
-from tstitch import zoo
-from tstitch.nets.uvit import UViT
-from tstitch.schedules import Schedule
-from tstitch.solvers.dpm_solver import VP, orders, plan_steps
+from tstitch.models import zoo
+from tstitch.models.nets.uvit import UViT
+from tstitch.models.schedules import Schedule
+from tstitch.sampling.solvers.dpm_solver import VP, orders, plan_steps
 
 TINY = {"img_size": 8, "patch_size": 2, "in_chans": 4, "embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 4,
         "qkv_bias": False, "mlp_time_embed": False, "num_classes": 1001, "conv": True}

@@ -27,13 +27,13 @@ def error(name, message):
 
 
 def guard(fn):
-    """Run a Hydra main with the commands' logging set up (``tstitch.logs``); turn a ConfigError, a ``???`` value
+    """Run a Hydra main with the commands' logging set up (``tstitch.cli.logs``); turn a ConfigError, a ``???`` value
     the run reads, and a full disk into one line on stderr, prefixed with the command's name, and exit code 2, and
-    a stop by a signal (``tstitch.engine.stop``) into its line and 128 + the signal, instead of a traceback."""
+    a stop by a signal (``tstitch.jobs.engine.stop``) into its line and 128 + the signal, instead of a traceback."""
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
-        from tstitch import logs
-        from tstitch.engine.stop import Stopped
+        from tstitch.cli import logs
+        from tstitch.jobs.engine.stop import Stopped
 
         logs.setup()
         try:
@@ -53,8 +53,8 @@ def one_line(e):
     """(the line, the exit code) of an error the commands report without a traceback; (None, None) for others."""
     from omegaconf.errors import MissingMandatoryValue
 
-    from tstitch.engine.stop import Stopped
     from tstitch.files import FULL, disk_full
+    from tstitch.jobs.engine.stop import Stopped
 
     if isinstance(e, Stopped):
         return f"stopped by {e.name}" + (f"; {e.detail}" if e.detail else ""), e.code
@@ -99,7 +99,7 @@ LAUNCHER = ("hydra/launcher", "hydra.launcher", "hydra.searchpath")  # composed 
 
 def preflight(config_name, argv):
     """Compose the config once before Hydra runs or launches anything, and check it against its schema
-    (``tstitch.schema``), so that an unknown group option or key (also inside an ``+experiment=...``), a value of
+    (``tstitch.cli.schema``), so that an unknown group option or key (also inside an ``+experiment=...``), a value of
     the wrong type or range and every swept value fail now, in one line, before a file is written: a multirun is
     composed with the first value of each swept override, and once more for each other value."""
     from hydra import compose, initialize_config_dir
@@ -108,7 +108,7 @@ def preflight(config_name, argv):
     from omegaconf import OmegaConf, open_dict
     from omegaconf.errors import OmegaConfBaseException
 
-    from tstitch import schema
+    from tstitch.cli import schema
 
     args = [a for a in argv if not a.startswith("-")]
     try:
@@ -173,7 +173,7 @@ def _hydra_message(error, config_name=None, lines=(), compose=None):
         except Exception:  # noqa: BLE001 - fall back to Hydra's own words
             return message
         if isinstance(section, DictConfig):
-            from tstitch.schema import unknown
+            from tstitch.cli.schema import unknown
 
             try:
                 unknown(key, list(section), f"{parent}." if parent else "")

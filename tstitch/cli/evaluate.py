@@ -13,7 +13,8 @@ from tstitch.errors import ConfigError
 @hydra.main(version_base=None, config_path=CONF, config_name="evaluate")
 @guard
 def main(cfg):
-    from tstitch import metrics, schema
+    from tstitch import metrics
+    from tstitch.cli import schema
     from tstitch.files import dumps, write_text
 
     schema.check(cfg, "evaluate")

@@ -9,9 +9,9 @@ import torch
 def main(argv=None):
     import argparse
 
-    from tstitch.checkpoints import save_state_dict
-    from tstitch.toy import data
-    from tstitch.toy.features import accuracy, train_classifier
+    from tstitch.data.toy import data
+    from tstitch.data.toy.features import accuracy, train_classifier
+    from tstitch.models.checkpoints import save_state_dict
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--epochs", type=int, default=4)
@@ -19,7 +19,7 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default="tstitch/toy/weights/features.safetensors")
+    p.add_argument("--out", default="tstitch/data/toy/weights/features.safetensors")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.time()

@@ -1,6 +1,6 @@
 """`tstitch-generate`: one allocation's sample set on Lightning (any devices/nodes), resumable, as samples.npz,
 scored by the configured metric, logged to W&B and to results.jsonl like one row of the `tstitch` table. The work
-is ``tstitch.generate.generate``; this is its Hydra glue."""
+is ``tstitch.jobs.generate.generate``; this is its Hydra glue."""
 import logging
 import os
 import sys
@@ -16,7 +16,7 @@ from tstitch.errors import ConfigError
 log = logging.getLogger(__name__)
 
 def summary(row, names, manifest):
-    from tstitch import report
+    from tstitch.jobs import report
 
     ms = " + ".join(f"{n} {v * 1000:.2f}" for n, v in manifest.get("s_per_image_per_member", {}).items())
     parts = [f"{manifest['num_samples']} samples ({manifest['generated']} new, {manifest['resumed_from']} from "
@@ -41,10 +41,10 @@ def summary(row, names, manifest):
 @hydra.main(version_base=None, config_path=CONF, config_name="generate")
 @guard
 def main(cfg):
-    from tstitch import schema
-    from tstitch.engine import lock, stop
-    from tstitch.generate import generate
-    from tstitch.slurm import check_tasks
+    from tstitch.cli import schema
+    from tstitch.jobs.engine import lock, stop
+    from tstitch.jobs.generate import generate
+    from tstitch.jobs.slurm import check_tasks
 
     schema.check(cfg, "generate")  # also in the preflight; again here for jobs started without it (SLURM, multirun)
     check_tasks(cfg.trainer)  # under SLURM: tasks must equal trainer.devices x trainer.num_nodes
@@ -64,7 +64,7 @@ def main(cfg):
 def check_resume(cfg, argv):
     """Before Hydra writes anything into a given run directory: refuse settings that differ from its samples'."""
     from tstitch.cli import run_dir_of
-    from tstitch.generate import check_settings
+    from tstitch.jobs.generate import check_settings
 
     run_dir = run_dir_of(argv)
     if run_dir and "${" not in run_dir and not {"-m", "--multirun"} & set(argv):

@@ -14,8 +14,11 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base=None, config_path=CONF, config_name="tstitch")
 @guard
 def main(cfg):
-    from tstitch import build, files, report, schema, seeds, tracking
-    from tstitch.sweep import sweep
+    from tstitch import files
+    from tstitch.cli import schema
+    from tstitch.data import seeds
+    from tstitch.jobs import build, report, tracking
+    from tstitch.jobs.sweep import sweep
 
     schema.check(cfg, "tstitch")  # also in the preflight; again here for jobs started without it (SLURM, multirun)
     out = Path(HydraConfig.get().runtime.output_dir)

@@ -14,8 +14,9 @@ from tstitch.errors import ConfigError
 @hydra.main(version_base=None, config_path=CONF, config_name="reference")
 @guard
 def main(cfg):
-    from tstitch import fidelity, schema
-    from tstitch.toy import features  # noqa: F401 - registers the toy extractor with torch-fidelity
+    from tstitch.cli import schema
+    from tstitch.data.toy import features  # noqa: F401 - registers the toy extractor with torch-fidelity
+    from tstitch.metrics import fidelity
 
     schema.check(cfg, "reference")
     if OmegaConf.is_missing(cfg, "source"):
@@ -30,7 +31,7 @@ def main(cfg):
 def check_out(cfg, argv):
     """``out=`` must be a .npz path that can be written, checked before Hydra makes the run directory."""
     if cfg.get("out"):
-        from tstitch.fidelity import check_out as check
+        from tstitch.metrics.fidelity import check_out as check
 
         check(cfg.out)
 

@@ -31,7 +31,7 @@ def _number(value):
 def check_row(row, where, size=None):
     """Refuse a row the table could not show (``Unreadable``, naming ``where``): fractions that are not a list of
     numbers in [0, 1] (``size`` of them, when known), a column of the wrong type (text, NFE list or number)."""
-    from tstitch import report
+    from tstitch.jobs import report
 
     if not isinstance(row, dict) or not isinstance(row.get("fractions"), list):
         raise Unreadable(f"{where} is not a results row (no fractions)")
@@ -90,7 +90,7 @@ def _runs(d, skipped):
     """(run directory, rows, member names, config, overrides) for every readable run below ``d``; W&B copies
     first, so that a run's own results.jsonl wins where both exist. Unreadable runs go to ``skipped`` (one line
     each); report directories (``report.json``) are not runs and are passed over."""
-    from tstitch import tracking
+    from tstitch.jobs import tracking
 
     for table in sorted(Path(d).rglob(f"files/media/table/{tracking.TABLE}_*.table.json")):
         run = table.parents[3]
@@ -124,7 +124,7 @@ def collect(dirs, skipped=None):
     than the allocation (e.g. a multirun over solvers), its ``setting`` (the overrides that differ); one row
     per setting and allocation (a later run's row replaces an earlier one). Returns (rows, member names, the
     paper column's label or None); runs that could not be read are listed in ``skipped``."""
-    from tstitch import report
+    from tstitch.jobs import report
 
     skipped = [] if skipped is None else skipped
     runs = [r for d in dirs for r in _runs(d, skipped)]
@@ -206,8 +206,8 @@ def output_dir(out, dirs):
 
 
 def main(argv=None):
-    from tstitch import report
     from tstitch.files import write_json
+    from tstitch.jobs import report
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dirs", nargs="+", help="run, multirun or W&B directories")

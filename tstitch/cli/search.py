@@ -12,10 +12,11 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base=None, config_path=CONF, config_name="search")
 @guard
 def main(cfg):
-    from tstitch import report, schema
+    from tstitch.cli import schema
     from tstitch.files import write_json, write_jsonl
-    from tstitch.search import search
-    from tstitch.sweep import sweep
+    from tstitch.jobs import report
+    from tstitch.jobs.search import search
+    from tstitch.jobs.sweep import sweep
 
     schema.check(cfg, "search")  # also in the preflight; again here for jobs started without it (SLURM, multirun)
     out = Path(HydraConfig.get().runtime.output_dir)

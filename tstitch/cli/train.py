@@ -16,10 +16,11 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base=None, config_path=CONF, config_name="train")
 @guard
 def main(cfg):
-    from tstitch import gaussian, train
-    from tstitch.nets.dit import DiT
-    from tstitch.schedules import Schedule
-    from tstitch.toy import data
+    from tstitch.data.toy import data
+    from tstitch.jobs import train
+    from tstitch.models.nets.dit import DiT
+    from tstitch.models.schedules import Schedule
+    from tstitch.sampling import gaussian
 
     torch.set_num_threads(cfg.threads)
     out = Path(HydraConfig.get().runtime.output_dir)

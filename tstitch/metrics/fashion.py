@@ -7,17 +7,17 @@ from pathlib import Path
 
 import torch_fidelity
 
-from tstitch.checkpoints import cache_dir, resolve
+from tstitch.data.imageset import Images
 from tstitch.errors import ConfigError
-from tstitch.imageset import Images
 from tstitch.metrics import MetricBase, Value, read_samples
+from tstitch.models.checkpoints import cache_dir, resolve
 
 
 class FashionMetric(MetricBase):
     values = (Value("fd", "FD"), Value("accuracy", "class acc.", "{:.1%}", "higher"))
 
     def __init__(self, weights=None, reference="test", cache_root=None):
-        from tstitch.toy import data, features
+        from tstitch.data.toy import data, features
 
         self.extractor = features.NAME
         self.weights = str(resolve(weights or features.WEIGHTS))
@@ -30,7 +30,7 @@ class FashionMetric(MetricBase):
 
     def __call__(self, images, labels) -> dict:
         """images: uint8 (N, 1, 28, 28); labels: the classes they were conditioned on."""
-        from tstitch.toy.features import accuracy
+        from tstitch.data.toy.features import accuracy
 
         m = torch_fidelity.calculate_metrics(
             input1=Images(images), input2=self.reference, fid=True, feature_extractor=self.extractor,

@@ -1,14 +1,13 @@
 """FID / IS / KID / precision-recall of samples against a reference set, through torch-fidelity
-(``tstitch.fidelity``)."""
+(``tstitch.metrics.fidelity``)."""
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from tstitch import fidelity
 from tstitch.errors import ConfigError
-from tstitch.metrics import MetricBase, Value
+from tstitch.metrics import MetricBase, Value, fidelity
 
 
 class FidelityMetric(MetricBase):
@@ -22,8 +21,8 @@ class FidelityMetric(MetricBase):
 
     def __init__(self, reference, metrics=("fid",), extractor=fidelity.INCEPTION, weights=None, kid_subset_size=1000,
                  prc_neighborhood=3, batch_size=64, cache_root=None, float_range="auto"):
-        from tstitch.imageset import NAMED
-        from tstitch.toy import features  # noqa: F401 - registers the toy extractor with torch-fidelity
+        from tstitch.data.imageset import NAMED
+        from tstitch.data.toy import features  # noqa: F401 - registers the toy extractor with torch-fidelity
 
         if str(reference) not in NAMED and not Path(reference).exists():
             raise ConfigError(f"metric reference not found: {reference}; give metric.reference=PATH "
@@ -34,7 +33,7 @@ class FidelityMetric(MetricBase):
                         "batch_size": batch_size, "cache_root": cache_root, "float_range": float_range}
 
     def evaluate(self, path):
-        """Everything ``tstitch.fidelity.evaluate`` says of the sample set at ``path`` (values, notes, cache)."""
+        """Everything ``fidelity.evaluate`` says of the sample set at ``path`` (values, notes, cache)."""
         return fidelity.evaluate(path, self.reference, **self.options)
 
     def score_file(self, path) -> dict:

@@ -59,9 +59,9 @@ class PairedMetric(MetricBase):
         """(N, D) float64: the pixels in [0, 1], or the extractor's features."""
         if self.space == "pixels":
             return images.flatten(1).double() / 255
-        from tstitch import fidelity
-        from tstitch.imageset import Images
-        from tstitch.toy import features  # noqa: F401 - registers the toy extractor with torch-fidelity
+        from tstitch.data.imageset import Images
+        from tstitch.data.toy import features  # noqa: F401 - registers the toy extractor with torch-fidelity
+        from tstitch.metrics import fidelity
 
         if self._extractor is None:
             layer = fidelity.feature_layers(self.extractor, ["fid"])["fid"]

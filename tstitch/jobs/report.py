@@ -1,0 +1,361 @@
+"""Outputs of a sweep: the table (markdown, CSV, JSON lines), an image grid and the speed-quality plot."""
+import csv
+import textwrap
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
+
+from tstitch import metrics  # noqa: E402
+from tstitch.files import write_json, write_jsonl  # noqa: E402
+
+BEFORE = [("setting", "setting"), ("fractions", "fractions"), ("nfe", "NFE per member"), ("s_per_image", "s/image"),
+          ("s_per_image_p25", "s/image p25"), ("s_per_image_p75", "s/image p75"),
+          ("predicted_s_per_image", "predicted s/image"), ("speedup", "speedup"), ("speedup_p25", "speedup p25"),
+          ("speedup_p75", "speedup p75"), ("timing_flag", "timing")]  # then the metrics', then the paper
+SPREADS = {"s_per_image": ("s_per_image_p25", "s_per_image_p75"), "speedup": ("speedup_p25", "speedup_p75")}
+
+
+def columns():
+    """(key, label) of every table column: the run's own, each metric's values (``tstitch.metrics.values``), the
+    paper's."""
+    return [*BEFORE, *((v.key, v.label) for v in metrics.values().values()), ("paper", "paper")]
+
+
+def axis(key):
+    """A plot axis label: a metric value's label and direction, e.g. ``FD (lower is better)``."""
+    value = metrics.values().get(key)
+    return value.axis if value is not None else key
+
+
+TIMES = ("s_per_image", "predicted_s_per_image", "s_per_image_p25", "s_per_image_p75")
+
+
+def time_unit(values):
+    """One unit for a whole column or axis of times: ``ms`` when every value is under a second, else ``s``."""
+    values = [v for v in values if v is not None]
+    return "ms" if values and max(values) < 1 else "s"
+
+
+def fmt(key, value, unit=None):
+    """A table cell; times (seconds) in ``unit`` (``ms`` or ``s``; default: ``time_unit`` of the value alone)."""
+    if value is None:
+        return "-"
+    if key == "setting":
+        return str(value)
+    if key in ("fractions", "nfe"):
+        return " : ".join(f"{v:g}" for v in value)
+    if key in TIMES:
+        return f"{value * 1000:.2f} ms" if (unit or time_unit([value])) == "ms" else f"{value:.4g} s"
+    if key in ("speedup", "speedup_p25", "speedup_p75"):
+        return f"{value:.2f}x"
+    if key == "timing_flag":
+        return str(value)
+    value_spec = metrics.values().get(key)
+    return value_spec.fmt(value) if value_spec is not None else f"{value:.2f}"
+
+
+def add_speedups(rows, within=lambda row: row.get("setting")):
+    """Each row's speedup against the row of the last member alone with the same ``within`` (e.g. the setting of a
+    multirun over solvers), where the row has none measured in its own run; None without such a row."""
+    for r in rows:
+        if r.get("speedup") is not None or not r.get("s_per_image"):
+            continue
+        base = next((b for b in rows if within(b) == within(r) and b["fractions"][-1] == 1.0
+                     and b.get("s_per_image")), None)
+        r["speedup"] = base["s_per_image"] / r["s_per_image"] if base else None
+    return rows
+
+
+def write_run(out, rows, names, config, facts, logger_cfg, grids=(), grid_labels=(), title=None, columns=None,
+              plot=True):
+    """What every run writes into its directory ``out`` (the main job's and ``tstitch-generate``'s): the table
+    (``results.{md,csv,jsonl}``, with the paper's column where the config has one), ``run.json`` (members, ``facts``,
+    config), ``grid.png`` of ``grids`` (one row each, ``grid_labels``; ``title`` and ``columns`` as ``image_grid``),
+    the trade-off plot (``plot``) and the W&B run (``logger_cfg``). Returns the paper column's label or None."""
+    from tstitch.jobs import tracking
+
+    label = add_paper(rows, config)
+    write_table(rows, names, out, label)
+    write_json(Path(out) / "run.json", {"members": names, **facts, "config": config})
+    images = []
+    if len(grids):
+        image_grid(grids, Path(out) / "grid.png", list(grid_labels), title=title, columns=columns)
+        images.append(Path(out) / "grid.png")
+    if plot and tradeoff_plot(rows, names, Path(out) / "tradeoff.png", paper_label=label) is not None:
+        images.append(Path(out) / "tradeoff.png")
+    allocations = [r["fractions"] for r in rows]
+    tracking.log_results(tracking.wandb_logger(logger_cfg, out, allocations), config, rows, names, facts, images)
+    return label
+
+
+def lookup(config, dotted):
+    for key in dotted.split("."):
+        config = config.get(key) if isinstance(config, dict) else None
+    return config
+
+
+def add_paper(rows, config):
+    """Put the paper's value beside each row (``row["paper"]``) from the run config's ``paper`` block: the first
+    curve whose ``match`` (dotted config keys) fits the run, at the row's fraction of the first member. Returns
+    the column's label, or None when the config has no paper block."""
+    paper = (config or {}).get("paper")
+    if not paper:
+        return None
+    curve = next((c for c in paper["curves"] if all(lookup(config, k) == v for k, v in c.get("match", {}).items())),
+                 None)
+    for r in rows:
+        if curve is not None:
+            value = next((v for f, v in zip(curve["first"], curve["values"]) if abs(f - r["fractions"][0]) < 1e-6),
+                         None)
+            if value is not None:
+                r["paper"], r["paper_metric"] = value, paper["metric"]
+    return paper.get("label", "paper")
+
+
+def cell(key, row, unit=None):
+    """A markdown cell: the value, and its quartiles in brackets where the row has them (times, speedups)."""
+    text = fmt(key, row.get(key), unit)
+    lo, hi = (row.get(k) for k in SPREADS.get(key, ("", "")))
+    if lo is None or hi is None or lo == hi == row.get(key):  # e.g. the baseline's own speedup, 1 in every round
+        return text
+    if key == "speedup":
+        return f"{text} ({lo:.2f}-{hi:.2f})"
+    scale = 1000 if unit == "ms" else 1
+    return f"{text} ({lo * scale:.{2 if scale == 1000 else 3}f}-{hi * scale:.{2 if scale == 1000 else 3}f})"
+
+
+def markdown(rows, members, paper_label=None):
+    """The table for people: times and speedups with their quartiles in brackets (the CSV and JSON lines have them
+    as their own columns), the timing column only where a row is flagged."""
+    spread_keys = {k for pair in SPREADS.values() for k in pair}
+    cols = [(k, paper_label if k == "paper" and paper_label else h) for k, h in columns()
+            if k not in spread_keys and any(r.get(k) is not None for r in rows)]
+    head = [h.replace("fractions", "fractions (" + " : ".join(members) + ")") for _, h in cols]
+    head = [f"{h} (p25-p75)" if k in SPREADS and any(r.get(SPREADS[k][0]) is not None for r in rows) else h
+            for (k, _), h in zip(cols, head)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(cols)]
+    units = {k: time_unit([r.get(k) for r in rows]) for k in TIMES}  # one unit per column
+    lines += ["| " + " | ".join(cell(k, r, units.get(k)) for k, _ in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_table(rows, members, out_dir, paper_label=None):
+    out_dir = Path(out_dir)
+    (out_dir / "results.md").write_text(markdown(rows, members, paper_label) + "\n")
+    write_jsonl(out_dir / "results.jsonl", rows)
+    keys = [k for k, _ in columns() if any(k in r for r in rows)]
+    with open(out_dir / "results.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(keys)
+        for r in rows:
+            w.writerow([" ".join(map(str, r[k])) if isinstance(r.get(k), list) else r.get(k) for k in keys])
+
+
+def class_names(classes):
+    """The names of a zoo entry's labels from its ``classes`` key (``fashion-mnist``, ``imagenet-1k``), or None."""
+    if classes == "fashion-mnist":
+        from torchvision.datasets import FashionMNIST
+
+        return list(FashionMNIST.classes)
+    if classes == "imagenet-1k":  # the first of each class's synonyms
+        from torchvision.models import ResNet50_Weights
+
+        return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+    return None
+
+
+def column_labels(labels, classes=None, prompts=None):
+    """A grid's column labels: the prompts (``labels`` index ``prompts`` or are the texts), else the class names
+    of ``classes`` (see ``class_names``), else the class numbers."""
+    labels = [v.item() if hasattr(v, "item") else v for v in labels]
+    if prompts is not None or any(isinstance(v, str) for v in labels):
+        return [v if isinstance(v, str) else prompts[int(v)] for v in labels]
+    names = class_names(classes)
+    return [names[int(v)] if names and int(v) < len(names) else f"class {int(v)}" for v in labels]
+
+
+def image_grid(grids, path, labels=None, title=None, columns=None):
+    """One row per allocation (the same seeds in every column) from uint8 NCHW tensors, as a PNG: ``labels`` on
+    the left of the rows, a header row above them: ``title`` (e.g. which member is which) and ``columns`` (one label
+    per column: class names or prompts, see ``column_labels``). Returns the (closed) figure."""
+    rows = [np.concatenate(list(g.permute(0, 2, 3, 1).numpy()), axis=1) for g in grids]
+    width = max(r.shape[1] for r in rows)
+    img = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
+    h, cell = rows[0].shape[0], grids[0].shape[-1]
+    dpi, scale, size = 100, 2.5 if h < 64 else 1.0, 7  # small images drawn larger; font size in points
+    inch = scale / dpi  # inches per image pixel
+    names = []
+    if columns:  # wrapped to the column's width (about 0.6 em per character), at most three lines
+        chars = max(6, int(cell * inch * 72 / (0.6 * size)))
+        names = ["\n".join(textwrap.wrap(str(c), chars)[:3]) for c in columns]
+    header = (0.3 if title else 0.0) + (max(n.count("\n") + 1 for n in names) * size * 1.4 / 72 if names else 0.0)
+    left, fig_w, fig_h = 1.2, 1.2 + img.shape[1] * inch + 0.1, header + img.shape[0] * inch + 0.1
+    fig = plt.figure(figsize=(fig_w, fig_h), dpi=dpi)
+    ax = fig.add_axes([left / fig_w, 0.05 / fig_h, img.shape[1] * inch / fig_w, img.shape[0] * inch / fig_h])
+    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.xaxis.set_ticks_position("top")
+    ax.set_xticks([cell * (j + 0.5) for j in range(len(names))], names, fontsize=size)
+    ax.set_yticks([h * (i + 0.5) for i in range(len(rows))], labels or [""] * len(rows), fontsize=size + 1)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    if title:
+        fig.text(0.5, 1 - 0.05 / fig_h, title, ha="center", va="top", fontsize=size + 1)
+    fig.savefig(path)
+    plt.close(fig)
+    return fig
+
+
+# label positions tried around a point, in points: (dx, dy, horizontal, vertical alignment)
+OFFSETS = [(4, 3, "left", "bottom"), (4, -3, "left", "top"), (-4, 3, "right", "bottom"), (-4, -3, "right", "top"),
+           (0, 7, "center", "bottom"), (0, -7, "center", "top"), (7, 0, "left", "center"), (-7, 0, "right", "center")]
+
+
+def place_labels(ax, points, texts, fontsize=6):
+    """Label data ``points`` with ``texts`` where a label overlaps no other label and no point and stays inside
+    the axes (the first free position of ``OFFSETS``); a label with no free position is left out. Call it after
+    the figure's layout is final. Returns the placed annotations."""
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    r = 2.5 * ax.figure.dpi / 72  # a marker's radius in pixels
+    taken = [Bbox.from_extents(x - r, y - r, x + r, y + r) for x, y in ax.transData.transform(points)]
+    placed = []
+    for point, text in zip(points, texts):
+        for dx, dy, ha, va in OFFSETS:
+            a = ax.annotate(text, point, textcoords="offset points", xytext=(dx, dy), ha=ha, va=va,
+                            fontsize=fontsize)
+            box = a.get_window_extent(renderer).padded(1)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(t) for t in taken):
+                taken.append(box)
+                placed.append(a)
+                break
+            a.remove()
+    return placed
+
+
+def _x(row):
+    """Where a row sits on the fraction axis: the share of the steps before the last member (two members: the
+    fraction of the first)."""
+    return round(1 - row["fractions"][-1], 6)
+
+
+def _y(row, q, scale):
+    return row["s_per_image"] * scale if q == "s_per_image" else row[q]
+
+
+def time_bars(rows, scale):
+    """Error bars of the rows' times (their quartiles over the timing rounds) for matplotlib, or None when a row
+    has no spread recorded (older runs)."""
+    lo, hi = SPREADS["s_per_image"]
+    if not rows or any(r.get(lo) is None or r.get(hi) is None for r in rows):
+        return None
+    return [[(r["s_per_image"] - r[lo]) * scale for r in rows], [(r[hi] - r["s_per_image"]) * scale for r in rows]]
+
+
+def tradeoff_plot(rows, members, path, qualities=None, paper_label=None):
+    """One row of two panels per quality metric: the metric against the fraction of the steps before the last
+    member (no timing noise in it; the paper's curve dashed beside ours) and against the measured time per image
+    (points labelled with their fraction where the labels fit). One colour per setting (e.g. solver and steps of a
+    multirun); the last member alone is a star. Without a quality metric, or when the paper's values are times, a
+    panel of time against the fraction. Returns the (closed) figure, or None when no row has anything to plot."""
+    settings = list(dict.fromkeys(r.get("setting") for r in rows))
+    metric = next((r["paper_metric"] for r in rows if r.get("paper") is not None), None)
+    if qualities is None:  # every metric value that is a quality (not a spread), in the metrics' order
+        qualities = [k for k, v in metrics.values().items() if v.plot]
+    qualities = [q for q in qualities if any(r.get(q) is not None for r in rows)]
+    timed = [r for r in rows if r.get("s_per_image") is not None]
+    panels = qualities + (["s_per_image"] if timed and (not qualities or metric == "s_per_image") else [])
+    if not panels:
+        return None
+    unit = time_unit([r["s_per_image"] for r in timed])
+    scale = 1000 if unit == "ms" else 1
+    paper_panel = metric if metric in panels else panels[0] if metric is not None else None
+    fig, axes = plt.subplots(len(panels), 2, figsize=(9.5, 3.4 * len(panels)), dpi=120, squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    labels = {}  # time panel -> (points, texts) of every setting, placed together once the layout is final
+    for (left, right), q in zip(axes, panels):
+        name = f"{unit} per image" if q == "s_per_image" else axis(q)
+        paper_ax = None if q != paper_panel else left if metric == q else left.twinx()  # FD vs FID: own axis
+        for k, st in enumerate(settings):
+            color = colors[k % len(colors)]
+            have = sorted((r for r in rows if r.get("setting") == st and r.get(q) is not None), key=_x)
+            left.errorbar([_x(r) for r in have], [_y(r, q, scale) for r in have],
+                          yerr=time_bars(have, scale) if q == "s_per_image" else None,
+                          fmt="o-" if len(members) == 2 else "o", color=color, ms=4, capsize=2, label=st)
+            alone = [r for r in have if r["fractions"][-1] == 1]
+            left.plot([_x(r) for r in alone], [_y(r, q, scale) for r in alone], "*", color=color, ms=11, mec="k",
+                      mew=0.5, label=f"{members[-1]} alone" if k == 0 and alone else None)
+            if paper_ax is not None:
+                ours = [r for r in have if r.get("paper") is not None]
+                paper = [r["paper"] * (scale if metric == "s_per_image" else 1) for r in ours]
+                paper_ax.plot([_x(r) for r in ours], paper, "s--", color=color, ms=3, alpha=0.6,
+                              label=f"{paper_label or 'paper'} (dashed)" if k == 0 else None)
+            if q == "s_per_image":
+                continue
+            have = [r for r in have if r.get("s_per_image") is not None]
+            right.errorbar([r["s_per_image"] * scale for r in have], [r[q] for r in have],
+                           xerr=time_bars(have, scale), fmt="o", color=color, ms=4, capsize=2, label=st)
+            alone = [r for r in have if r["fractions"][-1] == 1]
+            right.plot([r["s_per_image"] * scale for r in alone], [r[q] for r in alone], "*", color=color, ms=11,
+                       mec="k", mew=0.5)
+            points, texts = labels.setdefault(right, ([], []))
+            points += [(r["s_per_image"] * scale, r[q]) for r in have]
+            texts += [fmt("fractions", r["fractions"][:1] if len(members) == 2 else r["fractions"]) for r in have]
+        left.set_xlabel(f"fraction of steps on {members[0]}" if len(members) == 2
+                        else f"fraction of steps before {members[-1]}")
+        left.set_ylabel(name if paper_ax in (None, left) else f"ours (solid): {name}")
+        handles, texts = left.get_legend_handles_labels()
+        if paper_ax not in (None, left):
+            paper_ax.set_ylabel(f"{paper_label or 'paper'} (dashed)", fontsize=8)
+            handles, texts = [a + b for a, b in zip((handles, texts), paper_ax.get_legend_handles_labels())]
+        left.legend(handles, texts, fontsize=6)
+        left.grid(alpha=0.3)
+        if q == "s_per_image":
+            right.remove()
+            continue
+        right.set_xlabel(f"{unit} per image (measured)")  # bars: the quartiles of the timing rounds
+        right.set_ylabel(name)
+        right.grid(alpha=0.3)
+    shown = f"fraction of {members[0]}" if len(members) == 2 else "fractions"
+    fig.suptitle(f"T-Stitch {' -> '.join(members)}: against the fraction (left) and the measured time (right, "
+                 f"labels: {shown})", fontsize=9)
+    fig.tight_layout()
+    for ax, (points, texts) in labels.items():
+        place_labels(ax, points, texts)
+    fig.savefig(path)
+    plt.close(fig)
+    return fig
+
+
+def frontier_plot(candidates, confirmed, quality, members, path):
+    """Allocation search: every candidate at its predicted time and small-set quality, their Pareto front, and
+    the front confirmed on the larger seed set at measured time. Returns the (closed) figure."""
+    unit = time_unit([r["predicted_s_per_image"] for r in candidates] + [r["s_per_image"] for r in confirmed])
+    scale = 1000 if unit == "ms" else 1
+    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
+    ax.scatter([r["predicted_s_per_image"] * scale for r in candidates], [r[quality] for r in candidates], s=10,
+               color="0.6", label="candidates (predicted time)")
+    front = sorted((r for r in candidates if r["front"]), key=lambda r: r["predicted_s_per_image"])
+    ax.plot([r["predicted_s_per_image"] * scale for r in front], [r[quality] for r in front], "o-", ms=4,
+            color="tab:blue", label="front (small seed set)")
+    final = sorted(confirmed, key=lambda r: r["s_per_image"])
+    ax.errorbar([r["s_per_image"] * scale for r in final], [r[quality] for r in final],
+                xerr=time_bars(final, scale), fmt="s--", ms=4, color="tab:red", capsize=2,
+                label="confirmed (measured time, p25-p75)")
+    ax.set_xlabel(f"{unit} per image")
+    ax.set_ylabel(axis(quality))
+    ax.set_title(f"allocations of {' : '.join(members)}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    place_labels(ax, [(r["s_per_image"] * scale, r[quality]) for r in final],
+                 [fmt("fractions", r["fractions"]) for r in final])
+    fig.savefig(path)
+    plt.close(fig)
+    return fig
