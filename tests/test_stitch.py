@@ -115,7 +115,7 @@ def test_plan_blocks_and_three_members():
     ts = grid(Schedule("linear"), 10)[0].tolist()
     assert plan([0.2, 0.3, 0.5], ts) == [0, 0, 1, 1, 1, 2, 2, 2, 2, 2]
     assert plan([0.2, 0.3, 0.5], ts, rule="official") == [0, 0, 1, 1, 1, 2, 2, 2, 2, 2]
-    with pytest.raises(ConfigError, match="'steps' or 'official'"):
+    with pytest.raises(ConfigError, match="use one of steps, official, reverse"):
         plan([0.5, 0.5], ts, rule="timestep")
 
 

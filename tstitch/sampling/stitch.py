@@ -63,13 +63,29 @@ def plan(fractions, timesteps, rule="steps", num_timesteps=1000, loop=None):
         the small member at loop index i iff (i + 1) / length <= r. A step of several loop iterations (Heun's
         two calls, PNDM's warm-up) goes where its first iteration goes, so it is never split.
 
+    The other trajectory schedules of the paper's Table 7 (each a fixed plan, the same for every batch and run):
+      * ``rule="reverse"``: the blocks of ``steps`` in reverse member order (the last member first: "large to
+        small").
+      * ``rule="interleave"``: the same step counts as ``steps``, spread evenly over the trajectory (each step to
+        the member furthest behind its share so far, ties to the earlier member; at 0.5 : 0.5, S, L, S, L, ...).
+      * ``rule="decreasing"`` (two members): step i runs member 0 with a probability falling linearly over the
+        steps, with mean ``fractions[0]`` (from 1 to 0 at 0.5 : 0.5, the paper's "decreasing probability"); the
+        draws come from a fixed generator (``PLAN_SEED``), so the plan is data, not chance per batch, and the
+        NFE per member are what the draws gave (close to, not exactly, N x fraction).
+
     ``fractions`` as ``check_fractions`` returns them (they are checked once, where they enter: the config's
     schema, ``tstitch.sample``).
     """
     fractions = [float(f) for f in fractions]
     timesteps = [float(t) for t in timesteps]
-    if rule == "steps":
-        return [k for k, n in enumerate(allocate(fractions, len(timesteps))) for _ in range(n)]
+    if rule in ("steps", "reverse"):
+        counts = allocate(fractions, len(timesteps))
+        order = range(len(counts)) if rule == "steps" else reversed(range(len(counts)))
+        return [k for k in order for _ in range(counts[k])]
+    if rule == "interleave":
+        return interleave(allocate(fractions, len(timesteps)))
+    if rule == "decreasing":
+        return decreasing(fractions, len(timesteps))
     if rule == "official" and loop is not None:
         if len(fractions) != 2:
             raise ConfigError(f"rule=official for Stable Diffusion is TStitchSD's two-member rule, not for "
@@ -81,7 +97,36 @@ def plan(fractions, timesteps, rule="steps", num_timesteps=1000, loop=None):
     if rule == "official":
         cum = np.cumsum(np.asarray(fractions, dtype=np.float32))
         return [next((k for k, c in enumerate(cum) if 1 - t / num_timesteps <= c), len(cum) - 1) for t in timesteps]
-    raise ConfigError(f"unknown stitch rule {rule!r}; use 'steps' or 'official'")
+    raise ConfigError(f"unknown stitch rule {rule!r}; use one of {', '.join(RULES)}")
+
+
+RULES = ("steps", "official", "reverse", "interleave", "decreasing")  # plan's rules (stitch.rule)
+PLAN_SEED = 0  # the generator of rule="decreasing"'s draws
+
+
+def interleave(counts):
+    """Member per step for step ``counts`` spread evenly: step i goes to the member whose share of the steps so far
+    is furthest behind its share of the whole (ties to the earlier member)."""
+    n, done, out = sum(counts), [0] * len(counts), []
+    for i in range(n):
+        k = max(range(len(counts)), key=lambda m: (counts[m] * (i + 1) / n - done[m], -m) if done[m] < counts[m]
+                else (-math.inf, -m))
+        done[k] += 1
+        out.append(k)
+    return out
+
+
+def decreasing(fractions, steps):
+    """Two members: member 0 at step i with probability p_i, linear in i from ``a`` to ``b`` with mean
+    ``fractions[0]`` (a = min(1, 2 r), b = 2 r - a), drawn from ``numpy.random.default_rng(PLAN_SEED)``."""
+    if len(fractions) != 2:
+        raise ConfigError(f"stitch.rule=decreasing is a two-member schedule, not for {len(fractions)} members; use "
+                          "stitch.rule=steps or interleave")
+    r = fractions[0]
+    a = min(1.0, 2 * r)
+    p = np.linspace(a, 2 * r - a, steps) if steps > 1 else np.array([r])
+    draws = np.random.default_rng(PLAN_SEED).random(steps)
+    return [0 if u < q else 1 for u, q in zip(draws, p)]
 
 
 def check_compatible(members):
