@@ -7,19 +7,22 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from tstitch.errors import ConfigError
 from tstitch.models.checkpoints import save_state_dict
 from tstitch.models.codecs import from_uint8
 from tstitch.sampling import gaussian
 
 
-def diffusion_loss(net, x0, y, chain, generator=None):
+def diffusion_loss(net, x0, y, chain, generator=None, timesteps=None):
     """ADM's loss for an eps-predicting net with learned-range variance (Nichol & Dhariwal 2021, sec. 3.1).
 
     The MSE trains eps; the variational bound trains the variance only (the mean is detached inside it).
-    Returns the per-example loss and its two parts.
+    ``timesteps``: ``(lo, hi)`` to train on t uniform in lo ... hi - 1 only (T-Stitch's fine-tuning at the stitched
+    interval, paper Table 6), None for all timesteps. Returns the per-example loss and its two parts.
     """
     n = x0.shape[0]
-    t = torch.randint(0, len(chain["abar"]), (n,), device=x0.device, generator=generator)
+    lo, hi = timesteps or (0, len(chain["abar"]))
+    t = torch.randint(lo, hi, (n,), device=x0.device, generator=generator)
     noise = torch.randn(x0.shape, device=x0.device, generator=generator)
     abar = chain["abar"].to(x0.device)[t].float().view(-1, *[1] * (x0.ndim - 1))
     xt = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
@@ -39,20 +42,33 @@ def diffusion_loss(net, x0, y, chain, generator=None):
     return mse + vb, mse, vb
 
 
+def interval(timesteps, num_timesteps):
+    """``(lo, hi)`` from the config's ``timesteps`` (``[lo, hi]``: train on lo ... hi - 1), None for all of
+    0 ... ``num_timesteps`` - 1; a range outside them is one ConfigError line."""
+    if timesteps is None:
+        return None
+    lo, hi = (int(v) for v in timesteps)
+    if not 0 <= lo < hi <= num_timesteps:
+        raise ConfigError(f"timesteps=[{lo},{hi}] is not a range of this model's timesteps: give [lo,hi] with "
+                          f"0 <= lo < hi <= {num_timesteps} (training draws t in lo ... hi - 1)")
+    return lo, hi
+
+
 class DiffusionTraining(L.LightningModule):
-    def __init__(self, net, chain, lr=6e-4, warmup=500, ema_decay=0.9995, weight_decay=0.0):
+    def __init__(self, net, chain, lr=6e-4, warmup=500, ema_decay=0.9995, weight_decay=0.0, timesteps=None):
         super().__init__()
         self.net = net
         self.ema = {}
         self.chain = chain
         self.lr, self.warmup, self.ema_decay, self.weight_decay = lr, warmup, ema_decay, weight_decay
+        self.timesteps = timesteps
 
     def on_fit_start(self):
         self.ema = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
 
     def training_step(self, batch, _):
         x, y = batch
-        loss, mse, vb = diffusion_loss(self.net, from_uint8(x), y, self.chain)
+        loss, mse, vb = diffusion_loss(self.net, from_uint8(x), y, self.chain, timesteps=self.timesteps)
         self.log_dict({"loss": loss.mean(), "mse": mse.mean(), "vb": vb.mean()}, on_step=True, prog_bar=True)
         return loss.mean()
 
@@ -93,14 +109,15 @@ class Snapshots(L.Callback):
 
 
 def fit(net, chain, data, *, steps, batch_size, lr, warmup, ema_decay, seed, out_dir, snapshot_every=2000,
-        accelerator="cpu", progress=True, meta=None):
-    """Train ``net`` on ``data`` = (uint8 images, labels) and write EMA snapshots to ``out_dir``."""
+        accelerator="cpu", progress=True, meta=None, timesteps=None):
+    """Train ``net`` on ``data`` = (uint8 images, labels) and write EMA snapshots to ``out_dir``; ``timesteps``
+    as ``diffusion_loss`` takes it. A ``net`` that holds weights already is fine-tuned (its EMA starts from them)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(seed, workers=True)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*data), batch_size=batch_size,
                                          shuffle=True, drop_last=True, num_workers=0)
-    module = DiffusionTraining(net, chain, lr=lr, warmup=warmup, ema_decay=ema_decay)
+    module = DiffusionTraining(net, chain, lr=lr, warmup=warmup, ema_decay=ema_decay, timesteps=timesteps)
     trainer = L.Trainer(max_steps=steps, accelerator=accelerator, devices=1,
                         logger=L.pytorch.loggers.CSVLogger(out_dir), enable_checkpointing=False,
                         log_every_n_steps=100, callbacks=[Snapshots(out_dir, snapshot_every, dict(meta or {}))],
