@@ -293,7 +293,7 @@ def test_readme_example_runs_as_written(cluster):
     """The README's "Try SLURM on one machine" block, run by bash from a directory like the repository root (its
     .venv and slurm/): the start line finds the fixture's cluster running and points the shell at it; the preset
     multirun is one job array; the array template's three tasks complete; both report."""
-    block = re.search(r"### Try SLURM on one machine\n.*?```bash\n(.*?)```", (ROOT / "README.md").read_text(),
+    block = re.search(r"## Try SLURM on one machine\n.*?```bash\n(.*?)```", (ROOT / "docs/slurm.md").read_text(),
                       re.S).group(1)
     for name in (".venv", "slurm"):
         (cluster.work / name).symlink_to(Path(sys.executable).parents[1] if name == ".venv" else ROOT / name)
