@@ -1,4 +1,4 @@
-"""Outputs of a sweep: the table (markdown, CSV, JSON lines), an image grid and the speed-quality plot."""
+"""Outputs of a sweep: the table (markdown, CSV, JSON lines, LaTeX), an image grid and the speed-quality plot."""
 import csv
 import textwrap
 from pathlib import Path
@@ -18,12 +18,65 @@ BEFORE = [("setting", "setting"), ("fractions", "fractions"), ("nfe", "NFE per m
           ("predicted_s_per_image", "predicted s/image"), ("speedup", "speedup"), ("speedup_p25", "speedup p25"),
           ("speedup_p75", "speedup p75"), ("timing_flag", "timing")]  # then the metrics', then the paper
 SPREADS = {"s_per_image": ("s_per_image_p25", "s_per_image_p75"), "speedup": ("speedup_p25", "speedup_p75")}
+LISTS = {"fractions": "fraction", "nfe": "nfe"}  # a row's per-member lists -> their flat columns' prefix
+RESULT_FILES = ("results.md", "results.csv", "results.jsonl", "results.tex", "run.json", "manifest.json")
 
 
 def columns():
     """(key, label) of every table column: the run's own, each metric's values (``tstitch.metrics.values``), the
     paper's."""
     return [*BEFORE, *((v.key, v.label) for v in metrics.values().values()), ("paper", "paper")]
+
+
+def spreads():
+    """``{key: (low key, high key)}`` of every value shown with its interval: times and speedups (quartiles of the
+    timing rounds), metric values with a ``spread`` (the FD/FID bootstrap's p5-p95)."""
+    return {**SPREADS, **{k: v.spread for k, v in metrics.values().items() if v.spread}}
+
+
+def spread_label(key):
+    """``p25-p75`` or ``p5-p95``: what a value's interval is, from its ends' keys."""
+    lo, hi = spreads()[key]
+    return f"{lo.rsplit('_', 1)[1]}-{hi.rsplit('_', 1)[1]}"
+
+
+def member_names(members, rows):
+    """The names of the flat per-member columns: ``members``, ``member<k>`` beyond them (rows with more fractions),
+    ``<name>#<k>`` where two members have the same name."""
+    n = max([len(members or [])] + [len(r.get("fractions") or []) for r in rows])
+    names = [*(members or [])[:n], *(f"member{k}" for k in range(len(members or []), n))]
+    return [f"{m}#{k}" if names.count(m) > 1 else m for k, m in enumerate(names)]
+
+
+def flat(row, names):
+    """``row`` with its lists as one column per member (CSV and W&B): ``fraction_<name>``, ``nfe_<name>``, in the
+    lists' place; a member a list does not reach is None."""
+    out = {}
+    for k, v in row.items():
+        if k in LISTS and isinstance(v, list):
+            out.update({f"{LISTS[k]}_{m}": v[i] if i < len(v) else None for i, m in enumerate(names)})
+        else:
+            out[k] = v
+    return out
+
+
+def unflat(row):
+    """The inverse of ``flat``: (the row with its lists back, the members' names from its ``fraction_`` columns, in
+    their order). A list whose columns are all None (or absent) is left out."""
+    out, lists, names = {}, {}, []
+    prefixes = {p: k for k, p in LISTS.items()}
+    for k, v in row.items():
+        prefix, _, name = k.partition("_")
+        if prefix in prefixes and name:
+            lists.setdefault(prefixes[prefix], []).append(v)
+            names += [name] if prefix == LISTS["fractions"] else []
+        else:
+            out[k] = v
+    for k, values in lists.items():
+        values = [v for v in values if v is not None]
+        if values:
+            out[k] = values
+    return {k: out[k] for k in [*LISTS, *out] if k in out}, names
 
 
 def axis(key):
@@ -74,9 +127,10 @@ def add_speedups(rows, within=lambda row: row.get("setting")):
 def write_run(out, rows, names, config, facts, logger_cfg, grids=(), grid_labels=(), title=None, columns=None,
               plot=True):
     """What every run writes into its directory ``out`` (the main job's and ``tstitch-generate``'s): the table
-    (``results.{md,csv,jsonl}``, with the paper's column where the config has one), ``run.json`` (members, ``facts``,
-    config), ``grid.png`` of ``grids`` (one row each, ``grid_labels``; ``title`` and ``columns`` as ``image_grid``),
-    the trade-off plot (``plot``) and the W&B run (``logger_cfg``). Returns the paper column's label or None."""
+    (``results.{md,csv,jsonl,tex}``, with the paper's column where the config has one), ``run.json`` (members,
+    ``facts``, config), ``grid.png`` of ``grids`` (one row each, ``grid_labels``; ``title`` and ``columns`` as
+    ``image_grid``), the trade-off plot (``plot``) and the W&B run (``logger_cfg``; with the files as artifacts,
+    samples.npz where there is one, see ``tracking``). Returns the paper column's label or None."""
     from tstitch.jobs import tracking
 
     label = add_paper(rows, config)
@@ -89,7 +143,8 @@ def write_run(out, rows, names, config, facts, logger_cfg, grids=(), grid_labels
     if plot and tradeoff_plot(rows, names, Path(out) / "tradeoff.png", paper_label=label) is not None:
         images.append(Path(out) / "tradeoff.png")
     allocations = [r["fractions"] for r in rows]
-    tracking.log_results(tracking.wandb_logger(logger_cfg, out, allocations), config, rows, names, facts, images)
+    tracking.log_results(tracking.wandb_logger(logger_cfg, out, allocations), config, rows, names, facts, images,
+                         {"results": [Path(out) / f for f in RESULT_FILES], "samples": [Path(out) / "samples.npz"]})
     return label
 
 
@@ -117,43 +172,134 @@ def add_paper(rows, config):
     return paper.get("label", "paper")
 
 
-def cell(key, row, unit=None):
-    """A markdown cell: the value, and its quartiles in brackets where the row has them (times, speedups)."""
-    text = fmt(key, row.get(key), unit)
-    lo, hi = (row.get(k) for k in SPREADS.get(key, ("", "")))
+def interval(key, row, unit=None):
+    """The ends of ``row``'s interval of ``key`` as text (``spreads``: quartiles of times and speedups, the FD/FID
+    bootstrap's p5-p95), or None where the row has none."""
+    lo, hi = (row.get(k) for k in spreads().get(key, ("", "")))
     if lo is None or hi is None or lo == hi == row.get(key):  # e.g. the baseline's own speedup, 1 in every round
-        return text
+        return None
+    if key in TIMES:
+        scale = 1000 if unit == "ms" else 1
+        return [f"{v * scale:.{2 if scale == 1000 else 3}f}" for v in (lo, hi)]
     if key == "speedup":
-        return f"{text} ({lo:.2f}-{hi:.2f})"
-    scale = 1000 if unit == "ms" else 1
-    return f"{text} ({lo * scale:.{2 if scale == 1000 else 3}f}-{hi * scale:.{2 if scale == 1000 else 3}f})"
+        return [f"{v:.2f}" for v in (lo, hi)]
+    return [metrics.values()[key].fmt(v) for v in (lo, hi)]
+
+
+def cell(key, row, unit=None):
+    """A markdown cell: the value, and its interval in brackets where the row has one (``interval``)."""
+    text, ends = fmt(key, row.get(key), unit), interval(key, row, unit)
+    return text if ends is None else f"{text} ({ends[0]}-{ends[1]})"
 
 
 def markdown(rows, members, paper_label=None):
-    """The table for people: times and speedups with their quartiles in brackets (the CSV and JSON lines have them
-    as their own columns), the timing column only where a row is flagged."""
-    spread_keys = {k for pair in SPREADS.values() for k in pair}
-    cols = [(k, paper_label if k == "paper" and paper_label else h) for k, h in columns()
-            if k not in spread_keys and any(r.get(k) is not None for r in rows)]
+    """The table for people: times, speedups and FD/FID with their intervals in brackets (the CSV and JSON lines
+    have them as their own columns), the timing column only where a row is flagged."""
+    cols = shown(rows, paper_label)
     head = [h.replace("fractions", "fractions (" + " : ".join(members) + ")") for _, h in cols]
-    head = [f"{h} (p25-p75)" if k in SPREADS and any(r.get(SPREADS[k][0]) is not None for r in rows) else h
-            for (k, _), h in zip(cols, head)]
+    head = [f"{h} ({spread_label(k)})" if spread_shown(k, rows) else h for (k, _), h in zip(cols, head)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(cols)]
     units = {k: time_unit([r.get(k) for r in rows]) for k in TIMES}  # one unit per column
     lines += ["| " + " | ".join(cell(k, r, units.get(k)) for k, _ in cols) + " |" for r in rows]
     return "\n".join(lines)
 
 
+def spread_shown(key, rows):
+    """Whether a column's header names its interval: some row has the interval's low end."""
+    return key in spreads() and any(r.get(spreads()[key][0]) is not None for r in rows)
+
+
+def shown(rows, paper_label=None):
+    """(key, label) of the columns a table for people shows: those some row has, intervals in their value's cell."""
+    ends = {k for pair in spreads().values() for k in pair}
+    return [(k, paper_label if k == "paper" and paper_label else h) for k, h in columns()
+            if k not in ends and any(r.get(k) is not None for r in rows)]
+
+
 def write_table(rows, members, out_dir, paper_label=None):
+    """The table of ``rows`` (``members``: the names of the fractions' members) in ``out_dir``: results.md (for
+    people), results.jsonl (the rows as they are: ``fractions`` and ``nfe`` lists), results.csv (numbers only: one
+    column per member for the fractions and the NFE, ``fraction_<member>``, ``nfe_<member>``; every interval end
+    its own column) and results.tex (``latex``)."""
     out_dir = Path(out_dir)
     (out_dir / "results.md").write_text(markdown(rows, members, paper_label) + "\n")
+    (out_dir / "results.tex").write_text(latex(rows, members, paper_label))
     write_jsonl(out_dir / "results.jsonl", rows)
+    names = member_names(members, rows)
     keys = [k for k, _ in columns() if any(k in r for r in rows)]
+    keys = [c for k in keys for c in ([f"{LISTS[k]}_{m}" for m in names] if k in LISTS else [k])]
     with open(out_dir / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(keys)
         for r in rows:
-            w.writerow([" ".join(map(str, r[k])) if isinstance(r.get(k), list) else r.get(k) for k in keys])
+            r = flat(r, names)
+            w.writerow([r.get(k) for k in keys])
+
+
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+                 "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def tex(text):
+    """``text`` with LaTeX's special characters escaped (``_``, ``%``, ``&``, ...), for a member's name, say."""
+    return "".join(LATEX_SPECIAL.get(c, c) for c in str(text))
+
+
+def latex(rows, members, paper_label=None):
+    """The table as a booktabs ``tabular`` for a paper (``\\input{results.tex}`` in a ``table``; needs
+    ``\\usepackage{booktabs}``): a column per member for the fractions and for the NFE (grouped under one header
+    each), then the columns of ``markdown`` (times in one unit per column, named in the header), each value with
+    its interval in brackets (quartiles of the timing rounds, the FD/FID bootstrap's p5-p95)."""
+    names = member_names(members, rows)
+    cols = [(k, h) for k, h in shown(rows, paper_label) if k not in ("timing_flag", "paper")]
+    cols += [(k, h) for k, h in shown(rows, paper_label) if k == "paper"]  # the paper's column last
+    units = {k: time_unit([r.get(k) for r in rows]) for k in TIMES}
+    head, groups, spec = [], [], []
+    for k, h in cols:
+        if k in LISTS:
+            groups.append((len(head) + 1, len(head) + len(names), "fraction of steps" if k == "fractions" else h))
+            head += [tex(m) for m in names]
+            spec += ["r"] * len(names)
+            continue
+        label = h.replace("s/image", f"{units[k]}/image") if k in TIMES else h
+        head.append(tex(label) + (f" ({spread_label(k)})" if spread_shown(k, rows) else ""))
+        spec.append("l" if k == "setting" else "r")
+
+    def cells(r):
+        out = []
+        for k, _ in cols:
+            if k in LISTS:
+                values = (r.get(k) or [])[:len(names)]
+                out += [f"{v:g}" for v in values] + ["--"] * (len(names) - len(values))
+                continue
+            value, ends = r.get(k), interval(k, r, units.get(k))
+            if value is None:
+                out.append("--")
+                continue
+            text = tex(fmt(k, value, units.get(k)))
+            if k in TIMES:  # the unit is in the header
+                text = text.removesuffix(f" {units[k]}")
+            elif k == "speedup":
+                text = text.removesuffix("x") + r"$\times$"
+            out.append(text + (f" ({tex(ends[0])}--{tex(ends[1])})" if ends else ""))
+        return out
+
+    lines = [f"% T-Stitch {' : '.join(names)}, written by tstitch (tstitch.jobs.report.latex)",
+             "\\begin{tabular}{" + "".join(spec) + "}", "\\toprule"]
+    if groups:
+        top = []
+        for k in range(1, len(head) + 1):
+            g = next((g for g in groups if g[0] == k), None)
+            if g is not None:
+                top.append(f"\\multicolumn{{{g[1] - g[0] + 1}}}{{c}}{{{tex(g[2])}}}")
+            elif not any(g[0] <= k <= g[1] for g in groups):
+                top.append("")
+        lines.append(" & ".join(top) + " \\\\")
+        lines.append(" ".join(f"\\cmidrule(lr){{{a}-{b}}}" for a, b, _ in groups))
+    lines += [" & ".join(head) + " \\\\", "\\midrule"]
+    lines += [" & ".join(cells(r)) + " \\\\" for r in rows]
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines) + "\n"
 
 
 def class_names(classes):
@@ -258,12 +404,26 @@ def time_bars(rows, scale):
     return [[(r["s_per_image"] - r[lo]) * scale for r in rows], [(r[hi] - r["s_per_image"]) * scale for r in rows]]
 
 
+def interval_lines(ax, xs, rows, key, color, label=None):
+    """Each row's interval of the metric value ``key`` (the FD/FID bootstrap's p5-p95) as a vertical line at its
+    x in ``xs``, its ends as they are: a bootstrap interval can lie above its value (``tstitch.metrics.fd_bootstrap``),
+    which an error bar around the value could not show. Returns the lines, or None when no row has an interval."""
+    lo, hi = getattr(metrics.values().get(key), "spread", None) or (None, None)  # times have their error bars
+    have = [(x, r[lo], r[hi]) for x, r in zip(xs, rows) if lo and r.get(lo) is not None and r.get(hi) is not None]
+    if not have:
+        return None
+    x, low, high = zip(*have)
+    return ax.vlines(x, low, high, color=color, lw=1.5, alpha=0.45, label=label)
+
+
 def tradeoff_plot(rows, members, path, qualities=None, paper_label=None):
     """One row of two panels per quality metric: the metric against the fraction of the steps before the last
     member (no timing noise in it; the paper's curve dashed beside ours) and against the measured time per image
     (points labelled with their fraction where the labels fit). One colour per setting (e.g. solver and steps of a
-    multirun); the last member alone is a star. Without a quality metric, or when the paper's values are times, a
-    panel of time against the fraction. Returns the (closed) figure, or None when no row has anything to plot."""
+    multirun); the last member alone is a star. Times carry their quartiles as error bars, FD/FID its bootstrap
+    interval as a vertical line (``interval_lines``). Without a quality metric, or when the paper's values are
+    times, a panel of time against the fraction. Returns the (closed) figure, or None when no row has anything to
+    plot."""
     settings = list(dict.fromkeys(r.get("setting") for r in rows))
     metric = next((r["paper_metric"] for r in rows if r.get("paper") is not None), None)
     if qualities is None:  # every metric value that is a quality (not a spread), in the metrics' order
@@ -288,6 +448,9 @@ def tradeoff_plot(rows, members, path, qualities=None, paper_label=None):
             left.errorbar([_x(r) for r in have], [_y(r, q, scale) for r in have],
                           yerr=time_bars(have, scale) if q == "s_per_image" else None,
                           fmt="o-" if len(members) == 2 else "o", color=color, ms=4, capsize=2, label=st)
+            interval_lines(left, [_x(r) for r in have], have, q, color,
+                           f"{spread_label(q)} (bootstrap over the samples)" if k == 0 and q in spreads() and
+                           q not in SPREADS else None)
             alone = [r for r in have if r["fractions"][-1] == 1]
             left.plot([_x(r) for r in alone], [_y(r, q, scale) for r in alone], "*", color=color, ms=11, mec="k",
                       mew=0.5, label=f"{members[-1]} alone" if k == 0 and alone else None)
@@ -301,6 +464,7 @@ def tradeoff_plot(rows, members, path, qualities=None, paper_label=None):
             have = [r for r in have if r.get("s_per_image") is not None]
             right.errorbar([r["s_per_image"] * scale for r in have], [r[q] for r in have],
                            xerr=time_bars(have, scale), fmt="o", color=color, ms=4, capsize=2, label=st)
+            interval_lines(right, [r["s_per_image"] * scale for r in have], have, q, color)
             alone = [r for r in have if r["fractions"][-1] == 1]
             right.plot([r["s_per_image"] * scale for r in alone], [r[q] for r in alone], "*", color=color, ms=11,
                        mec="k", mew=0.5)

@@ -2,15 +2,30 @@
 with ``wandb sync``), online when ``logger.mode=online``, nothing at all with ``logger=none``.
 
 A run logs its resolved config (``stitch.fractions``: the allocations it ran), one metrics step per allocation, a
-``results`` table (every row field, so that ``tstitch-report`` can rebuild the table from an offline run alone),
-the sample grid and the trade-off plot. It is named by its allocation(s), grouped by its sweep and tagged with its
-experiment and command (``identity``); ``logger.name``, ``logger.group`` and ``logger.tags`` set them by hand.
+``results`` table, the sample grid and the trade-off plot (``wandb.Image``s, under ``grid`` and ``tradeoff``) and
+its files as artifacts. It is named by its allocation(s), grouped by its sweep and tagged with its experiment and
+command (``identity``); ``logger.name``, ``logger.group`` and ``logger.tags`` set them by hand.
+
+The table has a column per field of the rows, numbers as numbers: ``fraction_<member>`` and ``nfe_<member>`` per
+member (``report.flat``), the times and their quartiles, the metrics and their intervals, text for ``setting`` and
+``timing_flag``. ``read_offline`` rebuilds results.jsonl's rows from it (``tstitch-report`` on offline runs alone).
+
+Artifacts (``log_files``): ``results-<run id>`` (type ``results``: results.{md,csv,jsonl,tex}, run.json,
+manifest.json) and ``samples-<run id>`` (type ``samples``: ``tstitch-generate``'s samples.npz). A file of at most
+``COPY_LIMIT`` (100 MiB) is copied into the artifact (staged under ``$WANDB_DATA_DIR``, uploaded by ``wandb sync``);
+a larger one, a 50k sample set say (9.8 GB at 256 x 256), is recorded by reference (``file://<absolute path>``, with
+its MD5, which W&B reads the file once to compute): nothing is copied or uploaded, and the path is only good on the
+file system that holds it.
 """
 import json
 import os
 from pathlib import Path
 
+from tstitch.files import finite
+from tstitch.jobs.report import flat, member_names, unflat
+
 TABLE = "results"
+COPY_LIMIT = 100 * 2**20  # bytes: larger files go into an artifact by reference, not copied
 
 
 def allocation_label(allocations):
@@ -25,7 +40,7 @@ def identity(allocations, hydra=None, env=os.environ):
     ``+experiment=...`` and the command), from Hydra's config of the running job (``HydraConfig.get()``)."""
     from hydra.types import RunMode
 
-    from tstitch.cli import command
+    from tstitch.errors import command
 
     name, group, tags = allocation_label(allocations), None, []
     if hydra is not None:
@@ -74,13 +89,33 @@ def run_config(config, allocations):
 
 
 def cell(value):
-    """A table cell: lists and dicts as JSON text (W&B tables hold scalars)."""
-    return json.dumps(value) if isinstance(value, (list, dict)) else value
+    """A table cell: lists and dicts (no field of today's rows) as JSON text, non-finite numbers as None."""
+    return json.dumps(value) if isinstance(value, (list, dict)) else finite(value)
 
 
-def log_results(logger, config, rows, members, summary=None, images=()):
+def column_type(values):
+    """A W&B column's type from its cells (None allowed in every column): text, flag or number."""
+    present = [v for v in values if v is not None]
+    if any(isinstance(v, str) for v in present):
+        return str
+    return bool if present and all(isinstance(v, bool) for v in present) else float
+
+
+def results_table(rows, members):
+    """The ``wandb.Table`` of ``rows``: one column per field of ``report.flat`` rows, typed (``column_type``)."""
+    import wandb
+
+    names = member_names(members, rows)
+    flats = [flat(r, names) for r in rows]
+    columns = list(dict.fromkeys(k for f in flats for k in f))
+    data = [[cell(f.get(c)) for c in columns] for f in flats]
+    return wandb.Table(columns=columns, data=data, dtype=[column_type(col) for col in zip(*data)] if data else None)
+
+
+def log_results(logger, config, rows, members, summary=None, images=(), files=None, copy_limit=COPY_LIMIT):
     """Log one run: ``config`` (resolved), ``rows`` (one dict per allocation), ``members`` (names, first runs
-    first), ``summary`` (extra run-level values) and ``images`` (paths of PNGs, logged under their stem)."""
+    first), ``summary`` (extra run-level values), ``images`` (paths of PNGs, logged under their stem) and ``files``
+    (``{artifact type: [paths]}``, see ``log_files``)."""
     if logger is None:
         return
     logger.log_hyperparams(config)
@@ -88,18 +123,44 @@ def log_results(logger, config, rows, members, summary=None, images=()):
         logger.log_metrics({"fraction_first": r["fractions"][0],
                             **{k: v for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}},
                            step=step)
-    columns = sorted({k for r in rows for k in r})
-    logger.log_table(TABLE, columns=["members"] + columns,
-                     data=[[json.dumps(members)] + [cell(r.get(k)) for k in columns] for r in rows])
+    logger.experiment.log({TABLE: results_table(rows, members)})
     for path in images:
         if Path(path).exists():
             logger.log_image(Path(path).stem, [str(path)])
+    log_files(logger.experiment, files or {}, copy_limit)
     logger.experiment.summary.update({"members": members, **(summary or {})})
     logger.experiment.finish()
 
 
+def artifact(kind, name, paths, copy_limit=COPY_LIMIT):
+    """A ``wandb.Artifact`` of type ``kind`` holding the existing ``paths``: copied when at most ``copy_limit``
+    bytes, by reference (``file://``) when larger (see the module docstring); None when none exists."""
+    import wandb
+
+    paths = [Path(p) for p in paths if Path(p).is_file()]
+    if not paths:
+        return None
+    a = wandb.Artifact(name, type=kind)
+    for p in paths:
+        if p.stat().st_size <= copy_limit:
+            a.add_file(str(p), name=p.name)
+        else:
+            a.add_reference(p.resolve().as_uri(), name=p.name)
+    return a
+
+
+def log_files(run, files, copy_limit=COPY_LIMIT):
+    """Log ``files`` (``{artifact type: [paths]}``) to the W&B ``run``, one artifact ``<type>-<run id>`` each."""
+    for kind, paths in files.items():
+        a = artifact(kind, f"{kind}-{run.id}", paths, copy_limit)
+        if a is not None:
+            run.log_artifact(a)
+
+
 def read_offline(run_dir):
-    """(rows, members) from the last ``results`` table of a W&B run directory (``wandb/offline-run-*``)."""
+    """(rows, members) from the last ``results`` table of a W&B run directory (``wandb/offline-run-*``): the rows
+    of the run's results.jsonl (fields that are null there are absent here), the members' names from the table's
+    ``fraction_<member>`` columns. Tables of older runs (lists as JSON text, a ``members`` column) are read too."""
     tables = sorted(Path(run_dir).glob(f"files/media/table/{TABLE}_*.table.json"), key=os.path.getmtime)
     if not tables:
         return [], None
@@ -113,5 +174,7 @@ def read_offline(run_dir):
             if v is not None:
                 row[k] = v
         members = row.pop("members", members)
+        row, names = unflat(row)
         rows.append(row)
+        members = names or members
     return rows, members

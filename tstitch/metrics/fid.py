@@ -1,13 +1,22 @@
 """FID / IS / KID / precision-recall of samples against a reference set, through torch-fidelity
-(``tstitch.metrics.fidelity``)."""
+(``tstitch.metrics.fidelity``), and the FID's bootstrap interval (``fid_p5``, ``fid_p95``).
+
+The interval (``tstitch.metrics.fd_bootstrap``: resamples of the samples' features against the reference's fixed
+statistics, ``bootstrap`` replicates, 0 (none) by default, e.g. 100 for a set of thousands) reads the samples' features again, one more pass
+of the extractor over the set (``fidelity.evaluate`` does not hand its features out), and costs what
+``fd_bootstrap`` says a replicate (2048-d Inception features on CPUs: tens of seconds each; ``bootstrap=0`` where
+that is too much). The reference's features come from the cache ``evaluate`` has just filled, or its statistics
+from its file. The FID itself is ``evaluate``'s, unchanged."""
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from tstitch.data.imageset import open_set
 from tstitch.errors import ConfigError
-from tstitch.metrics import MetricBase, Value, fidelity
+from tstitch.metrics import MetricBase, Value, bootstrapped, check_bootstrap, fd_interval, fidelity
 
 
 class FidelityMetric(MetricBase):
@@ -15,12 +24,12 @@ class FidelityMetric(MetricBase):
     statistics .npz such as ADM's VIRTUAL_imagenet256_labeled.npz), with ``extractor`` (Inception-v3 by default,
     weights from torch-fidelity's cache or ``weights``); reference features are cached under ``cache_root``."""
 
-    values = (Value("fid", "FID"), Value("isc", "IS", better="higher"), Value("kid", "KID", "{:.4f}"),
+    values = (*bootstrapped(Value("fid", "FID")), Value("isc", "IS", better="higher"), Value("kid", "KID", "{:.4f}"),
               Value("kid_std", "KID std", "{:.4f}", plot=False), Value("precision", "precision", "{:.4f}", "higher"),
               Value("recall", "recall", "{:.4f}", "higher"))
 
     def __init__(self, reference, metrics=("fid",), extractor=fidelity.INCEPTION, weights=None, kid_subset_size=1000,
-                 prc_neighborhood=3, batch_size=64, cache_root=None, float_range="auto"):
+                 prc_neighborhood=3, batch_size=64, cache_root=None, float_range="auto", bootstrap=0):
         from tstitch.data.imageset import NAMED
         from tstitch.data.toy import features  # noqa: F401 - registers the toy extractor with torch-fidelity
 
@@ -31,6 +40,7 @@ class FidelityMetric(MetricBase):
         self.options = {"metrics": list(metrics), "extractor": extractor, "weights": weights,
                         "kid_subset_size": kid_subset_size, "prc_neighborhood": prc_neighborhood,
                         "batch_size": batch_size, "cache_root": cache_root, "float_range": float_range}
+        self.bootstrap = check_bootstrap(bootstrap) if "fid" in metrics else 0
 
     def evaluate(self, path):
         """Everything ``fidelity.evaluate`` says of the sample set at ``path`` (values, notes, cache)."""
@@ -38,7 +48,33 @@ class FidelityMetric(MetricBase):
 
     def score_file(self, path) -> dict:
         keys = {v.key for v in self.values}
-        return {k: float(v) for k, v in self.evaluate(path).items() if k in keys}
+        out = {k: float(v) for k, v in self.evaluate(path).items() if k in keys}
+        return {**out, **self.interval(path)}
+
+    def interval(self, path) -> dict:
+        """``{"fid_p5", "fid_p95"}`` of the sample set at ``path`` (see the module docstring); {} without
+        bootstrap replicates."""
+        if not self.bootstrap:
+            return {}
+        o = self.options
+        layer = fidelity.feature_layers(self.extractor, ["fid"])["fid"]
+        cuda = torch.cuda.is_available()
+        fe, weights = fidelity.feature_extractor(self.extractor, [layer], self.weights, cuda)
+        channels = fidelity.channels_for(self.extractor)
+        samples = open_set(path, "samples", o["float_range"], channels)
+        features = fidelity.features_of(samples.dataset, fe, o["batch_size"], cuda)[layer]  # (N, D)
+        stats = fidelity.statistics(self.reference)
+        if stats is None:  # the reference's features: from a tstitch-reference file, else the cache
+            kept = fidelity.stored(self.reference, self.extractor)
+            if kept is not None and layer in kept["layers"]:
+                ref = fidelity.stored_features(self.reference, [layer])[layer]
+            else:
+                ref_set = open_set(self.reference, "reference", o["float_range"], channels)
+                ref = fidelity.reference_features(self.reference, ref_set.dataset, fe, {layer}, weights,
+                                                  o["batch_size"], cuda, o["cache_root"])[0][layer]
+            ref = ref.double().numpy()
+            stats = {"mu": ref.mean(0), "sigma": np.cov(ref, rowvar=False)}
+        return fd_interval("fid", features, stats, self.bootstrap)
 
     def __call__(self, images, labels=None) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
@@ -48,4 +84,4 @@ class FidelityMetric(MetricBase):
 
     def describe(self) -> dict:
         return {"extractor": self.extractor, "weights": os.path.basename(self.weights) if self.weights else "default",
-                "reference": self.reference}
+                "reference": self.reference, "bootstrap": self.bootstrap}
