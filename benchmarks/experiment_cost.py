@@ -37,11 +37,11 @@ UNETS = {"sd-v1-4": SAMPLER_UNETS["sd1"], "bk-sdm-tiny": SAMPLER_UNETS["bk-sdm-t
 def jobs(name):
     """The composed config of every job of experiment ``name``'s multirun."""
     with initialize_config_dir(CONF, version_base=None):
-        base = compose("generate", [f"+experiment={name}"], return_hydra_config=True)
+        base = compose("generate", [f"experiment={name}"], return_hydra_config=True)
         params = base.hydra.sweeper.params or {}
         values = [list(o.sweep_string_iterator()) for o in
                   OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])]
-        return [compose("generate", [f"+experiment={name}", *(f"{k}={v}" for k, v in zip(params, combo))])
+        return [compose("generate", [f"experiment={name}", *(f"{k}={v}" for k, v in zip(params, combo))])
                 for combo in itertools.product(*values)]
 
 

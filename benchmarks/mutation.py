@@ -74,7 +74,7 @@ MUTANTS = [
            ("tests/test_search.py", "-k", "pick")),
     # the rest of the core: stitch, sample, solvers, guidance, timing, report, identity, seeds, schedules, fast
     Mutant("schema: the sections are never checked", "tstitch/cli/schema.py",
-           'Section(fields)(cfg, "")', "Section(fields)",
+           "validate(cfg, cls)", "cls",
            ("tests/test_schema.py", "-k", "shipped_defaults")),
     Mutant("report.add_speedups against the first member alone", "tstitch/jobs/report.py",
            'b["fractions"][-1] == 1.0', 'b["fractions"][0] == 1.0',

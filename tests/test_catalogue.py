@@ -325,7 +325,7 @@ def report(in_process, tmp_path, multirun, change):
     sweep = tmp_path / "sweep"
     shutil.copytree(multirun, sweep)
     change(sweep)
-    return sweep, in_process("tstitch-report", sweep, "--out", tmp_path / "report")
+    return sweep, in_process("tstitch-report", f"runs={sweep}", f"out={tmp_path / 'report'}")
 
 
 @pytest.mark.parametrize("case,change,line", [

@@ -50,7 +50,7 @@ def test_debug_run_writes_table_grid_plot(tmp_path, in_process):
     assert len({row["fd"] for row in rows}) == 3  # three sample sets, three distances
     logged = json.loads((out / "run.json").read_text())["config"]["stitch"]["fractions"]
     assert logged == [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]  # the allocations it ran, not the default of sweep=null
-    assert "| 0.5 : 0.5 |" in (out / "main.log").read_text()  # the run's log holds the table
+    assert "| 0.5 : 0.5 |" in (out / "tstitch.log").read_text()  # the run's log holds the table
 
 
 def test_wandb_offline_run_is_written(tmp_path, in_process):

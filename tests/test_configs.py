@@ -16,6 +16,7 @@ from tstitch.sampling.stitch import check_fractions
 
 SHIPPED = sorted(p.relative_to(CONF) for p in Path(CONF).rglob("*.yaml"))
 PLAIN = ("stitch", "solver", "guidance", "metric", "logger", "fast", "prompts")  # groups of the main job
+OPTIONAL = ("experiment", "debug")  # groups the main job lists as null (chosen with experiment=..., debug=...)
 
 
 def how(path):
@@ -30,9 +31,9 @@ def how(path):
         return "generate", [f"{group}={name}"]
     if path.parts[0] == "model":
         return "train", [f"model={option}"]
-    if path.parts[0] in ("debug", "experiment"):
+    if path.parts[0] in ("debug", "experiment"):  # groups the commands list as null: chosen like any other
         return ("generate" if path.parts[0] == "experiment" and not name.startswith("toy") else "tstitch",
-                [f"+{path.parts[0]}={option}"])
+                [f"{path.parts[0]}={option}"])
     raise KeyError(f"conf/{path}: no rule composes it; add one to how() in tests/test_configs.py")
 
 
@@ -71,10 +72,13 @@ def test_every_shipped_yaml_composes_with_its_own_values(path):
 
 
 def test_every_group_of_the_main_job_is_composed():
-    """The main job's defaults list names the groups that the rule for PLAIN composes (and the stitch's members)."""
+    """The main job's defaults list names the groups that the rule for PLAIN composes (and the stitch's members)
+    and the OPTIONAL ones, none chosen."""
     with initialize_config_dir(config_dir=CONF, version_base=None):
         cfg = compose(config_name="tstitch", return_hydra_config=True)
-    assert {k for k in cfg.hydra.runtime.choices if not k.startswith(("hydra", "model@stitch."))} == set(PLAIN)
+    choices = cfg.hydra.runtime.choices
+    assert {k for k in choices if not k.startswith(("hydra", "model@stitch."))} == set(PLAIN) | set(OPTIONAL)
+    assert [choices[k] for k in OPTIONAL] == [None, None]
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (Path(CONF) / "fast").glob("*.yaml")))

@@ -19,7 +19,8 @@ EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml
 SWEEPS = {"dit_s_b_xl_grid": [[a / 10, b / 10, (10 - a - b) / 10] for a in range(11) for b in range(11 - a)],
           "cross_family": [[f / 10, (10 - f) / 10] for f in (0, 2, 4, 6, 10)],
           "sd_bk_tiny_v1_4": [[f / 10, (10 - f) / 10] for f in range(0, 11, 2)],
-          "sd_ssd1b_sdxl": [[f / 10, (10 - f) / 10] for f in range(0, 11, 2)]}
+          "sd_ssd1b_sdxl": [[f / 10, (10 - f) / 10] for f in range(0, 11, 2)],
+          "sd_lcm_2": [[f / 2, 1 - f / 2] for f in range(3)], "sd_lcm_4": [[f / 4, 1 - f / 4] for f in range(5)]}
 
 
 def command(name):
@@ -34,7 +35,7 @@ def table(path):
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_composes_with_valid_sweeps_paper_values_and_readme(name):
     with initialize_config_dir(CONF, version_base=None):
-        cfg = compose(command(name), [f"+experiment={name}"], return_hydra_config=True)
+        cfg = compose(command(name), [f"experiment={name}"], return_hydra_config=True)
     params = cfg.hydra.sweeper.params or {}
     if "stitch.fractions" in params:
         (override,) = OverridesParser.create().parse_overrides([f"stitch.fractions={params['stitch.fractions']}"])
@@ -44,7 +45,7 @@ def test_experiment_composes_with_valid_sweeps_paper_values_and_readme(name):
     for curve in (cfg.get("paper") or {}).get("curves", []):
         assert len(curve.first) == len(curve["values"]) >= 1
     readme = (ROOT / "experiments" / name / "README.md").read_text()
-    assert f"+experiment={name}" in readme
+    assert f"experiment={name}" in readme  # experiment=NAME or +experiment=NAME
 
 
 def test_toy_table_runs_beside_the_paper_column(tmp_path, in_process):
@@ -117,7 +118,7 @@ def tiny_members(tmp_path, experiment, extra=()):
     from tstitch.models.nets.uvit import UViT
 
     with initialize_config_dir(CONF, version_base=None):
-        cfg = compose("generate", [f"+experiment={experiment}", *extra])
+        cfg = compose("generate", [f"experiment={experiment}", *extra])
     out = []
     for k, (member, e) in enumerate(cfg.stitch.members.items()):
         channels, m = e.space.shape[0], f"stitch.members.{member}"
@@ -170,7 +171,7 @@ def test_paper_values_are_the_ones_docs_paper_md_lists_and_nothing_points_outsid
             for line in (ROOT / "docs" / "paper.md").read_text().splitlines() if line.startswith("|")]
     for name in EXPERIMENTS:
         with initialize_config_dir(CONF, version_base=None):
-            cfg = compose(command(name), [f"+experiment={name}"])
+            cfg = compose(command(name), [f"experiment={name}"])
         for curve in (cfg.get("paper") or {}).get("curves", []):
             values = [None if v is None else float(v) for v in curve["values"]]
             n = len(values)

@@ -106,8 +106,8 @@ def test_resume_with_other_settings_is_refused(tmp_path, in_process):
     stderr (the bad-input cases below run in-process)."""
     generate(tmp_path, "num_samples=2", "batch_size=2", in_process=in_process)
     r = run(tmp_path, "num_samples=4", "guidance.scale=1.5")
-    assert r.returncode == 2 and "holds samples made with other settings (differs in: config.batch_size, " \
-        "config.options.guidance)" in r.stderr
+    assert r.returncode == 2 and "holds samples made with other settings (differs in: batch_size, " \
+        "guidance.scale)" in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("tstitch-generate: error: ") and "Traceback" not in r.stderr
 
 
@@ -321,7 +321,7 @@ def test_shards_made_otherwise_are_refused_whatever_identity_json_says(tmp_path,
     import tstitch
 
     ckpt = tmp_path / "large.safetensors"
-    ckpt.write_bytes((Path(tstitch.__file__).parent / "toy/weights/dit_large.safetensors").read_bytes())
+    ckpt.write_bytes((Path(tstitch.__file__).parent / "data/toy/weights/dit_large.safetensors").read_bytes())
     run_dir, member = tmp_path / "run", f"stitch.members.large.checkpoint={ckpt}"
     generate(run_dir, *SET, member, in_process=in_process)
     stored = json.loads((run_dir / "identity.json").read_text())

@@ -119,7 +119,7 @@ def test_generate_refuses_another_decoder_and_another_prompt_list(sd_pair, tmp_p
         vae(SD_SCALE).save_pretrained(root / "vae")  # the same architecture and path, other weights
         line = refusal(in_process("tstitch-generate", *overrides, "num_samples=4", f"hydra.run.dir={run}",
                                   env=OFFLINE))
-        assert "differs in: decoder.content (the decoder)" in line, line
+        assert "differs in: the decoder's content (stitch.codec, else the last member's codec)" in line, line
         assert files(run) == before
     finally:
         for p in (root / "vae").iterdir():

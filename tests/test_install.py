@@ -83,7 +83,7 @@ def test_wheel_runs_the_main_job_and_the_api_outside_the_checkout(tmp_path):
     assert [row["nfe"] for row in rows] == [[0, 3], [2, 1], [3, 0]]
     assert json.loads((away / "run" / "run.json").read_text())["members"] == ["toy-dit-small", "toy-dit-large"]
 
-    code = ("import json, tstitch; from tstitch import searchpath, zoo; "
+    code = ("import json, tstitch; from tstitch import searchpath; from tstitch.models import zoo; "
             "print(json.dumps([tstitch.__file__, searchpath.CONF, zoo.names(), tstitch.load('toy/small').name, "
             "tstitch.load('mine/small').name]))")
     env[ENV] = str(user_folder(tmp_path / "mine"))

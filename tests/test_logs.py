@@ -16,20 +16,25 @@ from tstitch.cli.help import options
 BIN = Path(sys.executable).parent
 COMMANDS = {"tstitch": "tstitch", "generate": "tstitch-generate", "search": "tstitch-search",
             "evaluate": "tstitch-evaluate", "reference": "tstitch-reference",
-            "train": "tstitch-train"}  # Hydra config -> console command
+            "train": "tstitch-train", "report": "tstitch-report",
+            "features": "tstitch-train-features"}  # Hydra config -> console command
 OPTIONAL = {"tstitch": ["+experiment", "+debug", "hydra/launcher"], "generate": ["+experiment", "hydra/launcher"]}
 
 
 def test_command_names():
-    assert [command(n) for n in ("tstitch.cli.main", "tstitch", "tstitch.cli.generate", "search")] == [
-        "tstitch", "tstitch", "tstitch-generate", "tstitch-search"]
+    assert [command(n) for n in ("tstitch.cli.main", "tstitch", "tstitch.cli.generate", "search",
+                                 "tstitch.cli.report", "tstitch.cli.features")] == [
+        "tstitch", "tstitch", "tstitch-generate", "tstitch-search", "tstitch-report", "tstitch-train-features"]
 
 
 def defaults_groups(config_name):
-    """The groups of a command config's defaults list, in order (not Hydra's own, not _self_)."""
+    """The groups of a command config's defaults list, in order (not Hydra's own, not _self_, not the OPTIONAL ones
+    the page lists after them)."""
     entries = OmegaConf.load(Path(CONF) / f"{config_name}.yaml").get("defaults", [])
+    optional = [g.lstrip("+") for g in OPTIONAL.get(config_name, [])]
     return [next(iter(e)) for e in entries if not isinstance(e, str) and not next(iter(e)).startswith("override ")
-            and not next(iter(e)).endswith("@_here_")]  # a group's keys placed at the top (evaluate's metric)
+            and not next(iter(e)).endswith("@_here_")  # a group's keys placed at the top (evaluate's metric)
+            and next(iter(e)) not in optional]
 
 
 @pytest.mark.parametrize("config_name", COMMANDS)

@@ -59,9 +59,9 @@ def test_default_output_is_a_new_directory_it_names(three_runs, tmp_path, in_pro
 
 def test_a_run_directory_is_refused_as_the_output(three_runs, in_process):
     before = snapshot(three_runs / "1")
-    r = in_process("tstitch-report", three_runs / "0", "--out", three_runs / "1")
+    r = in_process("tstitch-report", f"runs={three_runs / '0'}", f"out={three_runs / '1'}")
     assert r.returncode == 2 and r.stderr.strip() == (f"tstitch-report: error: {three_runs / '1'} holds a run's "
-                                                      "results; give the report its own directory (--out ...)")
+                                                      "results; give the report its own directory (out=...)")
     assert snapshot(three_runs / "1") == before
 
 
@@ -72,7 +72,7 @@ def test_a_truncated_run_is_skipped_with_one_line_and_the_rest_reported(three_ru
     shutil.copytree(three_runs, sweep)
     results = sweep / "2" / "results.jsonl"
     results.write_text(results.read_text()[:25])  # killed while writing
-    r = in_process("tstitch-report", sweep, "--out", tmp_path / "report")
+    r = in_process("tstitch-report", f"runs={sweep}", f"out={tmp_path / 'report'}")
     assert r.returncode == 1, r.stderr[-2000:]
     assert r.stderr.strip() == (f"tstitch-report: skipped {results} line 1 is not valid JSON (a run killed while "
                                 "writing it?)")
@@ -83,7 +83,8 @@ def test_a_truncated_run_is_skipped_with_one_line_and_the_rest_reported(three_ru
 
 def test_no_results_is_one_line_error(tmp_path):
     """Through the installed command: exit code 2 and exactly one line."""
-    r = subprocess.run([str(BIN / "tstitch-report"), str(tmp_path)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([str(BIN / "tstitch-report"), f"runs={tmp_path}"], capture_output=True, text=True,
+                       timeout=120)
     assert r.returncode == 2 and r.stderr.strip() == (f"tstitch-report: error: no results.jsonl below {tmp_path}; "
                                                       "give tstitch run directories")
 
@@ -284,3 +285,37 @@ def test_the_report_gives_each_row_its_speedup_from_known_times(tmp_path, in_pro
            for row in map(json.loads, (tmp_path / "report" / "results.jsonl").read_text().splitlines())}
     assert got == pytest.approx({("solver=ddim", 0.0): 1.0, ("solver=ddim", 0.4): 1.6, ("solver=ddim", 1.0): 4.0,
                                  ("solver=ddpm", 0.0): 1.0, ("solver=ddpm", 0.4): 2.5, ("solver=ddpm", 1.0): 5.0})
+
+
+def test_both_spellings_give_the_same_report_and_the_old_one_says_the_new(three_runs, tmp_path, in_process):
+    """``tstitch-report runs=[A,B] out=OUT`` and the spelling of before, ``tstitch-report A B --out OUT``: the same
+    table; the old one runs with exactly one line on stderr naming the new spelling (a path with a space quoted)."""
+    import shutil
+
+    a, b = three_runs / "0", tmp_path / "run b"
+    shutil.copytree(three_runs / "1", b)
+    new = in_process("tstitch-report", f"runs=[{a},'{b}']", f"out={tmp_path / 'new'}")
+    old = in_process("tstitch-report", a, b, "--out", tmp_path / "old")
+    assert new.returncode == old.returncode == 0, new.stderr[-2000:] + old.stderr[-2000:]
+    assert new.stderr == "" and old.stderr.splitlines() == [
+        f"tstitch-report: the --flag spelling is deprecated; this runs as: tstitch-report "
+        f"'runs=[{a},'\"'\"'{b}'\"'\"']' out={tmp_path / 'old'}"]
+    assert (tmp_path / "new" / "results.md").read_text() == (tmp_path / "old" / "results.md").read_text()
+    assert len((tmp_path / "new" / "results.jsonl").read_text().splitlines()) == 2
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == sorted(p.name for p in (tmp_path / "old").iterdir())
+    assert "report.log" in {p.name for p in (tmp_path / "new").iterdir()}  # the run's log beside its table
+    assert not (tmp_path / "new" / ".hydra").exists()  # report.json records the sources
+    one = in_process("tstitch-report", f"runs={a}", f"out={tmp_path / 'one'}")  # one directory, no list
+    assert one.returncode == 0 and "1 allocations from 1 runs" in one.stdout, one.stderr[-2000:]
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "give runs=DIR (a run, multirun or W&B directory), or several: runs=[DIR,DIR]"),
+    (["runs=true"], "runs=True is not a directory or a list of them; give runs=DIR or runs=[DIR,DIR] (quote a path "
+                    "Hydra would read otherwise: runs='...')"),
+    (["runs=[]"], "runs=[] is not a directory or a list of them"),
+])
+def test_runs_that_name_no_directory_are_one_line(tmp_path, in_process, args, message):
+    r = in_process("tstitch-report", *args, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip().startswith(f"tstitch-report: error: {message}"), r.stderr[-2000:]
+    assert len(r.stderr.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []  # nothing made

@@ -33,7 +33,7 @@ def test_sweep_on_dit_latents_with_a_vae(latent_pair):
     root, paths = latent_pair
     with initialize_config_dir(config_dir=CONF, version_base=None):
         cfg = compose(config_name="tstitch", overrides=[
-            "stitch=dit_s_xl", "+debug=tiny", "metric=none", "guidance.scale=1.5", "sweep.first=[0.0,0.4,1.0]"])
+            "stitch=dit_s_xl", "debug=tiny", "metric=none", "guidance.scale=1.5", "sweep.first=[0.0,0.4,1.0]"])
     with open_dict(cfg):
         for name, hidden in (("small", 32), ("large", 64)):
             m = cfg.stitch.members[name]

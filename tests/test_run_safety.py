@@ -20,7 +20,7 @@ BIN = Path(sys.executable).parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 SMALL = ["num_samples=4", "batch_size=2", "solver.steps=3", "stitch.fractions=[0.5,0.5]", "metric=none",
          "logger=none", "timing.rounds=0", "grid_columns=0"]
-LARGE = Path(tstitch.__file__).parent / "toy" / "weights" / "dit_large.safetensors"
+LARGE = Path(tstitch.__file__).parent / "data" / "toy" / "weights" / "dit_large.safetensors"
 
 
 def generate(in_process, run_dir, *args):
@@ -62,7 +62,7 @@ def test_resume_with_another_precision_is_refused_and_nothing_changes(done_run, 
     before = files(done_run)
     r = generate(in_process, done_run, "num_samples=6", "fast=bf16")
     assert error_line(r) == (f"tstitch-generate: error: {done_run} holds samples made with other settings (differs in: "
-                             f"config.fast.precision); resume with the settings in {done_run / 'identity.json'}, "
+                             f"fast.precision); resume with the settings in {done_run / 'identity.json'}, "
                              "or choose a new hydra.run.dir=...")
     assert files(done_run) == before
 
@@ -79,7 +79,7 @@ def test_resume_after_the_checkpoint_file_changed_is_refused(tmp_path, in_proces
     save_file(weights, ckpt)
     before = files(run_dir)
     line = error_line(generate(in_process, run_dir, member, "num_samples=6"))
-    assert "differs in: checkpoints.large (the content of its checkpoint)" in line
+    assert "differs in: stitch.members.large.checkpoint (the content of its checkpoint)" in line
     assert files(run_dir) == before
 
 

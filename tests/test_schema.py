@@ -35,13 +35,13 @@ def test_shipped_defaults_pass(config):
 def test_every_experiment_and_each_swept_value_passes(name):
     command = "tstitch" if name.startswith("toy") else "generate"
     with initialize_config_dir(CONF, version_base=None):
-        cfg = compose(command, [f"+experiment={name}"], return_hydra_config=True)
+        cfg = compose(command, [f"experiment={name}"], return_hydra_config=True)
         params = dict(cfg.hydra.sweeper.get("params") or {})
     swept = [f"{k}={v}" for k, values in params.items()
              for v in OverridesParser.create().parse_override(f"{k}={values}").sweep_string_iterator()]
     for line in swept or [None]:
         extra = [line] if line else []
-        schema.check(composed(command, [f"+experiment={name}", *extra]), command, machine=False)
+        schema.check(composed(command, [f"experiment={name}", *extra]), command, machine=False)
 
 
 SLIPS = [  # (command, override, the one line after "tstitch: error: ")
@@ -65,9 +65,9 @@ SLIPS = [  # (command, override, the one line after "tstitch: error: ")
     ("tstitch", "+solver.options.etta=0.5", "unknown key solver.options.etta; did you mean solver.options.eta? the "
      "keys of solver.options: eta"),
     ("tstitch", "metric.weightz=x", "unknown key metric.weightz; did you mean metric.weights? the keys of metric: "
-     "reference, weights"),
+     "bootstrap, reference, weights"),
     ("tstitch", "+metric.weightz=x", "unknown key metric.weightz; did you mean metric.weights? the keys of metric: "
-     "cache_root, reference, weights"),
+     "bootstrap, cache_root, reference, weights"),
     ("tstitch", "stitch.members.small.family=unet", "stitch.members.small.family='unet' is not allowed: one of dit, "
      "sd, uvit"),
     ("tstitch", "-m stitch.fractions=[0.4,0.6],[0.5,0.6] sweep=null", "stitch.fractions=[0.5,0.6]: fractions sum to "

@@ -1,4 +1,6 @@
 """Solvers against closed form: with the exact denoiser of Gaussian data, samples match the data."""
+import math
+
 import pytest
 import torch
 
@@ -46,10 +48,61 @@ def test_solver_matches_gaussian(solver, steps, options, schedule):
     timesteps, abar = grid(sched, steps)
     g = torch.Generator().manual_seed(0)
     x = exact_prior(abar[0], g)
-    out = solvers.get(solver)(exact_denoiser(sched), x, timesteps.tolist(), abar,
+    out = solvers.get(solver)(exact_denoiser(sched), x, timesteps.tolist(), abar, schedule=sched,
                               randn_like=lambda z: torch.randn(z.shape, generator=g), **options)
     assert torch.allclose(out.mean(0), MU, atol=0.03), out.mean(0)
     assert torch.allclose(out.std(0), STD, rtol=0.03, atol=0.01), out.std(0)
+
+
+def reference_dpmpp_2m(denoiser, x, timesteps, abar, clip=False):
+    """DPM-Solver++(2M) (Lu et al., 2022, Algorithm 2) in float64 step coefficients, the last step (to clean data)
+    the final x0 prediction: what ``dpmpp_2m`` (diffusers' DPMSolverMultistepScheduler) must give."""
+    abar = [float(a) for a in abar]
+    lam = [0.5 * math.log(a / (1 - a)) if a < 1 else math.inf for a in abar]
+    x0_prev = None
+    for i, t in enumerate(timesteps):
+        a, a_next = abar[i], abar[i + 1]
+        x0 = (x - (1 - a) ** 0.5 * denoiser(x, t).eps) / a ** 0.5
+        x0 = x0.clamp(-1, 1) if clip else x0
+        if a_next >= 1:
+            return x0
+        h = lam[i + 1] - lam[i]
+        d = x0
+        if x0_prev is not None:  # r = (lambda_i - lambda_{i-1}) / h; D = (1 + 1/(2r)) x0 - 1/(2r) x0_prev
+            half_over_r = h / (2 * (lam[i] - lam[i - 1]))
+            d = (1 + half_over_r) * x0 - half_over_r * x0_prev
+        x = ((1 - a_next) / (1 - a)) ** 0.5 * x - a_next ** 0.5 * math.expm1(-h) * d
+        x0_prev = x0
+    return x
+
+
+@pytest.mark.parametrize("schedule,steps,atol", [("linear", 5, 1e-4), ("linear", 20, 1e-4), ("scaled_linear", 5, 1e-4),
+                                                 ("scaled_linear", 20, 1e-4), ("cosine", 20, 1.5e-3)])
+def test_dpmpp_2m_is_algorithm_2(schedule, steps, atol):
+    """diffusers' scheduler in float32 against Algorithm 2 (measured: up to 5e-5 on linear and scaled-linear, 8e-4
+    on cosine at 20 steps, whose alpha-bars reach 2e-9, where float32 coefficients lose digits)."""
+    sched = Schedule(schedule)
+    timesteps, abar = grid(sched, steps)
+    x = exact_prior(abar[0], torch.Generator().manual_seed(0))[:512]
+    ours = solvers.dpmpp_2m(exact_denoiser(sched), x, timesteps.tolist(), abar, schedule=sched)
+    assert (ours - reference_dpmpp_2m(exact_denoiser(sched), x, timesteps.tolist(), abar)).abs().max() < atol
+
+
+def test_dpmpp_2m_clips_as_algorithm_2():
+    """Pixel-space members: x0 clipped to [-1, 1] at each step (diffusers' thresholding with its maximum at 1)."""
+    sched = Schedule("linear")
+    timesteps, abar = grid(sched, 8)
+    x = 3 * torch.randn(64, 4, generator=torch.Generator().manual_seed(0)).view(64, 1, 2, 2)  # images: (N, C, H, W)
+    exact = exact_denoiser(sched)
+
+    def denoiser(z, t):
+        out = exact(z.view(len(z), 4), t)
+        return Output(out.eps.view(z.shape), out.v.view(z.shape))
+
+    ours = solvers.dpmpp_2m(denoiser, x, timesteps.tolist(), abar, schedule=sched, clip=True)
+    reference = reference_dpmpp_2m(denoiser, x, timesteps.tolist(), abar, clip=True)
+    assert (ours - reference).abs().max() < 1e-4
+    assert (reference - reference_dpmpp_2m(denoiser, x, timesteps.tolist(), abar)).abs().max() > 0.1  # clip acts
 
 
 def test_dpmpp_2m_is_second_order():
@@ -59,7 +112,8 @@ def test_dpmpp_2m_is_second_order():
 
     def err(solver, steps):
         timesteps, abar = grid(sched, steps)
-        return (solvers.get(solver)(exact_denoiser(sched), x, timesteps.tolist(), abar).std(0) - STD)[0].abs()
+        return (solvers.get(solver)(exact_denoiser(sched), x, timesteps.tolist(), abar, schedule=sched).std(0)
+                - STD)[0].abs()
 
     assert err("dpmpp_2m", 200) / err("dpmpp_2m", 1000) > 12
     assert err("ddim", 200) / err("ddim", 1000) < 8
@@ -90,7 +144,7 @@ def test_diffusers_schedulers_on_our_grid_match_our_solvers(ours, scheduler, con
     schedule = Schedule("linear")
     timesteps, abar = grid(schedule, 20)
     x = exact_prior(abar[0], torch.Generator().manual_seed(0))[:256]
-    a = solvers.get(ours)(exact_denoiser(schedule), x, timesteps.tolist(), abar)
+    a = solvers.get(ours)(exact_denoiser(schedule), x, timesteps.tolist(), abar, schedule=schedule)
     b = solvers.get("diffusers")(exact_denoiser(schedule), x, timesteps.tolist(), abar, schedule=schedule,
                                  scheduler=scheduler, config=config)
     assert (a - b).abs().max() < 2e-4
@@ -163,12 +217,13 @@ def test_clip_keeps_every_x0_prediction_in_the_data_range(solver, options):
     clip the same trajectory leaves the range."""
     sched = Schedule("linear")
     timesteps, abar = grid(sched, 6)
-    x = 3 * torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
+    x = 3 * torch.randn(16, 1, 2, 2, generator=torch.Generator().manual_seed(0))  # images: (N, C, H, W)
 
     def run(clip):
         seen = []
         out = solvers.get(solver)(lambda z, t: Output(torch.zeros_like(z)), x, timesteps.tolist(), abar, clip=clip,
-                                  randn_like=torch.zeros_like, callback=lambda i, xi, x0: seen.append(x0), **options)
+                                  schedule=sched, randn_like=torch.zeros_like,
+                                  callback=lambda i, xi, x0: seen.append(x0), **options)
         return out, seen
 
     out, x0s = run(True)

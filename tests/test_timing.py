@@ -166,7 +166,7 @@ class Costly(Wrapped):
 def toy_sweep(clock, switch=0.0, first=(0.0, 0.2, 0.4, 0.6, 1.0)):
     with initialize_config_dir(config_dir=CONF, version_base=None):
         cfg = compose(config_name="tstitch", overrides=[
-            "+debug=tiny", "metric=none", f"sweep.first=[{','.join(map(str, first))}]", "solver.steps=5",
+            "debug=tiny", "metric=none", f"sweep.first=[{','.join(map(str, first))}]", "solver.steps=5",
             "num_samples=4", "batch_size=2", "timing.rounds=8"])
     members, codec = build.stitch(cfg)
     Costly.last[:] = None, None

@@ -22,7 +22,7 @@ def job(config_name, overrides, sweep_dir=None):
 
 
 def test_multirun_job_is_named_by_allocation_and_overrides_grouped_by_sweep_tagged_by_experiment():
-    hydra = job("tstitch", ["+experiment=toy_samplers", "solver=ddpm", "solver.steps=10"], sweep_dir="runs/samplers")
+    hydra = job("tstitch", ["experiment=toy_samplers", "solver=ddpm", "solver.steps=10"], sweep_dir="runs/samplers")
     sweep = [[f, round(1 - f, 6)] for f in (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)]
     assert tracking.identity(sweep, hydra, env={}) == {
         "name": "0:1..1:0 x7 solver=ddpm solver.steps=10", "group": "runs/samplers",
@@ -33,7 +33,7 @@ def test_multirun_job_is_named_by_allocation_and_overrides_grouped_by_sweep_tagg
 
 
 def test_single_run_is_grouped_only_by_a_slurm_array():
-    hydra = job("generate", ["+experiment=dit_s_xl", "stitch.fractions=[0.4,0.6]"])
+    hydra = job("generate", ["experiment=dit_s_xl", "stitch.fractions=[0.4,0.6]"])
     assert tracking.identity([[0.4, 0.6]], hydra, env={}) == {"name": "0.4:0.6", "group": None,
                                                               "tags": ["dit_s_xl", "tstitch-generate"]}
     assert tracking.identity([[0.4, 0.2, 0.4]], None, env={"SLURM_ARRAY_JOB_ID": "17"}) == {

@@ -264,7 +264,7 @@ def test_main_job_on_uvit_latents_decoded_by_a_compvis_file(tmp_path):
         default = compose(config_name="tstitch", overrides=["stitch=uvit_l2_h2_256"])
         assert (default.solver.name, default.solver.steps) == ("dpm_solver", 50)  # U-ViT's own sampler
         # this run is about the codec and the cross-schedule pair: on the ADM grid, three steps of one call each
-        cfg = compose(config_name="tstitch", overrides=["stitch=uvit_l2_h2_256", "solver=ddim", "+debug=tiny",
+        cfg = compose(config_name="tstitch", overrides=["stitch=uvit_l2_h2_256", "solver=ddim", "debug=tiny",
                                                         "metric=none", "guidance.scale=1.4",
                                                         "sweep.first=[0.0,0.4,1.0]"])
     with open_dict(cfg):

@@ -5,25 +5,13 @@ import re
 import sys
 from pathlib import Path
 
+from tstitch import config
 from tstitch.cli.help import register as register_help
-from tstitch.errors import ConfigError
+from tstitch.errors import ConfigError, command, error  # command, error: also as tstitch.cli.command, .error
 from tstitch.searchpath import CONF, with_user_dirs  # CONF: the config_path of every command
 
 register_help()  # the groups listed by each command's --help (conf/hydra/help/)
-
-
-def command(name):
-    """The console command of a CLI module or Hydra config name: ``tstitch.cli.main`` and ``tstitch`` are
-    ``tstitch``, ``tstitch.cli.generate`` and ``generate`` are ``tstitch-generate``."""
-    if name == "__main__":  # python -m tstitch.cli.<module>
-        name = Path(sys.argv[0]).stem
-    name = name.rsplit(".", 1)[-1]
-    return "tstitch" if name in ("main", "tstitch") else f"tstitch-{name}"
-
-
-def error(name, message):
-    """Print a one-line error of the command ``name`` (as ``command`` takes it) on stderr."""
-    print(f"{command(name)}: error: {message}", file=sys.stderr)
+config.register()  # the structured configs in Hydra's ConfigStore (schema/<command>)
 
 
 def guard(fn):
@@ -98,10 +86,10 @@ LAUNCHER = ("hydra/launcher", "hydra.launcher", "hydra.searchpath")  # composed 
 
 
 def preflight(config_name, argv):
-    """Compose the config once before Hydra runs or launches anything, and check it against its schema
-    (``tstitch.cli.schema``), so that an unknown group option or key (also inside an ``+experiment=...``), a value of
-    the wrong type or range and every swept value fail now, in one line, before a file is written: a multirun is
-    composed with the first value of each swept override, and once more for each other value."""
+    """Compose the config once before Hydra runs or launches anything, and check it (``tstitch.cli.schema.check``),
+    so that an unknown group option or key (also inside an ``+experiment=...``), a value of the wrong type or range
+    and every swept value fail now, in one line, before a file is written: a multirun is composed with the first
+    value of each swept override, and once more for each other value."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
@@ -173,7 +161,7 @@ def _hydra_message(error, config_name=None, lines=(), compose=None):
         except Exception:  # noqa: BLE001 - fall back to Hydra's own words
             return message
         if isinstance(section, DictConfig):
-            from tstitch.cli.schema import unknown
+            from tstitch.rules import unknown
 
             try:
                 unknown(key, list(section), f"{parent}." if parent else "")

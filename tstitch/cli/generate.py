@@ -11,6 +11,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 
 from tstitch.cli import CONF, entry_point, fail, guard
+from tstitch.cli.spelling import plain_groups, value
 from tstitch.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ def main(cfg):
     schema.check(cfg, "generate")  # also in the preflight; again here for jobs started without it (SLURM, multirun)
     check_tasks(cfg.trainer)  # under SLURM: tasks must equal trainer.devices x trainer.num_nodes
     torch.set_num_threads(cfg.threads)
+    sweep_for_ranks(sys.argv)
     try:
         with stop.on_signals():  # SIGTERM (SLURM), SIGINT, SIGHUP: exit 128 + signal with whole shards, resumable
             done = generate(cfg, Path(HydraConfig.get().runtime.output_dir))
@@ -59,6 +61,22 @@ def main(cfg):
     if done is not None:
         row, manifest = done
         log.info(summary(row, manifest["members"], manifest))
+
+
+def sweep_for_ranks(argv, env=os.environ):
+    """In a multirun, the ranks that Lightning starts on this machine (trainer.devices=2 on a CPU or GPUs without
+    srun/torchrun) run this command again, with ``argv`` and the run directory added, and so the whole sweep beside
+    this process, job for job: name this sweep's directory on ``argv`` (else theirs would be a ``${now}`` of their
+    own) and leave Hydra's launch lines to this process. Once, before the first job's ranks start."""
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN or "LOCAL_RANK" in env or "SUBMITIT_FOLDER" in env:
+        return  # a single run (Lightning names its directory), a rank itself, or jobs a launcher started
+    if not any(a.startswith("hydra.sweep.dir=") for a in argv[1:]):
+        argv.append(f"hydra.sweep.dir={value(str(hydra_cfg.sweep.dir))}")
+    if "hydra/hydra_logging=disabled" not in argv:
+        argv.append("hydra/hydra_logging=disabled")
 
 
 def check_resume(cfg, argv):
@@ -88,6 +106,7 @@ def launched_run_dir(argv, env=os.environ):
 
 
 def entry():
+    sys.argv[1:] = plain_groups(sys.argv[1:], "generate")  # +experiment=NAME: as experiment=NAME
     try:
         shared = launched_run_dir(sys.argv[1:])
     except ConfigError as e:

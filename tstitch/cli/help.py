@@ -6,6 +6,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from tstitch.searchpath import CONF
+
 OPTIONAL = {"experiment": "+experiment", "debug": "+debug", "hydra/launcher": "hydra/launcher"}  # not in defaults
 
 
@@ -19,8 +21,6 @@ def groups(*extra, _root_):
     """One line per config group of the command (``hydra.runtime.choices``, hydra's own and package-placed ones
     such as ``model@stitch.members.small`` left out) and per group in ``extra``: its options, the current one
     starred; ``extra`` groups (``experiment``, ``hydra/launcher``) are added with ``+`` or chosen for ``-m``."""
-    from tstitch.cli import CONF
-
     choices = OmegaConf.to_container(_root_.hydra.runtime.choices)
     used = [g for g in reversed(choices) if not g.startswith("hydra/") and "@" not in g and g not in extra]
     lines = []

@@ -1,11 +1,14 @@
 """What the commands print: each message once, and none of the libraries' adverts or known deprecations.
 
 Hydra configures the logging of every command (``conf/hydra/job_logging/tstitch.yaml``): the root logger writes
-to the terminal (the message alone) and to the run directory's ``<job>.log`` (with time and logger). Lightning
+to the terminal (the message alone) and to the run directory's ``<config>.log`` (with time and logger). Lightning
 adds a terminal handler of its own to its ``lightning`` logger and lets records propagate to the root as well, so
 the terminal handler of the root skips Lightning's records (``NotLightning``): they are printed once, by
-Lightning, and logged once, to the file. ``setup`` removes the rest by exact filters, not by hiding warnings or
-log levels wholesale: a new warning still shows.
+Lightning, and logged once, to the file. The ranks Lightning starts on one machine run the command again under the
+job name ``train_ddp_process_N``: the file is named by the config, so they append to the same ``<config>.log``
+instead of leaving a file of their own (and in a multirun, ``tstitch.cli.generate.sweep_for_ranks`` keeps them in
+this sweep's directory). ``setup`` removes the rest by exact filters, not by hiding warnings or log levels
+wholesale: a new warning still shows.
 """
 import logging
 import re

@@ -1,5 +1,6 @@
 """`tstitch`: sweep stitch allocations on the configured members and write the table, grid and plot."""
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -8,6 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from tstitch.cli import CONF, entry_point, guard
+from tstitch.cli.spelling import plain_groups
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,10 @@ def main(cfg):
              f"{t['threads_per_worker']} torch thread(s), CPU capability {t['cpu_capability']}; outputs in {out}")
 
 
-entry = entry_point(main, "tstitch")
+def entry():
+    sys.argv[1:] = plain_groups(sys.argv[1:], "tstitch")  # +experiment=NAME, +debug=tiny: as experiment=, debug=
+    entry_point(main, "tstitch")()
+
 
 if __name__ == "__main__":
     entry()

@@ -1,5 +1,6 @@
-"""`tstitch-report DIR [DIR ...] [--out OUT]`: one table and one trade-off plot from many runs, written into OUT (a
-new ``outputs/report/<time>`` when not given), never into the runs it reads.
+"""`tstitch-report runs=DIR [out=OUT]` (several: ``runs=[A,B]``): one table and one trade-off plot from many runs,
+written into OUT (a new ``outputs/report/<time>`` when not given), never into the runs it reads. The spelling of
+before, ``tstitch-report DIR [DIR ...] [--out OUT]``, still runs (``tstitch.cli.spelling``).
 
 A DIR may hold `tstitch` or `tstitch-generate` run directories (a Hydra multirun, or single runs: each has a
 results.jsonl) and W&B run directories (``wandb/offline-run-*``, read from their logged results table, e.g.
@@ -7,15 +8,23 @@ offline runs copied from a cluster). A run that cannot be read (a truncated resu
 damaged run.json) is skipped with one line, and each job a multirun's ``multirun.yaml`` names that has no
 results.jsonl (not finished, or failed) is one line; the others are reported. The exit code is 1 when anything
 was skipped or missing, 2 when nothing could be reported, 0 otherwise."""
-import argparse
 import itertools
 import json
+import logging
 import math
 import sys
 from datetime import datetime
 from pathlib import Path
 
-from omegaconf import OmegaConf
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import ListConfig, OmegaConf
+
+from tstitch.cli import CONF, entry_point, guard
+from tstitch.cli.spelling import translate
+from tstitch.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 MARK = "report.json"  # what tells a report's directory from a run's
 
@@ -197,48 +206,90 @@ def _jobs(spec):
     return [list(job) for job in itertools.product(*choices.values())], swept
 
 
-def output_dir(out, dirs):
-    """The report's directory: ``out``, or a new ``outputs/report/<time>``; never a run's directory."""
-    path = Path(out) if out else Path("outputs") / "report" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+def output_dir(out):
+    """The report's directory ``out`` (Path), refused when it is a run's directory."""
+    path = Path(out)
     if (path / "results.jsonl").exists() and not (path / MARK).exists():
-        raise ValueError(f"{path} holds a run's results; give the report its own directory (--out ...)")
+        raise ConfigError(f"{path} holds a run's results; give the report its own directory (out=...)")
     return path
 
 
-def main(argv=None):
-    from tstitch.files import write_json
-    from tstitch.jobs import report
+def run_dirs(cfg):
+    """The directories of ``runs=`` (one path or a list), as strings."""
+    if OmegaConf.is_missing(cfg, "runs"):
+        raise ConfigError("give runs=DIR (a run, multirun or W&B directory), or several: runs=[DIR,DIR]")
+    runs = cfg.runs
+    runs = list(runs) if isinstance(runs, ListConfig) else [runs]
+    bad = [r for r in runs if isinstance(r, bool) or not isinstance(r, (str, int))]
+    if not runs or bad:
+        raise ConfigError(f"runs={OmegaConf.to_container(cfg, resolve=True)['runs']} is not a directory or a list "
+                          "of them; give runs=DIR or runs=[DIR,DIR] (quote a path Hydra would read otherwise: "
+                          "runs='...')")
+    return [str(r) for r in runs]
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dirs", nargs="+", help="run, multirun or W&B directories")
-    p.add_argument("--out", help="where the table and plot go (default: a new outputs/report/<time>)")
-    args = p.parse_args(argv)
+
+def gather(dirs, out):
+    """(rows, member names, paper label, skipped, missing) of the runs below ``dirs``; when nothing can be
+    reported (or ``out`` is a run's directory), the skipped and missing runs' lines go to stderr first and a
+    ConfigError says why."""
     skipped, problem = [], None
-    missing = missing_jobs(args.dirs)
+    missing = missing_jobs(dirs)
     try:
-        out = output_dir(args.out, args.dirs)
-        rows, names, label = collect(args.dirs, skipped)
-    except (FileNotFoundError, ValueError) as e:
+        output_dir(out)
+        rows, names, label = collect(dirs, skipped)
+    except (FileNotFoundError, ValueError, ConfigError) as e:
         problem = e
+    if problem is not None:
+        say(skipped, missing)
+        raise ConfigError(str(problem))
+    return rows, names, label, skipped, missing
+
+
+def say(skipped, missing):
     for line in skipped:
         print(f"tstitch-report: skipped {line}", file=sys.stderr)
     for line in missing:
         print(f"tstitch-report: missing {line}", file=sys.stderr)
-    if problem is not None:
-        print(f"tstitch-report: error: {problem}", file=sys.stderr)
-        sys.exit(2)
-    out.mkdir(parents=True, exist_ok=True)
+
+
+@hydra.main(version_base=None, config_path=CONF, config_name="report")
+@guard
+def main(cfg):
+    from tstitch.files import write_json
+    from tstitch.jobs import report
+
+    dirs = run_dirs(cfg)
+    shown = HydraConfig.get().run.dir  # ``out`` as given (relative stays relative); Hydra made it
+    out = output_dir(HydraConfig.get().runtime.output_dir)
+    rows, names, label, skipped, missing = gather(dirs, out)
+    say(skipped, missing)
     report.write_table(rows, names, out, label)
     report.tradeoff_plot(rows, names, out / "tradeoff.png", paper_label=label)
-    write_json(out / MARK, {"sources": [str(Path(d).absolute()) for d in args.dirs], "skipped": skipped,
+    write_json(out / MARK, {"sources": [str(Path(d).absolute()) for d in dirs], "skipped": skipped,
                             "missing": missing, "runs": sorted({r["run"] for r in rows}),
                             "made": datetime.now().isoformat()})
-    print(report.markdown(rows, names, label))
+    log.info(report.markdown(rows, names, label))
     lacking = ", ".join(f"{len(v)} {k}" for k, v in (("skipped", skipped), ("missing", missing)) if v)
-    print(f"\n{len(rows)} allocations from {len({r['run'] for r in rows})} runs"
-          + (f" ({lacking})" if lacking else "") + f"; report in {out}")
+    log.info(f"\n{len(rows)} allocations from {len({r['run'] for r in rows})} runs"
+             + (f" ({lacking})" if lacking else "") + f"; report in {shown}")
     sys.exit(1 if skipped or missing else 0)
 
 
+def check(cfg, argv):
+    """Before Hydra makes ``out`` (and its log): the runs are given and hold something to report, and ``out`` is
+    not a run's directory."""
+    from tstitch.cli import run_dir_of
+
+    gather(run_dirs(cfg), run_dir_of(argv) or cfg.out)
+
+
+OLD_FLAGS = {"--out": "out"}  # tstitch-report DIR [DIR ...] [--out OUT], the spelling before key=value
+
+
+def entry():
+    sys.argv[1:] = translate("tstitch-report", sys.argv[1:], OLD_FLAGS, paths={"out"}, bare_key="runs")
+    entry_point(main, "report", after=check)()
+
+
 if __name__ == "__main__":
-    main()
+    entry()

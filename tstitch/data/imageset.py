@@ -9,7 +9,10 @@ images whose range does not say which they are are refused unless ``float_range`
 becomes RGB for extractors that need three channels. Nothing is read whole (a memory map; only a float or
 wide-integer set is scanned once for its range). Folder images are read as torch-fidelity reads them (converted to
 RGB: alpha dropped, palettes expanded, said in a note); 16-bit grayscale is scaled to 8 bits, not clipped.
+``npz_member`` (one array of an ``.npz``, memory-mapped) and ``image_files`` (a folder's images, as torch-fidelity
+globs them) are how every reader of sample files opens them.
 """
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,6 +131,36 @@ def scale_of(array, role, path, float_range):
     return 1.0, f"{array.dtype} in [0, 255] rounded to uint8"
 
 
+def npz_member(path, key):
+    """A read-only memory map of ``key`` in an uncompressed ``.npz`` (np.savez / tstitch-generate / ADM)."""
+    with zipfile.ZipFile(path) as zf:
+        if f"{key}.npy" not in zf.namelist():
+            return None
+        info = zf.getinfo(f"{key}.npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            with zf.open(info) as f:
+                return np.load(f)
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+        start = info.header_offset + 30 + name_len + extra_len  # past the zip local header
+        f.seek(start)
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
+def image_files(folder):
+    """The image files of ``folder`` that torch-fidelity reads (not recursive), sorted."""
+    from torch_fidelity.defaults import DEFAULTS  # here: importing torch-fidelity takes seconds
+
+    suffixes = tuple(f".{ext}" for ext in DEFAULTS["samples_find_ext"].split(","))  # what torch-fidelity globs
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+
+
 def open_set(source, role="samples", float_range="auto", channels=None):
     """An ``ImageSet`` of an image folder, an images ``.npz`` or a named set; None for an ``.npz`` without images
     (statistics only). ``channels=3``: grayscale shown as RGB (Inception); None keeps what is stored."""
@@ -147,8 +180,6 @@ def open_set(source, role="samples", float_range="auto", channels=None):
     if not path.exists():
         raise ConfigError(f"{role} {path} not found; give an images .npz, an image folder or one of "
                           f"{', '.join(NAMED)}")
-    from tstitch.metrics.fidelity import npz_member
-
     try:
         array = npz_member(path, "arr_0")
     except Exception as e:  # noqa: BLE001 - zipfile and numpy raise many types for a damaged file
@@ -218,8 +249,6 @@ def _rgb(img, role, path):
 
 
 def _folder(path, role):
-    from tstitch.metrics.fidelity import image_files
-
     files = image_files(path)
     if not files:
         raise ConfigError(f"{role} {path} holds no images; give a folder of images or an .npz")

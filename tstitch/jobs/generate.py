@@ -53,10 +53,33 @@ def settings(cfg):
             "fast": plain.get("fast") or {}, "batch_size": cfg.batch_size, "accelerator": accelerator(cfg.trainer)}
 
 
+# an identity's keys (``settings`` and ``identity.of``) -> the config keys a user types: a key or a prefix (its rest
+# follows the user's prefix, or fills {k}), longest first
+DECODER = "(stitch.codec, else the last member's codec)"
+USER_KEYS = [("config.options.fractions", "stitch.fractions"), ("config.options.solver", "solver.name"),
+             ("config.options.steps", "solver.steps"), ("config.options.guidance", "guidance.scale"),
+             ("config.options.channels", "guidance.channels"), ("config.options.rule", "stitch.rule"),
+             ("config.options", "solver.options"), ("config.members", "stitch.members"),
+             ("config.codec", "stitch.codec"), ("config.accelerator", "trainer.accelerator"), ("config", ""),
+             ("checkpoints", "stitch.members.{k}.checkpoint (the content of its checkpoint)"),
+             ("decoder.spec", f"the decoder {DECODER}"), ("decoder.content", f"the decoder's content {DECODER}"),
+             ("seeds", "the seed scheme (another tstitch version)"), ("prompts", "prompts (the prompt list)")]
+
+
+def user_key(key):
+    """The config key a user types for a differing key of the identity: ``config.options.fractions`` is
+    ``stitch.fractions``, ``checkpoints.large`` names ``stitch.members.large.checkpoint``."""
+    for inner, outer in USER_KEYS:
+        if key.startswith(inner + ".") or (key == inner and "{k}" not in outer and outer):
+            rest = key[len(inner) + 1:]
+            return outer.format(k=rest) if "{k}" in outer else ".".join(filter(None, (outer, rest)))
+    return key
+
+
 def check_settings(cfg, run_dir):
     """Refuse at once (nothing loaded, nothing written) when ``run_dir`` holds samples of other settings."""
     now = {"config": settings(cfg)}
-    identity.check(run_dir, now, parts=("config",))
+    identity.check(run_dir, now, parts=("config",), describe=user_key)
     check_shards(run_dir, now, full=False)
 
 
@@ -120,6 +143,7 @@ def generate(cfg, out):
 def _generate(cfg, out, sampling, rank_zero):
     import lightning as L
 
+    from tstitch.data.prompts import recorded  # prompts with their negative prompts
     from tstitch.jobs import build, report
     from tstitch.jobs.engine.module import Generation, RankShare, Seeds
     from tstitch.jobs.engine.progress import Progress
@@ -140,10 +164,10 @@ def _generate(cfg, out, sampling, rank_zero):
     entries = {k: OmegaConf.to_container(e, resolve=True) for k, e in cfg.stitch.members.items()}
     spec = build.codec_spec(cfg)
     spec = OmegaConf.to_container(spec, resolve=True) if OmegaConf.is_config(spec) else spec
-    now = {**identity.of(sampling, entries, spec), "prompts": prompts}  # every rank stamps its shards with it
+    now = {**identity.of(sampling, entries, spec), "prompts": recorded(prompts)}  # every rank stamps its shards
     if rank_zero:
         now["versions"] = identity.versions(_device_name(cfg))
-        stored = identity.check(out, now, parts=identity.PARTS)
+        stored = identity.check(out, now, parts=identity.PARTS, describe=user_key)
         check_shards(out, now)
         for line in identity.version_warnings(stored, now["versions"]):
             checks.warn(f"resuming {out} across versions: {line}; the new samples may differ from the earlier ones "

@@ -2,7 +2,7 @@
 samples made the same way.
 
 The identity is everything that changes the bytes of an image: the resolved sampling settings (members' zoo
-entries, fractions, solver, steps, guidance, stitch rule, fast paths, labels, prompts, batch size, the device kind),
+entries, fractions, solver, steps, guidance, stitch rule, fast paths, labels, prompts with negatives, batch, device),
 the content of every checkpoint and of the decoder (a SHA-256, cached by path, size and mtime so that a 2.7 GB file
 is hashed once) and the seed scheme. A resume that differs in any of these is refused, naming the keys. The
 versions of tstitch, torch and the device model are recorded too: a resume across them is allowed with a warning
@@ -172,8 +172,16 @@ def differences(stored, current, prefix=""):
     return out
 
 
-def check(run_dir, identity, parts=("config", "checkpoints", "decoder", "seeds")):
-    """Refuse when ``run_dir`` holds samples of another identity (compared on ``parts``); returns the stored one."""
+def described(key):
+    """A differing key of an identity as the refusal shows it: the key and, for what is not a setting, what it is."""
+    why = {"checkpoints": " (the content of its checkpoint)", "decoder": " (the decoder)",
+           "prompts": " (the prompt list)"}
+    return key + why.get(key.split(".")[0], "")
+
+
+def check(run_dir, identity, parts=("config", "checkpoints", "decoder", "seeds"), describe=described):
+    """Refuse when ``run_dir`` holds samples of another identity (compared on ``parts``), naming each differing key
+    as ``describe`` shows it (e.g. as the config key a user types); returns the stored identity."""
     stored = read(run_dir)
     if stored is None:
         return None
@@ -181,9 +189,7 @@ def check(run_dir, identity, parts=("config", "checkpoints", "decoder", "seeds")
     diff = differences({p: stored.get(p) for p in parts}, {p: plain.get(p) for p in parts if p in plain})
     diff = [d for d in diff if d.split(".")[0] in plain]
     if diff:
-        why = {"checkpoints": " (the content of its checkpoint)", "decoder": " (the decoder)",
-               "prompts": " (the prompt list)"}
-        diff = [d + why.get(d.split(".")[0], "") for d in diff]
+        diff = list(dict.fromkeys(describe(d) for d in diff))  # two internal keys may name one user key
         shown = ", ".join(diff[:8]) + (f" and {len(diff) - 8} more" if len(diff) > 8 else "")
         raise ConfigError(f"{run_dir} holds samples made with other settings (differs in: {shown}); resume with the "
                           f"settings in {Path(run_dir) / FILE}, or choose a new hydra.run.dir=...")

@@ -12,13 +12,13 @@ from matplotlib.transforms import Bbox  # noqa: E402
 
 from tstitch import metrics  # noqa: E402
 from tstitch.files import write_json, write_jsonl  # noqa: E402
+from tstitch.jobs.columns import LISTS, flat, member_names, unflat  # noqa: F401 (report.flat etc.)
 
 BEFORE = [("setting", "setting"), ("fractions", "fractions"), ("nfe", "NFE per member"), ("s_per_image", "s/image"),
           ("s_per_image_p25", "s/image p25"), ("s_per_image_p75", "s/image p75"),
           ("predicted_s_per_image", "predicted s/image"), ("speedup", "speedup"), ("speedup_p25", "speedup p25"),
           ("speedup_p75", "speedup p75"), ("timing_flag", "timing")]  # then the metrics', then the paper
 SPREADS = {"s_per_image": ("s_per_image_p25", "s_per_image_p75"), "speedup": ("speedup_p25", "speedup_p75")}
-LISTS = {"fractions": "fraction", "nfe": "nfe"}  # a row's per-member lists -> their flat columns' prefix
 RESULT_FILES = ("results.md", "results.csv", "results.jsonl", "results.tex", "run.json", "manifest.json")
 
 
@@ -38,45 +38,6 @@ def spread_label(key):
     """``p25-p75`` or ``p5-p95``: what a value's interval is, from its ends' keys."""
     lo, hi = spreads()[key]
     return f"{lo.rsplit('_', 1)[1]}-{hi.rsplit('_', 1)[1]}"
-
-
-def member_names(members, rows):
-    """The names of the flat per-member columns: ``members``, ``member<k>`` beyond them (rows with more fractions),
-    ``<name>#<k>`` where two members have the same name."""
-    n = max([len(members or [])] + [len(r.get("fractions") or []) for r in rows])
-    names = [*(members or [])[:n], *(f"member{k}" for k in range(len(members or []), n))]
-    return [f"{m}#{k}" if names.count(m) > 1 else m for k, m in enumerate(names)]
-
-
-def flat(row, names):
-    """``row`` with its lists as one column per member (CSV and W&B): ``fraction_<name>``, ``nfe_<name>``, in the
-    lists' place; a member a list does not reach is None."""
-    out = {}
-    for k, v in row.items():
-        if k in LISTS and isinstance(v, list):
-            out.update({f"{LISTS[k]}_{m}": v[i] if i < len(v) else None for i, m in enumerate(names)})
-        else:
-            out[k] = v
-    return out
-
-
-def unflat(row):
-    """The inverse of ``flat``: (the row with its lists back, the members' names from its ``fraction_`` columns, in
-    their order). A list whose columns are all None (or absent) is left out."""
-    out, lists, names = {}, {}, []
-    prefixes = {p: k for k, p in LISTS.items()}
-    for k, v in row.items():
-        prefix, _, name = k.partition("_")
-        if prefix in prefixes and name:
-            lists.setdefault(prefixes[prefix], []).append(v)
-            names += [name] if prefix == LISTS["fractions"] else []
-        else:
-            out[k] = v
-    for k, values in lists.items():
-        values = [v for v in values if v is not None]
-        if values:
-            out[k] = values
-    return {k: out[k] for k in [*LISTS, *out] if k in out}, names
 
 
 def axis(key):

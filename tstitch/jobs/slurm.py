@@ -12,7 +12,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from tstitch.errors import ConfigError
+from tstitch.errors import ConfigError, error
 
 
 def _plural(n, word):
@@ -137,7 +137,5 @@ class LauncherCheck(Callback):
         try:
             check_launcher(config)
         except ConfigError as e:
-            from tstitch.cli import error
-
             error(config.hydra.job.config_name, e)
             sys.exit(2)

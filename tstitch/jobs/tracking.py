@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 
 from tstitch.files import finite
-from tstitch.jobs.report import flat, member_names, unflat
+from tstitch.jobs.columns import flat, member_names, unflat
 
 TABLE = "results"
 COPY_LIMIT = 100 * 2**20  # bytes: larger files go into an artifact by reference, not copied

@@ -2,10 +2,10 @@
 (``tstitch.metrics.fidelity``), and the FID's bootstrap interval (``fid_p5``, ``fid_p95``).
 
 The interval (``tstitch.metrics.fd_bootstrap``: resamples of the samples' features against the reference's fixed
-statistics, ``bootstrap`` replicates, 0 (none) by default, e.g. 100 for a set of thousands) reads the samples' features again, one more pass
-of the extractor over the set (``fidelity.evaluate`` does not hand its features out), and costs what
-``fd_bootstrap`` says a replicate (2048-d Inception features on CPUs: tens of seconds each; ``bootstrap=0`` where
-that is too much). The reference's features come from the cache ``evaluate`` has just filled, or its statistics
+statistics, ``bootstrap`` replicates, 0 (none) by default, e.g. 100 for a set of thousands) reads the samples'
+features again, one more pass of the extractor over the set (``fidelity.evaluate`` does not hand its features
+out), and costs what ``fd_bootstrap`` says a replicate (2048-d Inception features on CPUs: tens of seconds
+each). The reference's features come from the cache ``evaluate`` has just filled, or its statistics
 from its file. The FID itself is ``evaluate``'s, unchanged."""
 import os
 import tempfile

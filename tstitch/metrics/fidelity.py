@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch_fidelity
-from torch_fidelity.defaults import DEFAULTS
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import isc_featuresdict_to_metric
 from torch_fidelity.metric_kid import kid_featuresdict_to_metric
@@ -27,7 +26,7 @@ from torch_fidelity.metric_prc import prc_featuresdict_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
-from tstitch.data.imageset import NAMED, open_set
+from tstitch.data.imageset import NAMED, image_files, npz_member, open_set
 from tstitch.errors import ConfigError
 from tstitch.files import file_id, temporary, write_npz
 from tstitch.models.checkpoints import cache_dir, resolve
@@ -37,34 +36,6 @@ INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.
                  "weights-inception-2015-12-05-6726825d.pth")
 KEYS = {"fid": "frechet_inception_distance", "isc": "inception_score_mean", "kid": "kernel_inception_distance_mean"}
 METRICS = ("fid", "isc", "kid", "prc")
-IMAGE_SUFFIXES = tuple(f".{ext}" for ext in DEFAULTS["samples_find_ext"].split(","))  # what torch-fidelity globs
-
-
-def npz_member(path, key):
-    """A read-only memory map of ``key`` in an uncompressed ``.npz`` (np.savez / tstitch-generate / ADM)."""
-    with zipfile.ZipFile(path) as zf:
-        if f"{key}.npy" not in zf.namelist():
-            return None
-        info = zf.getinfo(f"{key}.npy")
-        if info.compress_type != zipfile.ZIP_STORED:
-            with zf.open(info) as f:
-                return np.load(f)
-    with open(path, "rb") as f:
-        f.seek(info.header_offset)
-        local = f.read(30)
-        name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
-        start = info.header_offset + 30 + name_len + extra_len  # past the zip local header
-        f.seek(start)
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(f)
-        offset = f.tell()
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
-
-
-def image_files(folder):
-    """The image files of ``folder`` that torch-fidelity reads (not recursive), sorted."""
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def statistics(reference):

@@ -6,11 +6,12 @@ import inspect
 import torch
 from omegaconf import OmegaConf
 
-from tstitch.cli import schema
+from tstitch.config import MemberConfig
 from tstitch.errors import ConfigError
 from tstitch.models import checks
 from tstitch.models.protocols import Member, Space
 from tstitch.models.schedules import Schedule
+from tstitch.rules import validate
 from tstitch.searchpath import config_dirs
 
 REQUIRED = ("name", "family", "net", "schedule", "space")
@@ -52,7 +53,7 @@ def load(spec: str | dict, checkpoint: str | None = None, device: str | torch.de
     missing = [k for k in REQUIRED if k not in e]
     if missing:
         raise ConfigError(f"zoo entry {e.get('name', spec)!r} lacks {missing}; see conf/model/toy/large.yaml")
-    schema.MEMBER(e, str(e["name"]))  # types and ranges, as the commands check them
+    validate(e, MemberConfig, str(e["name"]))  # types and ranges, as the commands check them
     if checkpoint is not None:
         e["checkpoint"] = checkpoint
     fams = families()

@@ -3,6 +3,12 @@
     pipe = tstitch.pipeline(["sd/bk_sdm_tiny", "sd/v1_4"], fractions=[0.4, 0.6])
     images = pipe(["a red bicycle", "a lighthouse at dusk"], seeds=[0, 1])   # two PIL images
     pipe.result.nfe                                                          # model calls per member: [20, 31]
+    pipe(["a red bicycle"], negative_prompts=["blurry, low quality"])        # diffusers' negative_prompt
+
+Negative prompts (one per prompt, or one for all) replace the empty prompt in the unconditional branch of
+classifier-free guidance; each Stable Diffusion member encodes them with its own text encoder(s)
+(``tstitch.data.prompts.Prompt``). A member's LoRA weights are a key of its zoo entry (``lora``, see
+``tstitch.models.adapters.sd``).
 
 Members are zoo names (``conf/model/...``), zoo entry dicts or members already loaded (then give ``codec``). The
 decoder is the last member's own (its zoo entry's ``codec``). Conditions are prompts for text-to-image members and
@@ -22,6 +28,7 @@ import torch
 from PIL import Image
 
 from tstitch.data import seeds as seeding
+from tstitch.data.prompts import with_negatives
 from tstitch.errors import ConfigError
 from tstitch.models import checks
 from tstitch.models.codecs import load_codec
@@ -63,10 +70,12 @@ class Pipeline:
         self.device, self.result = device, None
 
     def __call__(self, conditions: Sequence | str | int, seeds: Sequence[int] | None = None,
-                 **options) -> list[Image.Image]:
+                 negative_prompts: Sequence[str | None] | str | None = None, **options) -> list[Image.Image]:
         """PIL images for ``conditions`` (prompts, or class indices), one per seed (default 0, 1, ...); keyword
-        arguments override this pipeline's (``fractions``, ``steps``, ``guidance``, ...). ``self.result`` keeps the
-        last ``tstitch.sample`` result (samples in the data space, NFE per member, plan)."""
+        arguments override this pipeline's (``fractions``, ``steps``, ``guidance``, ...). ``negative_prompts``: one
+        per prompt (None: none) or one string for all, as diffusers' ``negative_prompt``; they act through guidance,
+        so guidance must be on. ``self.result`` keeps the last ``tstitch.sample`` result (samples in the data space,
+        NFE per member, plan)."""
         if conditions is None or not isinstance(conditions, (str, numbers.Integral, Iterable)):
             raise ConfigError(f"conditions must be prompts or class indices (one or a list), not "
                               f"{type(conditions).__name__}")
@@ -80,6 +89,8 @@ class Pipeline:
         text = all(m.num_classes is None for m in self.members)
         if text and not all(isinstance(c, str) for c in conditions):
             raise ConfigError("text-to-image members take prompts (strings)")
+        if negative_prompts is not None:
+            conditions = self._negatives(conditions, negative_prompts, text, {**self.options, **options})
         num_classes = None if text else self.members[-1].num_classes
         if not text and not all(isinstance(c, numbers.Integral) and 0 <= c < num_classes for c in conditions):
             raise ConfigError(f"class-conditional members take class indices in [0, {num_classes})")
@@ -91,6 +102,17 @@ class Pipeline:
         self.result = sample(self.members, x, conditions, randn_like=rng.randn_like, **{**self.options, **options})
         images = self.codec.decode(self.result.x).permute(0, 2, 3, 1).cpu().numpy()
         return [Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img) for img in images]
+
+    def _negatives(self, prompts, negatives, text, options):
+        """``prompts`` carrying ``negatives`` (``tstitch.data.prompts.with_negatives``); refused where nothing would
+        read them: class-conditional members, guidance off, or only LCM members (their guidance is embedded)."""
+        if not text:
+            raise ConfigError("negative_prompts are for text-to-image members; these take class indices")
+        if options.get("guidance") == 1 or all(m.guidance_embedded for m in self.members):
+            raise ConfigError("negative prompts act through classifier-free guidance, which this call does not run "
+                              "(guidance=1, or only LCM members, whose guidance is embedded); set guidance above 1 "
+                              "or drop negative_prompts")
+        return with_negatives(prompts, negatives)
 
 
 def pipeline(members: Sequence, fractions: Sequence[float] | None = None, **kwargs) -> Pipeline:

@@ -5,20 +5,20 @@
     out = tstitch.sample([small, large], x, y, fractions=[0.4, 0.6], solver="ddim", steps=20, guidance=3.0)
     out.x, out.nfe  # final samples in the data space, function evaluations per member
 """
+import dataclasses
 import difflib
-import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from tstitch.cli import schema
 from tstitch.data import seeds
 from tstitch.errors import ConfigError
 from tstitch.models import checks
 from tstitch.models.protocols import Grid, Member
 from tstitch.models.schedules import Schedule
 from tstitch.models.zoo import load
+from tstitch.rules import Section
 from tstitch.sampling import solvers
 from tstitch.sampling.guidance import guided
 from tstitch.sampling.stitch import Stitch, alone, check_compatible, check_fractions, on_schedule, plan
@@ -98,7 +98,7 @@ def prepare(members: Sequence[Member], fractions: Sequence[float], solver: str =
     spec = solvers.entry(solver)
     running = [m for m, f in zip(members, fractions) if f > 0]
     lead = running[-1] if spec.shipped else running[0]
-    options = check_options(solver, spec, dict(solver_options or {}))
+    options = check_options(solver, dict(solver_options or {}))
     steps = checks.steps(steps)
     if spec.shipped:
         options["shipped"] = lead.scheduler_config
@@ -121,23 +121,20 @@ def check(members: Sequence[Member], fractions: Sequence[float] | None = None, s
     prepare(members, fractions, solver, steps, rule, solver_options)
 
 
-def check_options(solver: str, spec, options: dict) -> dict:
-    """``options`` of ``solver``, each a keyword of its solve function, with the values the config schema allows
-    (``tstitch.cli.schema.SOLVER_OPTIONS``); an unknown keyword (a misspelt ``tstitch.sample`` argument included) is
-    one ConfigError line naming the nearest known one."""
-    params = inspect.signature(spec.solve).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        known = [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in schema.INTERNAL]
+def check_options(solver: str, options: dict) -> dict:
+    """``options`` of ``solver``, each one it takes (``solvers.options``), with the values its structured config
+    allows; an unknown keyword (a misspelt ``tstitch.sample`` argument included) is one ConfigError line naming the
+    nearest known one."""
+    schema = solvers.options(solver)
+    if schema is not None:
+        known = [f.name for f in dataclasses.fields(schema)]
         for key in options:
             if key not in known:
                 near = difflib.get_close_matches(key, [*OWN, *known], n=1, cutoff=0.6)
                 hint = f"did you mean {near[0]}? " if near else ""
                 raise ConfigError(f"unknown keyword argument {key!r}: {hint}tstitch.sample takes {', '.join(OWN)}, "
                                   f"and solver {solver} takes {', '.join(known) or 'no options'}")
-    table = schema.SOLVER_OPTIONS.get(solver, {})
-    for key, value in options.items():
-        if key in table:
-            table[key](value, key)
+        Section(schema)(options, "")  # the house rules of each value (Python values: no OmegaConf merge)
     return options
 
 

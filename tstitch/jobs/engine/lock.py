@@ -4,8 +4,19 @@ SIGKILL included, so a crashed run never leaves a stale lock.
 
 Every other rank checks that the holder is its own launch (``TSTITCH_LAUNCH``, which rank zero exports to the
 ranks Lightning starts, or the torchrun / srun job id); a second ``tstitch-generate`` on the same directory exits
-at once with one line naming the holder's PID and host.
+within a second (``GRACE``) with one line naming the holder's PID and host.
+
+Why ``fcntl.flock`` and not the ``filelock`` package: the other ranks check that the lock is held with a *shared*
+lock taken and dropped at once (``_locked``), which never stops another rank's check; filelock takes only exclusive
+locks on its file, and an exclusive check by one rank would make a second rank's check (reading the holder record
+a killed run left) or rank zero's own acquire see a stranger. flock is also what filelock's ``FileLock`` runs on
+Unix, so neither reaches further on a cluster's shared filesystem: across nodes on NFS (Linux maps flock onto NFS
+byte-range locks; NFSv3 needs lockd) and on Lustre mounted with ``-o flock`` (``localflock`` locks one node only).
+Where flock is missing, filelock falls back to a marker file that outlives a killed process (a stale lock); here
+the command stops with one line saying so. The holder's record (PID, host, launch, start) is the lock file's
+content, read by the other ranks and by a second command.
 """
+import errno
 import fcntl
 import json
 import os
@@ -18,6 +29,8 @@ from pathlib import Path
 from tstitch.errors import ConfigError
 
 NAME = ".lock"
+GRACE = 1.0  # seconds rank zero retries a held lock (another rank's check holds it for microseconds, a writer all run)
+BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)  # flock's "held by another"; other errors: no flock here
 _held = {}  # path -> open file: the lock lives as long as the file stays open
 
 
@@ -64,11 +77,15 @@ def acquire(run_dir):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     f = open(path, "a+")  # noqa: SIM115 - kept open: the lock lives as long as the file does
+    deadline = time.monotonic() + GRACE
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+        while not _flock(f, fcntl.LOCK_EX, path):
+            if time.monotonic() > deadline:
+                raise _busy(path, _holder(path))
+            time.sleep(0.05)
+    except BaseException:
         f.close()
-        raise _busy(path, _holder(path)) from None
+        raise
     launch = launch_id() or f"tstitch-{uuid.uuid4().hex[:12]}"
     os.environ["TSTITCH_LAUNCH"] = launch  # ranks that Lightning starts from here inherit it
     f.seek(0)
@@ -103,12 +120,23 @@ def check_member(run_dir, timeout=120.0, poll=0.2):
         time.sleep(poll)
 
 
+def _flock(f, how, path):
+    """``fcntl.flock(f, how)`` without waiting: whether it was taken; a filesystem without flock is one line."""
+    try:
+        fcntl.flock(f, how | fcntl.LOCK_NB)
+        return True
+    except OSError as e:
+        if e.errno in BUSY:
+            return False
+        raise ConfigError(f"cannot lock {path} ({os.strerror(e.errno)}): its filesystem has no file locks (NFSv3 "
+                          "without lockd, Lustre without -o flock); choose a hydra.run.dir=... on one that has them"
+                          ) from None
+
+
 def _locked(path):
     """Whether some process holds the lock (probed with a shared lock taken and dropped at once)."""
     with open(path) as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
+        if not _flock(f, fcntl.LOCK_SH, path):
             return True
         fcntl.flock(f, fcntl.LOCK_UN)
         return False

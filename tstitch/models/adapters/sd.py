@@ -16,6 +16,12 @@ or a local diffusers directory (``unet/``, ``text_encoder/``, ``tokenizer/``, fo
   in diffusers' pipelines, classifier-free guidance does not apply to them: their null condition is their
   condition, which makes the CFG combination return their conditional prediction.
 
+* Negative prompts (a prompt's ``negative``, ``tstitch.data.prompts.Prompt``): each member encodes them with its
+  own encoder(s), and its null condition is theirs instead of the empty prompt's, as ``negative_prompt`` in
+  diffusers' pipelines (SDXL: pooled embedding and time ids too). LCM UNets take none (guidance embedded).
+* LoRA (``lora`` in the entry: diffusers-format weights, a scale each) per member, loaded by diffusers'
+  ``load_lora_weights`` and fused into that member's UNet and text encoders (``tstitch.models.adapters._lora``).
+
 * ``scheduler_config``: the scheduler the checkpoint ships (``scheduler/scheduler_config.json``; the class named
   by the entry's ``scheduler`` where it names one, e.g. LCM-SDXL's ``LCMScheduler`` on SDXL base's config) and
   ``_pipeline``, the diffusers pipeline that loads the model (``model_index.json``): ``solver=scheduler`` runs
@@ -34,6 +40,7 @@ import numpy as np
 import torch
 
 from tstitch.errors import ConfigError
+from tstitch.models.adapters import _lora as lora
 from tstitch.models.adapters._text import load_text_encoders
 from tstitch.models.hub import is_local, pretrained
 from tstitch.models.protocols import MemberBase, Output
@@ -89,15 +96,30 @@ class SDMember(MemberBase):
         return self.w_embedding is not None
 
     def condition(self, prompts):
-        """A list of prompts -> this member's condition, encoded by its own text encoder(s)."""
+        """A list of prompts -> this member's condition, encoded by its own text encoder(s). Prompts that carry a
+        negative prompt (``negative``: ``tstitch.data.prompts.Prompt``) make it a ``Condition`` that keeps them for
+        ``null``."""
         prompts = _prompt_list(prompts, self.name)
-        return self._cond(*self.text(prompts, self.device))
+        cond = self._cond(*self.text(prompts, self.device))
+        negatives = [getattr(p, "negative", None) for p in prompts]
+        return cond if all(n is None for n in negatives) else Condition(cond, negatives)
 
     def null(self, cond):
         """The unconditional condition for a batch like ``cond``: the empty prompt's embeddings (zeros for models
-        with ``force_zeros_for_empty_prompt``); ``cond`` itself for LCM UNets, whose guidance is embedded."""
+        with ``force_zeros_for_empty_prompt``), or for a prompt with a negative prompt that prompt's embeddings, as
+        diffusers' pipelines with ``negative_prompt`` (SDXL: both encoders, its pooled embedding, the same time
+        ids); ``cond`` itself for LCM UNets, whose guidance is embedded (their pipelines take no negative prompt)."""
         if self.w_embedding is not None:
             return cond
+        null = self._null(cond)
+        negatives = getattr(cond, "negatives", None)
+        if negatives is None:
+            return null
+        hidden, pooled = self.text(["" if n is None else n for n in negatives], self.device)
+        given = torch.tensor([n is not None for n in negatives], device=hidden.device)  # (B,)
+        return _rows(given, self._cond(hidden, pooled), null)  # no negative prompt: the usual null condition
+
+    def _null(self, cond):
         n = cond["encoder_hidden_states"].shape[0]
         if self.zeros_for_empty:
             pooled = cond.get("added_cond_kwargs", {}).get("text_embeds")
@@ -123,7 +145,8 @@ def load(entry, schedule, space, device="cpu", dtype=torch.float32):
     """A member from a zoo entry: ``checkpoint`` (hub id or diffusers directory), ``net`` (UNet config values the
     checkpoint must have), optional ``unet: {source, subfolder}`` (a UNet stored elsewhere, e.g. LCM-SDXL),
     ``variant`` (e.g. fp16 weight files), ``embedded_guidance`` (LCM), ``scheduler`` (the diffusers scheduler class
-    the model runs with its checkpoint's scheduler config, where it is not the shipped one). ``space`` is checked
+    the model runs with its checkpoint's scheduler config, where it is not the shipped one), ``lora`` (LoRA weights
+    in diffusers' format, ``{path, scale, weight_name}`` or a list of them: ``adapters._lora``). ``space`` is checked
     against the model's VAE config (``<checkpoint>/vae``; the ``codec`` directory for a checkpoint without one)."""
     from diffusers import DDIMScheduler, UNet2DConditionModel
 
@@ -136,6 +159,7 @@ def load(entry, schedule, space, device="cpu", dtype=torch.float32):
     unet_source, unet_sub = _unet_location(entry, source)
     _check_local_dir(name, unet_source, unet_sub, fix)
     extra = {"variant": entry["variant"]} if entry.get("variant") else {}
+    loras = lora.specs(entry)  # checked with the entry before any weights load
 
     unet_config = pretrained(UNet2DConditionModel.load_config, unet_source, subfolder=unet_sub,
                              what="the UNet config", fix=fix)
@@ -157,6 +181,7 @@ def load(entry, schedule, space, device="cpu", dtype=torch.float32):
     if text.width != unet.config.cross_attention_dim:
         raise ConfigError(f"{name}: its text encoder(s) are {text.width} wide but its UNet cross-attends to "
                           f"{unet.config.cross_attention_dim}; the checkpoint mixes models: {fix}")
+    lora.apply(unet, text, loras, name)
     time_ids = _time_ids(unet, text, space, factor, name) if text_time else None
     index = _model_index(source)
     zeros = text_time and bool(index.get("force_zeros_for_empty_prompt", True))  # SDXL pipelines' default: true
@@ -167,6 +192,22 @@ def load(entry, schedule, space, device="cpu", dtype=torch.float32):
     return SDMember(unet, text, name, schedule, space, prediction_type=prediction_type, time_ids=time_ids,
                     w_embedding=None if w_embedding is None else w_embedding.to(device=device, dtype=dtype),
                     zeros_for_empty=zeros, scheduler_config=shipped)
+
+
+class Condition(dict):
+    """A condition whose prompts carry negative prompts (``negatives``: one per row, None where a prompt has none),
+    which ``SDMember.null`` encodes."""
+
+    def __init__(self, cond, negatives):
+        super().__init__(cond)
+        self.negatives = list(negatives)
+
+
+def _rows(mask, a, b):
+    """The condition ``a`` in the rows where ``mask`` (B,) is true and ``b`` elsewhere, key by key."""
+    if isinstance(a, dict):
+        return {k: _rows(mask, a[k], b[k]) for k in a}
+    return torch.where(mask.view(-1, *[1] * (a.ndim - 1)), a, b)
 
 
 def _prompt_list(prompts, name):

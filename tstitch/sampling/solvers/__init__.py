@@ -9,17 +9,31 @@ stitch on that grid and passes its ``timesteps`` and ``abar`` to the solver. ``s
 stochastic solvers so that callers can give each sample its own generator (``tstitch.data.seeds.SeedNoise``).
 
 * ADM grid (``tstitch.models.schedules.grid``: N original timesteps, respaced as ADM/DiT, one call per step, alpha-bars
-  ending at 1): ``ddim``, ``ddpm``, ``dpmpp_2m``, and ``diffusers`` (a diffusers scheduler driven on that grid).
-  These take the timesteps and alpha-bars and ignore ``schedule`` and ``steps``.
+  ending at 1): ``ddim``, ``ddpm``, and ``diffusers`` (a diffusers scheduler driven on that grid) with its preset
+  ``dpmpp_2m`` (DPM-Solver++(2M): diffusers' DPMSolverMultistepScheduler, ``tstitch.sampling.solvers.hf``).
+  These take the timesteps and alpha-bars; ``ddim`` and ``ddpm`` ignore ``schedule`` and ``steps``, the diffusers
+  ones build their scheduler on ``schedule``.
 * Their own grid: ``scheduler``, a diffusers scheduler (by default the one the model ships) on its own
   timesteps and sigmas (``tstitch.sampling.solvers.hf``); ``dpm_solver``, U-ViT's official samplers, DPM-Solver-fast on
   continuous-time schedules and singlestep DPM-Solver++(3) on discrete ones (``tstitch.sampling.solvers.dpm_solver``).
+
+A solver's options (``solver.options`` in the config, keyword arguments of ``tstitch.sample``) are the keyword
+arguments of its solve function that the sampler does not pass itself (``INTERNAL``), typed by the structured
+config its module registers (``Solver(..., options=Options)``); ``check_config`` checks a config's ``solver``.
 """
+import dataclasses
+import functools
 import importlib
+import inspect
 import pkgutil
+from typing import Any
+
+from omegaconf import MISSING
 
 from tstitch.errors import ConfigError
-from tstitch.sampling.solvers.common import Solver, adm_grid  # noqa: F401 - the record and the ADM grid, for callers
+from tstitch.models.schedules import space_timesteps
+from tstitch.rules import Int, fail, validate
+from tstitch.sampling.solvers.common import INTERNAL, Solver, adm_grid  # noqa: F401 - the record, the ADM grid
 
 
 def _registered():
@@ -36,9 +50,8 @@ SOLVERS = _registered()
 # the solve functions by name, for the Python API (``solvers.ddim(...)``); registration is the modules' SOLVERS
 from tstitch.sampling.solvers.ddim import ddim  # noqa: E402, F401
 from tstitch.sampling.solvers.ddpm import ddpm  # noqa: E402, F401
-from tstitch.sampling.solvers.dpm import dpmpp_2m  # noqa: E402, F401
 from tstitch.sampling.solvers.dpm_solver import dpm_solver  # noqa: E402, F401
-from tstitch.sampling.solvers.hf import diffusers_scheduler, scheduler  # noqa: E402, F401
+from tstitch.sampling.solvers.hf import diffusers_scheduler, dpmpp_2m, scheduler  # noqa: E402, F401
 
 
 def entry(name):
@@ -50,3 +63,47 @@ def entry(name):
 def get(name):
     """The solve function of solver ``name``."""
     return entry(name).solve
+
+
+def keywords(name):
+    """The options solver ``name`` takes: its solve function's keyword-only arguments but ``INTERNAL``; None when it
+    takes any keyword (``**kwargs``)."""
+    params = inspect.signature(entry(name).solve).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None
+    return [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in INTERNAL]
+
+
+def options(name):
+    """The structured config of solver ``name``'s options: its module's (``Solver.options``), else one of its
+    keywords with any value; None when it takes any keyword."""
+    spec = entry(name)
+    if spec.options is not None:
+        return spec.options
+    known = keywords(name)
+    return None if known is None else _untyped(name, tuple(known))
+
+
+@functools.cache
+def _untyped(name, known):
+    return dataclasses.make_dataclass(f"{name}_options", [(k, Any, dataclasses.field(default=MISSING)) for k in known])
+
+
+def check_config(cfg, horizon):
+    """A config's ``solver`` section: a registered solver, a step count its grid can make on schedules of
+    ``horizon`` timesteps, and its options. (What depends on the loaded members, e.g. the scheduler a model ships,
+    is checked once they are loaded: ``tstitch.sampling.sample.check``.)"""
+    spec = entry(cfg.name)
+    steps = cfg.steps
+    if isinstance(steps, int) and steps > horizon:
+        fail("solver.steps", steps, f"give at most {horizon} steps (the members' schedules have {horizon} timesteps)")
+    if not spec.respaced:
+        Int(1)(steps, "solver.steps")  # a grid of its own: a step count
+    else:
+        try:
+            space_timesteps(horizon, steps)
+        except (ValueError, TypeError) as e:
+            fail("solver.steps", steps, f"give a step count or an ADM respacing string such as ddim50 or 10,20 ({e})")
+    schema = options(cfg.name)
+    if schema is not None:
+        validate(cfg.get("options") or {}, schema, "solver.options")

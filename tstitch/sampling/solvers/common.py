@@ -1,5 +1,5 @@
 """What every solver module shares: the x0 / eps conversions, the ADM grid and ``Solver``, the record a module
-registers its solvers with (``SOLVERS = {name: Solver(...)}``)."""
+registers its solvers with (``SOLVERS = {name: Solver(...)}``), with the structured config of its options."""
 import math
 import numbers
 from collections.abc import Callable
@@ -50,9 +50,14 @@ class Solver:
     """A solver and its grid. ``respaced``: its ``steps`` may be an ADM respacing string (the ADM grid).
     ``shipped``: the solver runs the diffusers scheduler a member ships, so it gets that member's
     ``scheduler_config`` as ``shipped=`` and its grid is that member's schedule; the member is the last that runs (the
-    official T-Stitch pipelines run the large model's)."""
+    official T-Stitch pipelines run the large model's). ``options``: see ``tstitch.sampling.solvers.options``."""
 
     solve: Callable
     grid: Callable = adm_grid
     shipped: bool = False
     respaced: bool = True
+    options: type | None = None  # a structured config (``tstitch.config``) of the keyword arguments of ``solve``
+    # that are options (not ``INTERNAL``), their types and ranges; None: those keywords, any value
+
+
+INTERNAL = ("randn_like", "clip", "callback", "schedule", "steps", "shipped")  # what the sampler passes itself

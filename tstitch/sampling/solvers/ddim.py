@@ -1,5 +1,8 @@
+from dataclasses import dataclass
+
 import torch
 
+from tstitch.rules import number
 from tstitch.sampling.solvers.common import Solver, adm_grid, as_float, check_eta, eps_from_x0, predict_x0
 
 
@@ -27,4 +30,9 @@ def ddim_grid(schedule, steps, *, eta=0.0):
     return adm_grid(schedule, steps)
 
 
-SOLVERS = {"ddim": Solver(ddim, ddim_grid)}
+@dataclass
+class Options:
+    eta: float = number(0, 1)  # 0: deterministic DDIM, 1: DDPM's variance
+
+
+SOLVERS = {"ddim": Solver(ddim, ddim_grid, options=Options)}

@@ -1,6 +1,9 @@
+from dataclasses import dataclass
+
 import torch
 
 from tstitch.errors import ConfigError
+from tstitch.rules import one_of
 from tstitch.sampling import gaussian
 from tstitch.sampling.solvers.common import Solver, predict_x0
 
@@ -12,7 +15,7 @@ def ddpm(denoiser, x, timesteps, abar, *, variance="learned", schedule=None, ste
     ``variance``: "learned" uses the model's learned-range output v (ADM/DiT, Nichol & Dhariwal 2021);
     "small" is the posterior variance beta~_t, "large" is beta_t (with beta~_1 at the last step, as ADM).
     """
-    if variance not in ("learned", "small", "large"):
+    if variance not in VARIANCES:
         raise ConfigError(f"unknown DDPM variance {variance!r}; use learned, small or large")
     chain = gaussian.chain(torch.as_tensor(abar, dtype=torch.float64)[:-1].flip(0))  # ascending time
     n = len(timesteps)
@@ -35,4 +38,12 @@ def ddpm(denoiser, x, timesteps, abar, *, variance="learned", schedule=None, ste
     return x
 
 
-SOLVERS = {"ddpm": Solver(ddpm)}
+VARIANCES = ("learned", "small", "large")
+
+
+@dataclass
+class Options:
+    variance: str = one_of(*VARIANCES)
+
+
+SOLVERS = {"ddpm": Solver(ddpm, options=Options)}
