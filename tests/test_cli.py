@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tstitch import load
+from tstitch import load, sample
 from tstitch.data import seeds
 from tstitch.metrics import FashionMetric
 from tstitch.models.codecs import load_codec
-from tstitch.sampling import sample
 
 ROOT = Path(__file__).resolve().parents[1]
 EXE = str(Path(sys.executable).parent / "tstitch")

@@ -190,7 +190,7 @@ def test_torch_fidelity_metric_on_the_finished_set(tmp_path, in_process):
     assert row["fid"] > 0 and "kid" in row and manifest["scores"] == {"fid": row["fid"], "kid": row["kid"],
                                                                       "kid_std": row["kid_std"]}
     assert manifest["metric"] == {"extractor": "tstitch-fashion", "weights": "default",
-                                  "reference": str(tmp_path / "ref.npz")}
+                                  "reference": str(tmp_path / "ref.npz"), "bootstrap": 0}
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 5])
