@@ -133,3 +133,14 @@ def hub_offline(request, monkeypatch):
         raise OSError("network is unreachable")
 
     monkeypatch.setattr("tstitch.models.hub.socket.create_connection", refuse)
+
+
+@pytest.fixture(scope="module")
+def diffusers_quiet():
+    """diffusers' warnings off for a module of tiny random pipelines (``pytestmark = usefixtures(...)``)."""
+    from diffusers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    yield
+    logging.set_verbosity(level)

@@ -29,14 +29,7 @@ SHAPE = (4, 8, 8)  # latents; the tiny VAE downsamples 2x, so images are 16x16
 BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _quiet():
-    from diffusers.utils import logging
-
-    level = logging.get_verbosity()
-    logging.set_verbosity_error()
-    yield
-    logging.set_verbosity(level)
+pytestmark = pytest.mark.usefixtures("diffusers_quiet")
 
 
 def vocab():

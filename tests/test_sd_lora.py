@@ -22,14 +22,7 @@ TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 OFFLINE = {"HF_HUB_OFFLINE": "1"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _quiet():
-    from diffusers.utils import logging
-
-    level = logging.get_verbosity()
-    logging.set_verbosity_error()
-    yield
-    logging.set_verbosity(level)
+pytestmark = pytest.mark.usefixtures("diffusers_quiet")
 
 
 def save_lora(model, out, seed, kind="sd", rank=4, alpha=8, text=False):

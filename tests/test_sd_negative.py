@@ -33,14 +33,7 @@ from tstitch.models import zoo
 NEGATIVES = ["blurry", "low quality, grainy", "a dog"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _quiet():
-    from diffusers.utils import logging
-
-    level = logging.get_verbosity()
-    logging.set_verbosity_error()
-    yield
-    logging.set_verbosity(level)
+pytestmark = pytest.mark.usefixtures("diffusers_quiet")
 
 
 @pytest.fixture(scope="module")
