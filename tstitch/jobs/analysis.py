@@ -24,9 +24,8 @@ import torch
 
 from tstitch.models import checks
 from tstitch.sampling import solvers
-from tstitch.sampling.guidance import guided
-from tstitch.sampling.sample import _channels, as_members, prepare
-from tstitch.sampling.stitch import alone, check_compatible, on_schedule
+from tstitch.sampling.sample import as_members, member_denoisers, prepare
+from tstitch.sampling.stitch import alone, check_compatible
 
 
 @dataclass
@@ -78,8 +77,7 @@ def trace(members, noise, labels, *, reference=-1, solver="ddim", steps=20, guid
     reference = reference % len(members)
     grid, schedule, _, options = prepare(members, alone(reference, len(members)), solver, steps, "steps",
                                          solver_options)
-    denoisers = [guided(on_schedule(m, schedule), m.condition(labels), guidance, _channels(channels, m))
-                 for m in members]
+    denoisers = member_denoisers(members, labels, schedule, guidance, channels)
     out = Trace([m.name for m in members], reference, eps=[[] for _ in members], x0=[[] for _ in members])
     probe = Probe(denoisers, schedule, grid, out)
     out.x = solvers.entry(solver).solve(probe, noise, grid.timesteps, grid.abar, schedule=schedule, steps=steps,

@@ -55,9 +55,7 @@ def sample(members: Sequence[Member], noise: torch.Tensor, labels: torch.Tensor 
     checks.channels(channels, members)
     steps = checks.steps(steps)
     grid, schedule, steps_plan, options = prepare(members, fractions, solver, steps, rule, solver_options)
-    # a member trained on another schedule is fed its own timestep of equal noise level
-    denoisers = [guided(on_schedule(m, schedule), m.condition(labels), guidance, _channels(channels, m))
-                 for m in members]
+    denoisers = member_denoisers(members, labels, schedule, guidance, channels)
     stitched = Stitch(denoisers, grid.timesteps, steps_plan, grid.step)
     noise_source = randn_like
     if randn_like is not torch.randn_like and seeds.generators(randn_like) is None:  # a user's: checked
@@ -67,6 +65,12 @@ def sample(members: Sequence[Member], noise: torch.Tensor, labels: torch.Tensor 
     if isinstance(noise_source, checks.FiniteNoise):
         noise_source.check()
     return Result(x, stitched.nfe, steps_plan, list(grid.timesteps))
+
+
+def member_denoisers(members, labels, schedule, guidance, channels) -> list:
+    """Each member as a guided denoiser ``(x, t) -> Output`` on ``schedule``'s timesteps, conditioned on ``labels``
+    (a member trained on another schedule is fed its own timestep of equal noise level)."""
+    return [guided(on_schedule(m, schedule), m.condition(labels), guidance, _channels(channels, m)) for m in members]
 
 
 def as_members(members, device="cpu") -> list:
