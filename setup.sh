@@ -5,10 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 # slurmctld, slurmd, slurm-client and munge: the one-node cluster that tests/test_slurm.py starts on localhost
-# (nothing is started here); apt runs only for what is missing
+# (nothing is started here); chromium and chromium-driver: the headless browser that tests/test_demo.py drives
+# (selenium; no browser download); apt runs only for what is missing
 apt_pkgs=()
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || apt_pkgs+=(dataset-fashion-mnist)
-for p in slurmctld slurmd slurm-client munge; do
+for p in slurmctld slurmd slurm-client munge chromium chromium-driver; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || apt_pkgs+=("$p")
 done
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
@@ -23,4 +24,8 @@ if ! .venv/bin/python -c "import tstitch, pytest" 2>/dev/null || ! sha256sum -c 
   .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
   sha256sum pyproject.toml > "$stamp"
 fi
+# tests/test_ldm.py's reference, Stability's packaging of CompVis ldm (the official LDM classes): without its pins
+# (pytorch-lightning 1.4, omegaconf 2.1, transformers 4.33 conflict with ours); what it imports is in the dev extra
+.venv/bin/python -c "import ldm.modules.diffusionmodules.openaimodel" 2>/dev/null ||
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps stable-diffusion-sdkit==2.1.5
 .venv/bin/python -c "import tstitch" || { echo "setup.sh: tstitch failed to install" >&2; exit 1; }

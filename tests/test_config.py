@@ -43,7 +43,7 @@ def unseen(cls, nodes, prefix=""):
     return out
 
 
-@pytest.mark.parametrize("command", ["tstitch", "generate", "evaluate", "reference"])
+@pytest.mark.parametrize("command", ["tstitch", "generate", "evaluate", "reference", "demo"])
 def test_every_field_is_a_key_of_the_shipped_configs(command):
     """No field the configs do not have (its defaults, an experiment's or a prompt set's keys): the structured
     config describes the yaml, not keys nothing sets."""
@@ -81,7 +81,8 @@ def test_omegaconfs_own_refusal_is_one_line():
     with pytest.raises(ConfigError, match=r"^part\.inner\.num_timesteps='x' is not allowed: give an integer >= 1$"):
         validate({"inner": {"num_timesteps": "x"}}, Typed, "part")
     with pytest.raises(ConfigError, match=r"^unknown key part\.inner\.steps; did you mean part\.inner\."
-                                          r"num_timesteps\? the keys of part\.inner: name, num_timesteps$"):
+                                          r"num_timesteps\? the keys of part\.inner: beta_end, "
+                                          r"beta_start, name, num_timesteps$"):
         validate({"inner": {"steps": 3}}, Typed, "part")
     assert validate({"count": 3}, Typed, "part") == {"count": 3}
 

@@ -128,5 +128,6 @@ def test_zoo_entry_is_complete(name):
     shape, net = list(e["space"]["shape"]), e["net"]
     expected = {"dit": lambda: [net["in_channels"], net["input_size"], net["input_size"]],
                 "uvit": lambda: [net["in_chans"], net["img_size"], net["img_size"]],
-                "sd": lambda: [net["in_channels"], *shape[1:]]}[e["family"]]()
+                "sd": lambda: [net["in_channels"], *shape[1:]],
+                "ldm": lambda: [net["in_channels"], net["image_size"], net["image_size"]]}[e["family"]]()
     assert shape == expected

@@ -58,3 +58,109 @@ def test_a_named_extractor_is_used_as_given(samples, tmp_path, in_process):
                    f"hydra.run.dir={tmp_path / 'run'}")
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["extractor"] == "tstitch-fashion"
+
+
+# metric=adm, the plain spelling (tstitch.cli.evaluate.plain_metric) -------------------------------------------
+
+class TinyInception:
+    """ADM's three outputs from a seeded random convolution, in Inception's place: pool (N, 14), logits (N, 10)
+    and a (7, 4, 4) spatial map (tests/test_adm.py has the metric's own checks)."""
+
+    name, fd_key, manifold, reads_statistics, mean_dtype = "tiny-inception", "fid", True, True, np.float32
+
+    def __init__(self, weights=None, device="cpu"):
+        import torch
+
+        g = torch.Generator().manual_seed(0)
+        self.weights = weights
+        self.conv, self.fc = torch.randn(7, 3, 3, 3, generator=g), torch.randn(14, 10, generator=g)
+
+    def __call__(self, x):
+        import torch
+
+        x = torch.nn.functional.interpolate(x.float() / 255, size=(9, 9), mode="bilinear")
+        spatial = torch.relu(torch.nn.functional.conv2d(x, self.conv, stride=2))  # (N, 7, 4, 4)
+        pool = torch.cat([spatial.mean((2, 3)), spatial.amax((2, 3))], 1)         # (N, 14)
+        return {"pool": pool, "logits": pool @ self.fc, "spatial": spatial}
+
+
+@pytest.fixture
+def adm_sets(tmp_path, monkeypatch):
+    """``extractor=tiny`` for metric=adm, an ADM-style reference batch of 40 images (its statistics computed from
+    them) and 24 samples, 16 x 16."""
+    from tstitch.metrics import adm
+
+    monkeypatch.setitem(adm.NETWORKS, "tiny", TinyInception)
+    monkeypatch.setenv("TSTITCH_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "ref.npz", arr_0=rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8))
+    np.savez(tmp_path / "samples.npz", arr_0=rng.integers(40, 200, (24, 16, 16, 3), dtype=np.uint8))
+    return tmp_path
+
+
+def test_plain_metric_spelling_is_hydras_name_of_the_group():
+    from tstitch.cli.evaluate import plain_metric
+
+    assert plain_metric(["samples=a.npz", "metric=adm", "reference=r.npz", "--help"]) == [
+        "samples=a.npz", "metric@_global_=adm", "~metrics", "reference=r.npz", "--help"]  # adm has no metrics key
+    assert plain_metric(["metric=adm", "metrics=[fid]"]) == ["metric@_global_=adm", "metrics=[fid]"]
+    assert plain_metric(["metric=fid", "metrics=[fid,kid]"]) == ["metric@_global_=fid", "metrics=[fid,kid]"]
+    assert plain_metric(["metric=fid"]) == ["metric@_global_=fid"]  # fid has its metrics key: evaluate's [fid] stays
+    old = ["metric@_global_=adm", "~metrics", "~device", "samples=a.npz"]
+    assert plain_metric(old) == old and plain_metric(["samples=a.npz"]) == ["samples=a.npz"]
+    assert plain_metric(["metric=nope"]) == ["metric@_global_=nope"]  # Hydra lists the options there are
+
+
+@pytest.mark.parametrize("name", ["none", "clip"])
+def test_a_metric_that_cannot_score_a_file_is_one_line(name, tmp_path, in_process):
+    r = in_process("tstitch-evaluate", f"metric={name}", "samples=a.npz", "reference=b.npz", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"tstitch-evaluate: error: metric={name} cannot score a sample set; give metric=fid (torch-fidelity) or "
+        "metric=adm (ADM's evaluation suite)")
+    assert list(tmp_path.iterdir()) == []  # nothing made
+
+
+def test_metric_adm_in_the_plain_spelling_scores_a_sample_set(adm_sets, in_process):
+    """`tstitch-evaluate metric=adm ...`: metric=adm's keys at the top (its device too), its own numbers in
+    metrics.json, the same as the metric computes on that file, and the same as the old spelling."""
+    from tstitch.metrics import adm
+
+    path = adm_sets
+    common = [f"reference={path / 'ref.npz'}", f"samples={path / 'samples.npz'}", "extractor=tiny"]
+    r = in_process("tstitch-evaluate", "metric=adm", *common, "device=cpu", f"hydra.run.dir={path / 'plain'}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads((path / "plain" / "metrics.json").read_text())
+    direct = adm.AdmMetric(path / "ref.npz", extractor="tiny", device="cpu").score_file(path / "samples.npz")
+    assert set(direct) == {"fid", "sfid", "isc", "precision", "recall"} and direct["fid"] > 0.1
+    assert {k: result[k] for k in direct} == direct and result["extractor"] == "tiny-inception"
+    r = in_process("tstitch-evaluate", "metric@_global_=adm", "~metrics", "~device", *common,
+                   f"hydra.run.dir={path / 'old'}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    old = json.loads((path / "old" / "metrics.json").read_text())
+    assert {k: old[k] for k in direct} == direct
+
+
+def test_metric_adm_refuses_a_key_of_metric_fid_in_one_line(adm_sets, in_process):
+    path = adm_sets
+    r = in_process("tstitch-evaluate", "metric=adm", f"reference={path / 'ref.npz'}", f"samples={path / 'samples.npz'}",
+                   "metrics=[fid,kid]", f"hydra.run.dir={path / 'run'}")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        "tstitch-evaluate: error: metrics= is not an option of AdmMetric (the metric chosen); its options: "
+        "batch_size, cache_root, device, extractor, float_range, reference, weights")
+    assert not (path / "run").exists()  # refused before Hydra made the run directory
+
+
+def test_extractor_auto_is_the_metrics_own_default_for_metric_adm(tmp_path):
+    """metric=adm composes with its keys at the top, without fid's; extractor=auto means its inception."""
+    from hydra import compose, initialize_config_dir
+
+    from tstitch.cli import CONF, schema
+    from tstitch.cli.evaluate import metric_options, plain_metric
+
+    np.savez(tmp_path / "ref.npz", arr_0=np.zeros((2, 8, 8, 3), np.uint8))
+    args = plain_metric(["metric=adm", f"reference={tmp_path / 'ref.npz'}", "samples=s.npz"])
+    with initialize_config_dir(CONF, version_base=None):
+        cfg = schema.check(compose("evaluate", args), "evaluate")
+    options = metric_options(cfg)
+    assert options["_target_"] == "tstitch.metrics.adm.AdmMetric" and options["extractor"] == "inception"
+    assert "metrics" not in options and options["device"] == "auto"

@@ -97,7 +97,8 @@ def test_prompts_group_composes(name, tmp_path):
     with initialize_config_dir(config_dir=CONF, version_base=None):
         cfg = compose(config_name="tstitch", overrides=[f"prompts={name}"])
     kwargs = OmegaConf.to_container(cfg.prompts, resolve=True)
-    assert set(kwargs) == {"path", "column", "captions", "limit", "seed", "negative", "negative_column"}
+    assert set(kwargs) == {"path", "column", "captions", "limit", "seed", "negative", "negative_column",
+                           "control_image", "control_image_column"}
     if kwargs["path"] == "???":  # a required path: the user gives it
         kwargs.update(path=str(coco(tmp_path / "captions_val2014.json")), limit=2)
     loaded = prompts.load(**kwargs)

@@ -109,6 +109,9 @@ def test_generation_multirun_and_its_wandb_offline_runs_are_reported(tmp_path, i
         assert [line.split("|")[1].strip() for line in table[2:]] == ["0 : 1", "0.5 : 0.5"]
         assert "| 1.00x |" in table[2] and (tmp_path / f"report-{d}" / "tradeoff.png").exists()
     assert (tmp_path / "report-m" / "results.md").read_text() == (tmp_path / "report-w" / "results.md").read_text()
+    # the members' records (per-member lists) come back from the W&B table: the same footprint table
+    footprint = (tmp_path / "report-m" / "footprint.md").read_text()
+    assert footprint == (tmp_path / "report-w" / "footprint.md").read_text() and "parameters (M)" in footprint
 
 
 # ---------------------------------------------------------------------------------------- tables and plots
@@ -319,3 +322,170 @@ def test_runs_that_name_no_directory_are_one_line(tmp_path, in_process, args, me
     r = in_process("tstitch-report", *args, cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.strip().startswith(f"tstitch-report: error: {message}"), r.stderr[-2000:]
     assert len(r.stderr.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []  # nothing made
+
+
+# ---------------------------------------------------------------------- the paper's values and Table 8 (footprint)
+
+def dit_s_xl_config():
+    """The resolved config of experiment=dit_s_xl (its paper block: FID, Table 9's precision/recall, Table 8)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from tstitch.cli import CONF
+
+    with initialize_config_dir(CONF, version_base=None):
+        return OmegaConf.to_container(compose("generate", ["experiment=dit_s_xl"]), resolve=False)
+
+
+def cells_of(text):
+    """A markdown table as {header: [cells]}."""
+    lines = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.strip().splitlines()]
+    return {h: [row[i] for row in lines[2:]] for i, h in enumerate(lines[0])}
+
+
+def test_the_papers_precision_and_recall_are_printed_beside_ours_at_each_fraction():
+    """Table 9 from the dit_s_xl paper block: each row's paper FID, precision and recall at its own fraction (not
+    shifted, not another row's), in our format, after our columns, the headline FID last as ever; without our
+    precision none of the paper's."""
+    from tstitch.jobs.report import add_paper, latex, markdown
+
+    fractions = [0.0, 0.2, 0.4, 0.5, 0.9, 1.0]
+    rows = [{"fractions": [f, 1 - f], "nfe": [round(100 * f), 100 - round(100 * f)], "fid": 10.0 + f,
+             "precision": 0.5 + f / 10, "recall": 0.4 + f / 10} for f in fractions]
+    label = add_paper(rows, dit_s_xl_config())
+    table = cells_of(markdown(rows, ["DiT-S", "DiT-XL"], label))
+    assert list(table)[-5:] == ["precision", "recall", "paper precision", "paper recall", "paper FID-5K"]
+    assert table["fractions (DiT-S : DiT-XL)"] == ["0 : 1", "0.2 : 0.8", "0.4 : 0.6", "0.5 : 0.5", "0.9 : 0.1", "1 : 0"]
+    assert table["paper FID-5K"] == ["9.20", "8.99", "8.95", "10.06", "30.11", "33.46"]
+    assert table["paper precision"] == ["0.8100", "0.8100", "0.8000", "0.7600", "0.5900", "0.5800"]
+    assert table["paper recall"] == ["0.7400", "0.7400", "0.7500", "0.7500", "0.6500", "0.6300"]
+    assert table["precision"][3] == "0.5500"  # ours stay ours
+    tex = latex(rows, ["DiT-S", "DiT-XL"], label).splitlines()
+    assert tex[5].endswith("& paper precision & paper recall & paper FID-5K \\\\")
+    assert tex[10].endswith("& 0.7600 & 0.7500 & 10.06 \\\\")  # the 0.5 row
+    ours_only = [{k: v for k, v in r.items() if k not in ("precision", "recall")} for r in rows]
+    head = markdown(ours_only, ["DiT-S", "DiT-XL"], label).splitlines()[0]
+    assert head.endswith("| FID | paper FID-5K |") and "paper precision" not in head
+
+
+def test_a_paper_block_of_values_alone_reads_as_before():
+    """The block of every experiment made before (``values`` of one metric): the matching curve's value at each
+    row's fraction, None where the curve has none; a further list is a further column, null skipped."""
+    from tstitch.jobs.report import add_paper
+
+    rows = [{"fractions": f} for f in ([0.0, 1.0], [0.5, 0.5], [0.75, 0.25])]
+    config = {"solver": {"steps": 10}, "paper": {"label": "paper FID", "metric": "fid", "curves": [
+        {"match": {"solver.steps": 20}, "first": [0.0, 0.5], "values": [1.0, 2.0]},
+        {"match": {"solver.steps": 10}, "first": [0.0, 0.5], "values": [3.0, 4.0], "isc": [None, 7.0]}]}}
+    assert add_paper(rows, config) == "paper FID"
+    assert rows == [{"fractions": [0.0, 1.0], "paper": 3.0, "paper_metric": "fid"},
+                    {"fractions": [0.5, 0.5], "paper": 4.0, "paper_metric": "fid", "paper_isc": 7.0},
+                    {"fractions": [0.75, 0.25]}]
+
+
+def test_footprint_table_sums_the_members_a_row_calls_beside_table_8():
+    """footprint.md's values from the records: parameters and storage of the members with NFE > 0, storage
+    unknown for one of them -> '-', peak memory in MiB; the paper's Table 8 at 0, 0.5 and 1."""
+    from tstitch.jobs.report import add_paper, footprint_markdown, footprint_of
+
+    records = {"params": [33_000_000, 675_000_000], "param_bytes": [132_000_000, 2_700_000_000],
+               "storage_bytes": [263 * 2 ** 20, 2576 * 2 ** 20]}
+    rows = [{"fractions": [f, 1 - f], "nfe": [n, 100 - n], **records, "peak_memory_bytes": (3000 + n) * 2 ** 20,
+             "s_per_image": 2.0 - f} for f, n in ((0.0, 0), (0.4, 40), (0.5, 50), (1.0, 100))]
+    rows[1]["storage_bytes"] = [None, 2576 * 2 ** 20]  # the small member's file unknown
+    assert footprint_of(rows[0]) == pytest.approx({"params_m": 675.0, "encoder_params_m": None,
+                                                   "weights_mb": 2_700_000_000 / 2 ** 20, "storage_mb": 2576.0,
+                                                   "peak_memory_mb": 3000.0})
+    assert footprint_of(rows[1])["storage_mb"] is None and footprint_of(rows[3])["params_m"] == 33.0
+    add_paper(rows, dit_s_xl_config())
+    table = cells_of(footprint_markdown(rows, ["DiT-S", "DiT-XL"]))
+    assert list(table) == ["fractions (DiT-S : DiT-XL)", "parameters (M)", "weights (MiB)", "storage (MiB)",
+                           "peak memory (MiB)", "s/image", "paper parameters (M)", "paper storage (MiB)",
+                           "paper peak memory (MiB)", "paper s / 8 images"]
+    assert table["parameters (M)"] == ["675", "708", "708", "33"]
+    assert table["storage (MiB)"] == ["2576", "-", "2839", "263"]
+    assert table["peak memory (MiB)"] == ["3000", "3040", "3050", "3100"]
+    assert table["paper parameters (M)"] == ["675", "-", "708", "33"]
+    assert table["paper storage (MiB)"] == ["2576", "-", "2839", "263"]
+    assert table["paper peak memory (MiB)"] == ["3166", "-", "3296", "3088"]
+    assert table["paper s / 8 images"] == ["16.5", "11", "9.4", "1.7"]
+
+
+def test_records_are_flat_columns_and_come_back_with_unknowns_in_place():
+    from tstitch.cli.report import Unreadable, check_row
+    from tstitch.jobs.columns import flat, unflat
+
+    row = {"fractions": [0.5, 0.5], "nfe": [1, 1], "params": [10, 20], "param_bytes": [40, 80],
+           "storage_bytes": [None, 99], "encoder_params": [5, 6], "peak_memory_bytes": 123}
+    names = ["s", "param_bytes_x"]  # a member whose name looks like a prefix
+    flat_row = flat(row, names)
+    assert flat_row["storage_bytes_s"] is None and flat_row["params_param_bytes_x"] == 20
+    assert flat_row["encoder_params_s"] == 5 and flat_row["param_bytes_param_bytes_x"] == 80
+    back, members = unflat(flat_row)
+    assert back == row and members == names
+    check_row(row, "here", 2)
+    with pytest.raises(Unreadable, match="storage_bytes is .*not a list of numbers or nulls"):
+        check_row({**row, "storage_bytes": ["big", 1]}, "here", 2)
+
+
+def test_toy_runs_record_their_members_and_the_report_writes_table_8(three_runs, tmp_path, in_process):
+    """Every row of a tstitch run records the toy members' parameters (their networks' numel), the bytes of their
+    shipped weight files (fp16 safetensors: half the fp32 parameter bytes, plus a header) and no peak memory on a
+    CPU; the report's footprint.md sums the members each allocation calls."""
+    import json
+
+    from tstitch.models import zoo
+    from tstitch.models.checkpoints import resolve
+
+    r = in_process("tstitch-report", f"runs={three_runs}", f"out={tmp_path / 'report'}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "report" / "results.jsonl").read_text().splitlines()]
+    entries = [zoo.entry("toy/small"), zoo.entry("toy/large")]
+    nets = [zoo.load(e).net for e in entries]
+    params = [sum(p.numel() for p in n.parameters()) for n in nets]
+    stored = [resolve(e["checkpoint"]).stat().st_size for e in entries]
+    for row in rows:
+        assert row["params"] == params and row["param_bytes"] == [4 * n for n in params]
+        assert row["storage_bytes"] == stored and row["peak_memory_bytes"] is None and "encoder_params" not in row
+    assert stored[1] < row["param_bytes"][1]  # the file, not the parameters' fp32 bytes: it is measured
+    table = cells_of((tmp_path / "report" / "footprint.md").read_text())
+    assert table["fractions (toy-dit-small : toy-dit-large)"] == ["0 : 1", "0.5 : 0.5", "1 : 0"]
+    assert table["parameters (M)"] == [f"{v:.4g}" for v in (params[1] / 1e6, sum(params) / 1e6, params[0] / 1e6)]
+    assert table["storage (MiB)"] == [f"{v:.4g}" for v in (stored[1] / 2 ** 20, sum(stored) / 2 ** 20,
+                                                           stored[0] / 2 ** 20)]
+    assert "peak memory (MiB)" not in table  # none measured on a CPU: the column is left out
+
+
+def test_every_paper_list_names_a_column_of_ours_and_its_numbers_are_in_docs_paper_md():
+    """Each list of every experiment's paper curves (besides ``values``) is named by a key the report knows
+    (``paper_keys``), is as long as ``first``, and its numbers are docs/paper.md's: a whole list a row of one of its
+    tables, a list with gaps (Table 8's three rows) numbers printed there."""
+    import re
+
+    from hydra import compose, initialize_config_dir
+
+    from tstitch.cli import CONF
+    from tstitch.jobs.report import paper_keys
+
+    root = Path(__file__).resolve().parents[1]
+    lines = [line for line in (root / "docs" / "paper.md").read_text().splitlines() if line.startswith("|")]
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
+    printed = {float(c) for row in rows for c in row if re.fullmatch(r"\d+(\.\d+)?", c)}
+    known = {k for k, _ in paper_keys()}
+    checked = 0
+    for path in sorted((root / "conf" / "experiment").glob("*.yaml")):
+        command = "tstitch" if path.stem.startswith("toy") else "generate"
+        with initialize_config_dir(CONF, version_base=None):
+            cfg = compose(command, [f"experiment={path.stem}"])
+        for curve in (cfg.get("paper") or {}).get("curves", []):
+            for key, values in curve.items():
+                if key in ("match", "first", "values"):
+                    continue
+                assert key in known and len(values) == len(curve.first), (path.stem, key)
+                numbers = [float(v) for v in values if v is not None]
+                if len(numbers) == len(values):
+                    assert any([float(c) if re.fullmatch(r"[\d.]+", c) else None for c in row[1:]] == numbers
+                               for row in rows), (path.stem, key)
+                assert set(numbers) <= printed, (path.stem, key)
+                checked += 1
+    assert checked >= 6  # dit_s_xl: precision, recall, time, and Table 8's three

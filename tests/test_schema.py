@@ -69,7 +69,7 @@ SLIPS = [  # (command, override, the one line after "tstitch: error: ")
     ("tstitch", "+metric.weightz=x", "unknown key metric.weightz; did you mean metric.weights? the keys of metric: "
      "bootstrap, cache_root, reference, weights"),
     ("tstitch", "stitch.members.small.family=unet", "stitch.members.small.family='unet' is not allowed: one of dit, "
-     "sd, uvit"),
+     "ldm, sd, uvit"),
     ("tstitch", "-m stitch.fractions=[0.4,0.6],[0.5,0.6] sweep=null", "stitch.fractions=[0.5,0.6]: fractions sum to "
      "1.1, not 1; give one fraction per member (2: small, large) summing to 1, e.g. stitch.fractions=[0.4,0.6]"),
     ("tstitch", "~stitch.members.large.net", "stitch.members.large lacks net; a zoo entry needs name, family, net, "

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
-from omegaconf import MISSING, ListConfig
+from omegaconf import MISSING, DictConfig, ListConfig
 
 from tstitch import rules
 from tstitch.errors import ConfigError
@@ -38,6 +38,8 @@ def fractions(value, names, key):
 class ScheduleConfig:
     name: str = MISSING
     num_timesteps: int = integer(1)
+    beta_start: Optional[float] = number(0, 1, open_lo=True)  # linear / scaled_linear ends (LDM: 0.0015 ... 0.0195)
+    beta_end: Optional[float] = number(0, 1, open_lo=True)
 
 
 @dataclass
@@ -81,6 +83,50 @@ class Loras:
 
 
 @dataclass
+class ControlNetConfig:
+    """A ControlNet on a Stable Diffusion member (``tstitch.models.adapters._control``)."""
+
+    source: str = MISSING  # a hub id (owner/name) or a diffusers ControlNetModel directory
+    scale: float = number(0)  # its residuals' weight: diffusers' controlnet_conditioning_scale (1: as trained)
+    subfolder: Optional[str] = MISSING  # where in the repo or directory the ControlNet is
+    variant: Optional[str] = MISSING  # weight files of a variant, e.g. fp16
+
+
+class ControlNet:
+    """A member's ``controlnet``: a ``ControlNetConfig`` section; a local source (not ``owner/name``) must exist."""
+
+    def describe(self):
+        return "{source: <ControlNet hub id or directory>, scale: 1.0}"
+
+    def __call__(self, value, key):
+        if not (isinstance(value, dict) or hasattr(value, "keys")):
+            raise ConfigError(f"{key}={show(value)} is not allowed: give {self.describe()}")
+        rules.validate(value, ControlNetConfig, key)
+        if value.get("source") is None:
+            raise ConfigError(f"{key} has no source; give {key}.source=<ControlNet hub id or directory>")
+        path = Path(str(value["source"])).expanduser()
+        if str(value["source"]).count("/") != 1 and not path.exists():  # hub ids are owner/name
+            raise ConfigError(f"{key}.source: no such ControlNet directory: {path}; fix the path, or give a hub id "
+                              "(owner/name)")
+        return value
+
+
+class ImageFile:
+    """A path to an image file that exists."""
+
+    def describe(self):
+        return "a path to an image file (PNG, JPEG)"
+
+    def __call__(self, value, key):
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key}={show(value)} is not allowed: give {self.describe()}")
+        if not Path(value).expanduser().is_file():
+            raise ConfigError(f"{key}: no such image file: {Path(value).expanduser()}; fix the path (relative paths "
+                              "start from the working directory)")
+        return value
+
+
+@dataclass
 class MemberConfig:
     """A zoo entry (``conf/model/<family>/<name>.yaml``); other keys are its family adapter's."""
 
@@ -95,6 +141,18 @@ class MemberConfig:
     cfg_channels: Optional[int] = integer(1)
     classes: Optional[str] = MISSING
     lora: Any = field(default=MISSING, metadata={"rule": Opt(Loras())})  # sd family: LoRA weights (LoraConfig)
+    controlnet: Any = field(default=MISSING, metadata={"rule": Opt(ControlNet())})  # sd family: ControlNetConfig
+    FAMILY_KEYS: ClassVar[dict] = {"lora": ("sd",), "controlnet": ("sd",)}  # keys that only these families read
+
+    @classmethod
+    def check_section(cls, given, key):
+        """A key that only some families read is refused on a member of another family (it would be ignored)."""
+        family, prefix = given.get("family"), f"{key}." if key else ""
+        for name, families in cls.FAMILY_KEYS.items():
+            if given.get(name) is not None and family is not None and family not in families:
+                raise ConfigError(f"{prefix}{name}: a {family} member takes no {name}, only {' and '.join(families)} "
+                                  f"members do; remove {prefix}{name}, or pick a zoo entry of the "
+                                  f"{' or '.join(families)} family")
 
 
 @dataclass
@@ -118,6 +176,27 @@ class GuidanceConfig:
     channels: Any = field(default=MISSING, metadata={"rule": Opt(Either(Int(1), Choice("all")))})
 
 
+MEMBERS = Seq(Either(Int(), Str()))  # stitch keys, zoo names or positions (``tstitch.models.accelerators.select``)
+
+
+@dataclass
+class TomeConfig:
+    """ToMe for SD on Stable Diffusion members (``tstitch.models.accelerators``); ratio 0: off."""
+
+    ratio: float = number(0, 0.75)  # tomesd's most with its 2x2 destination stride: 1 - 1/4
+    max_downsample: int = one_of(1, 2, 4, 8)
+    members: Any = field(default=MISSING, metadata={"rule": MEMBERS})
+
+
+@dataclass
+class DeepCacheConfig:
+    """DeepCache on Stable Diffusion members (``tstitch.models.accelerators``); interval 1: off."""
+
+    interval: int = integer(1)
+    branch: int = integer(0)
+    members: Any = field(default=MISSING, metadata={"rule": MEMBERS})
+
+
 @dataclass
 class FastConfig:
     precision: str = one_of("fp32", "bf16", "fp16")
@@ -127,6 +206,8 @@ class FastConfig:
     channels_last: bool = MISSING
     offload: bool = MISSING
     force: bool = MISSING
+    tome: TomeConfig = section(TomeConfig)
+    deepcache: DeepCacheConfig = section(DeepCacheConfig)
 
 
 @dataclass
@@ -148,6 +229,9 @@ class PromptsConfig:
     seed: int = integer(0)
     negative: Optional[str] = MISSING  # the negative prompt of every prompt without its own; null: none
     negative_column: Optional[str] = MISSING  # the csv column / json field of each prompt's negative prompt
+    # the control image of every prompt without its own (ControlNet members); null: none
+    control_image: Optional[str] = field(default=MISSING, metadata={"rule": Opt(ImageFile())})
+    control_image_column: Optional[str] = MISSING  # csv column / json field of each prompt's control image path
 
 
 @dataclass
@@ -208,6 +292,27 @@ class Sampling:
     nonfinite: str = one_of("error", "warn")
     paper: Any = MISSING
 
+    @staticmethod
+    def check_section(given, key):
+        """Control images and ControlNets come together: a member with a ControlNet needs the prompts' control
+        images, and control images need a member that reads them."""
+        prompts, members = given.get("prompts"), (given.get("stitch") or {}).get("members")
+        if not prompts or not isinstance(members, (dict, DictConfig)):
+            return  # text members without prompts are refused by the commands, with their own line
+        entries = {k: e for k, e in members.items() if isinstance(e, (dict, DictConfig))}
+        for k, e in entries.items():  # a family that reads no ControlNet is the slip to name first
+            MemberConfig.check_section(e, f"stitch.members.{k}")
+        controlled = [k for k, e in entries.items() if e.get("controlnet")]
+        images = [k for k in ("control_image", "control_image_column") if prompts.get(k) is not None]
+        if controlled and not images:
+            raise ConfigError(f"stitch.members.{controlled[0]} has a ControlNet but the prompts carry no control "
+                              "image; set prompts.control_image=<image file> (every prompt's) or "
+                              "prompts.control_image_column=<csv column / json field of each prompt's image>")
+        if images and not controlled:
+            raise ConfigError(f"prompts.{images[0]} is set but no member has a ControlNet to read it; give one "
+                              "(stitch=controlnet_canny_ssd1b_sdxl, or +stitch.members.large.controlnet={source: "
+                              f"<hub id or directory>, scale: 1.0}}), or drop prompts.{images[0]}")
+
 
 @dataclass
 class TstitchCommand(Sampling):
@@ -242,6 +347,9 @@ FLOAT_RANGES = ("auto", "unit", "byte")
 
 @dataclass
 class EvaluateCommand:
+    """``tstitch-evaluate``: the samples, and the chosen metric's keys at the top level (metric=fid's by default,
+    metric=adm's; ``tstitch.cli.evaluate`` checks them against the metric's class)."""
+
     _target_: str = MISSING
     samples: str = MISSING
     reference: str = MISSING
@@ -254,6 +362,7 @@ class EvaluateCommand:
     cache_root: Optional[str] = MISSING
     float_range: str = one_of(*FLOAT_RANGES)
     bootstrap: int = integer(0)  # 0 or at least 2 (``tstitch.metrics.check_bootstrap``)
+    device: str = MISSING  # metric=adm: auto, cpu, cuda or cuda:N (``tstitch.metrics.adm.resolve_device``)
 
 
 @dataclass
@@ -267,8 +376,31 @@ class ReferenceCommand:
     float_range: str = one_of(*FLOAT_RANGES)
 
 
+@dataclass
+class DemoServerConfig:
+    host: str = MISSING
+    port: int = integer(0, 65535)  # 0: the first free port from 7860 (Gradio's)
+
+
+@dataclass
+class DemoCommand:
+    """``tstitch-demo``; its pairs are checked against the zoo by ``tstitch.jobs.demo.pairs``."""
+
+    pairs: list[str] = field(default=MISSING, metadata={"rule": Seq(Str(), 1)})
+    fraction: float = number(0, 1)
+    steps: int = integer(1)
+    seed: int = integer(0, 2 ** 53 - 1)  # a web page's numbers are exact up to 2**53
+    guidance_scale: Optional[float] = number(0)
+    prompt: str = MISSING
+    negative_prompt: Optional[str] = MISSING
+    device: str = MISSING
+    threads: int = integer(1)
+    server: DemoServerConfig = section(DemoServerConfig)
+
+
 COMMANDS = {"tstitch": TstitchCommand, "generate": GenerateCommand, "search": SearchCommand,
-            "evaluate": EvaluateCommand, "reference": ReferenceCommand}  # config name -> its structured config
+            "evaluate": EvaluateCommand, "reference": ReferenceCommand,
+            "demo": DemoCommand}  # config name -> its structured config
 
 
 def register():

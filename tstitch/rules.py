@@ -173,10 +173,14 @@ class Anything:
 
 class Section:
     """A mapping with the fields of a structured config (or ``{name: rule}``); a key it lacks is refused with the
-    nearest known one, unless the dataclass is ``OPEN`` (extra keys belong to other code: a family's, Lightning's)."""
+    nearest known one, unless the dataclass is ``OPEN`` (extra keys belong to other code: a family's, Lightning's).
+    A dataclass's ``check_section(given, key)``, if it has one, then checks what no one field's rule sees: keys
+    together (``given``: its fields as given, unset ones left out)."""
 
     def __init__(self, fields, extra=False):
+        self.whole = None
         if dataclasses.is_dataclass(fields):
+            self.whole = getattr(fields, "check_section", None)
             fields, extra = rules(fields), getattr(fields, "OPEN", False)
         self.fields, self.extra = fields, extra
 
@@ -193,6 +197,9 @@ class Section:
         for name, rule in self.fields.items():
             if name in value and (raw := _raw(value, name)) is not UNSET:
                 rule(raw, f"{prefix}{name}")
+        if self.whole is not None:
+            self.whole({name: raw for name in self.fields if name in value and (raw := _raw(value, name)) is not UNSET},
+                       key)
         return value
 
 

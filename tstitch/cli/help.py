@@ -8,7 +8,9 @@ from omegaconf import OmegaConf
 
 from tstitch.searchpath import CONF
 
-OPTIONAL = {"experiment": "+experiment", "debug": "+debug", "hydra/launcher": "hydra/launcher"}  # not in defaults
+OPTIONAL = ("experiment", "debug", "hydra/launcher")  # chosen or not (``group: null`` in defaults, or Hydra's)
+# groups placed at another package than their name, listed as the group they are chosen by
+PLACED = {"metric@_global_": "metric"}  # tstitch-evaluate: metric=adm (tstitch.cli.evaluate.plain_metric)
 
 
 def options(conf, group):
@@ -20,18 +22,20 @@ def options(conf, group):
 def groups(*extra, _root_):
     """One line per config group of the command (``hydra.runtime.choices``, hydra's own and package-placed ones
     such as ``model@stitch.members.small`` left out) and per group in ``extra``: its options, the current one
-    starred; ``extra`` groups (``experiment``, ``hydra/launcher``) are added with ``+`` or chosen for ``-m``."""
+    starred; ``extra`` groups (``experiment``, ``hydra/launcher``) are chosen like any other (``experiment=NAME``)
+    or for ``-m``. A group placed elsewhere (``PLACED``: tstitch-evaluate's metric) is listed by its plain name."""
     choices = OmegaConf.to_container(_root_.hydra.runtime.choices)
-    used = [g for g in reversed(choices) if not g.startswith("hydra/") and "@" not in g and g not in extra]
+    used = [g for g in reversed(choices) if not g.startswith("hydra/") and ("@" not in g or g in PLACED)
+            and g not in extra]
     lines = []
-    for group in [*used, *extra]:  # choices lists the defaults last to first
-        current = choices.get(group)
+    for key in [*used, *extra]:  # choices lists the defaults last to first
+        group, current = PLACED.get(key, key), choices.get(key)
         names = [f"{o}*" if o == current else o for o in options(CONF, group)]
         if group == "hydra/launcher":
             names = ["basic*" if current in (None, "basic") else "basic", *names]
         text = ", ".join(names) + ("" if current is not None or group in OPTIONAL else " (none chosen)")
-        lines += textwrap.wrap(text, 112, initial_indent=f"  {OPTIONAL.get(group, group):<16} ",
-                               subsequent_indent=" " * 19, break_on_hyphens=False)
+        lines += textwrap.wrap(text, 112, initial_indent=f"  {group:<16} ", subsequent_indent=" " * 19,
+                               break_on_hyphens=False)
     return "\n".join(lines)
 
 

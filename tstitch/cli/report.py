@@ -39,7 +39,8 @@ def _number(value):
 
 def check_row(row, where, size=None):
     """Refuse a row the table could not show (``Unreadable``, naming ``where``): fractions that are not a list of
-    numbers in [0, 1] (``size`` of them, when known), a column of the wrong type (text, NFE list or number)."""
+    numbers in [0, 1] (``size`` of them, when known), a column of the wrong type (text, a per-member list or a
+    number)."""
     from tstitch.jobs import report
 
     if not isinstance(row, dict) or not isinstance(row.get("fractions"), list):
@@ -57,6 +58,9 @@ def check_row(row, where, size=None):
             ok, want = isinstance(value, str), "text"
         elif key == "nfe":
             ok, want = isinstance(value, list) and all(_number(v) for v in value), "a list of numbers"
+        elif key in report.LISTS:  # the members' records: None where one is unknown (tstitch.jobs.footprint)
+            ok = isinstance(value, list) and all(v is None or _number(v) for v in value)
+            want = "a list of numbers or nulls"
         else:
             ok, want = _number(value), "a finite number"
         if not ok:

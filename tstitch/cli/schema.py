@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from tstitch.config import COMMANDS, MemberConfig, fractions
 from tstitch.errors import ConfigError
+from tstitch.models import accelerators
 from tstitch.models.zoo import REQUIRED, families
 from tstitch.rules import Choice, fail, unknown, validate
 from tstitch.sampling import solvers
@@ -25,8 +26,8 @@ DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
 def check(cfg, command, machine=True):
     """Check the composed config of ``command`` (``tstitch``, ``generate``, ``search``, ``evaluate``,
-    ``reference``); returns it. ``machine``: also that the devices it asks for are on this machine (not when the
-    jobs run elsewhere, e.g. submitted to SLURM from a login node). Commands without a structured config
+    ``reference``, ``demo``); returns it. ``machine``: also that the devices it asks for are on this machine (not
+    when the jobs run elsewhere, e.g. submitted to SLURM from a login node). Commands without a structured config
     (``train``) pass unchecked."""
     cls = COMMANDS.get(command)
     if cls is None:
@@ -34,7 +35,12 @@ def check(cfg, command, machine=True):
     validate(cfg, cls)
     if command in ("evaluate", "reference"):
         return cfg
+    if command == "demo":  # its member pairs: tstitch.jobs.demo.pairs, before the page is built
+        device(cfg.device, "device", machine)
+        return cfg
     names = members(cfg)
+    if cfg.get("fast"):  # ToMe / DeepCache: the members they name must be Stable Diffusion members
+        accelerators.check(cfg.fast, [(n, e.name, e.family) for n, e in cfg.stitch.members.items()])
     if "rule" in cfg.stitch:
         Choice(*RULES)(cfg.stitch.rule, "stitch.rule")
     fractions(cfg.stitch.fractions, names, "stitch.fractions")

@@ -29,8 +29,9 @@ def check(seeds: Iterable) -> list[int]:
 
 
 class SeedNoise:
-    """One ``torch.Generator`` per sample. Draw order per seed: initial noise, then the class label, then
-    whatever a stochastic solver asks for through ``randn_like``."""
+    """One ``torch.Generator`` per sample. Draw order per seed: initial noise, then the class label, then the
+    unconditional input of each member that draws one (LDM, ``null_draws``; in member order), then whatever a
+    stochastic solver asks for through ``randn_like``."""
 
     def __init__(self, seeds: Iterable[int], device: str | torch.device = "cpu"):
         self.generators = [torch.Generator(device).manual_seed(s) for s in check(seeds)]

@@ -77,7 +77,7 @@ def trace(members, noise, labels, *, reference=-1, solver="ddim", steps=20, guid
     reference = reference % len(members)
     grid, schedule, _, options = prepare(members, alone(reference, len(members)), solver, steps, "steps",
                                          solver_options)
-    denoisers = member_denoisers(members, labels, schedule, guidance, channels)
+    denoisers = member_denoisers(members, labels, schedule, guidance, channels, randn_like)
     out = Trace([m.name for m in members], reference, eps=[[] for _ in members], x0=[[] for _ in members])
     probe = Probe(denoisers, schedule, grid, out)
     out.x = solvers.entry(solver).solve(probe, noise, grid.timesteps, grid.abar, schedule=schedule, steps=steps,

@@ -17,7 +17,7 @@ def stitch(cfg, device="cpu"):
     home = "cpu" if options.get("offload") else device  # offloaded networks never all sit on the device at once
     members = [zoo.load(dict(cfg.stitch.members[n]), device=home) for n in names]
     check_compatible(members)
-    members = fast.speed_up(members, device, **options)
+    members = fast.speed_up(members, device, names=names, **options)  # fast.tome.members may name stitch keys
     return members, load_codec(codec_spec(cfg), members[-1].space, device)
 
 

@@ -1,7 +1,10 @@
-"""A results row's per-member lists (``fractions``, ``nfe``) as flat columns, one per member, and back: the shape
-of the CSV and the W&B table (``tstitch.jobs.report``, ``tstitch.jobs.tracking``)."""
+"""A results row's per-member lists (``fractions``, ``nfe``, the members' footprint: ``tstitch.jobs.footprint``) as
+flat columns, one per member, and back: the shape of the CSV and the W&B table (``tstitch.jobs.report``,
+``tstitch.jobs.tracking``)."""
 
-LISTS = {"fractions": "fraction", "nfe": "nfe"}  # a row's per-member lists -> their flat columns' prefix
+# a row's per-member lists -> their flat columns' prefix (a prefix may hold "_": ``unflat`` takes the longest)
+LISTS = {"fractions": "fraction", "nfe": "nfe", "params": "params", "encoder_params": "encoder_params",
+         "param_bytes": "param_bytes", "storage_bytes": "storage_bytes"}
 
 
 def member_names(members, rows):
@@ -26,18 +29,21 @@ def flat(row, names):
 
 def unflat(row):
     """The inverse of ``flat``: (the row with its lists back, the members' names from its ``fraction_`` columns, in
-    their order). A list whose columns are all None (or absent) is left out."""
+    their order). A list whose columns are all None (or absent) is left out; None inside a list (a member's unknown
+storage, say) stays in its place."""
     out, lists, names = {}, {}, []
-    prefixes = {p: k for k, p in LISTS.items()}
+    prefixes = sorted(((p, k) for k, p in LISTS.items()), key=lambda pk: -len(pk[0]))  # param_bytes before params
     for k, v in row.items():
-        prefix, _, name = k.partition("_")
-        if prefix in prefixes and name:
-            lists.setdefault(prefixes[prefix], []).append(v)
-            names += [name] if prefix == LISTS["fractions"] else []
+        prefix, key = next(((p, key) for p, key in prefixes if k.startswith(p + "_") and len(k) > len(p) + 1),
+                           (None, None))
+        if prefix is not None:
+            lists.setdefault(key, []).append(v)
+            names += [k[len(prefix) + 1:]] if key == "fractions" else []
         else:
             out[k] = v
     for k, values in lists.items():
-        values = [v for v in values if v is not None]
+        while values and values[-1] is None:  # columns past the list's end (``flat``); None inside a list stays
+            values = values[:-1]
         if values:
             out[k] = values
     return {k: out[k] for k in [*LISTS, *out] if k in out}, names

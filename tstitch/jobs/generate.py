@@ -28,7 +28,7 @@ from tstitch.models import checks
 TIMING = ("s_per_image", "images_per_second", "s_per_image_per_member", "decode_s_per_image", "images_timed",
           "speedup", "speedup_p25", "speedup_p75", "baseline_s_per_image", "timed_s_per_image",
           "timed_s_per_image_p25", "timed_s_per_image_p75", "predicted_s_per_image", "timing_flag", "timing_rounds",
-          "timing_drift", "warmup_seconds", "peak_memory_gb")
+          "timing_drift", "warmup_seconds", "peak_memory_gb", "peak_memory_bytes")
 ROW = ("s_per_image", "predicted_s_per_image", "speedup", "speedup_p25", "speedup_p75")  # and timing_flag, if timed
 MEASURED = "measured.json"
 DIGESTS = (("config",), identity.PARTS)  # each shard carries the digest of each: the settings alone, and all
@@ -144,13 +144,14 @@ def _generate(cfg, out, sampling, rank_zero):
     import lightning as L
 
     from tstitch.data.prompts import recorded  # prompts with their negative prompts
-    from tstitch.jobs import build, report
+    from tstitch.jobs import build, footprint, report
     from tstitch.jobs.engine.module import Generation, RankShare, Seeds
     from tstitch.jobs.engine.progress import Progress
     from tstitch.jobs.engine.writer import ShardWriter, done, export_npz, write_manifest
     from tstitch.metrics import fidelity
     from tstitch.sampling.sample import check
 
+    prompts = build.prompts(cfg)  # a missing prompt file or control image fails before any model loads
     members, codec = build.stitch(cfg)
     names = [m.name for m in members]
     fractions = sampling["options"]["fractions"]
@@ -160,7 +161,6 @@ def _generate(cfg, out, sampling, rank_zero):
     if metric is not None:
         metric.check_files()  # it will score samples.npz (a paired metric needs its reference file)
     wanted = list(range(cfg.seed, cfg.seed + cfg.num_samples))
-    prompts = build.prompts(cfg)
     entries = {k: OmegaConf.to_container(e, resolve=True) for k, e in cfg.stitch.members.items()}
     spec = build.codec_spec(cfg)
     spec = OmegaConf.to_container(spec, resolve=True) if OmegaConf.is_config(spec) else spec
@@ -205,7 +205,8 @@ def _generate(cfg, out, sampling, rank_zero):
         write_json(out / MEASURED, {"nfe_per_image": nfe, **timing, "nonfinite_seeds": nonfinite})
     path = export_npz(out, wanted, png=cfg.png)
     row = {"fractions": [round(f, 6) for f in fractions], "nfe": nfe,
-           **{k: timing[k] for k in ROW if timing.get(k) is not None}}
+           **{k: timing[k] for k in ROW if timing.get(k) is not None},
+           **footprint.record(members, list(entries.values())), "peak_memory_bytes": timing.get("peak_memory_bytes")}
     if "timing_flag" in timing:
         row["timing_flag"] = timing["timing_flag"]
     scores = metric.score_file(path) if metric is not None else {}

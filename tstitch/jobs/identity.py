@@ -2,11 +2,12 @@
 samples made the same way.
 
 The identity is everything that changes the bytes of an image: the resolved sampling settings (members' zoo
-entries, fractions, solver, steps, guidance, stitch rule, fast paths, labels, prompts with negatives, batch, device),
-the content of every checkpoint and of the decoder (a SHA-256, cached by path, size and mtime so that a 2.7 GB file
-is hashed once) and the seed scheme. A resume that differs in any of these is refused, naming the keys. The
-versions of tstitch, torch and the device model are recorded too: a resume across them is allowed with a warning
-(they may change last bits, not the meaning of the set).
+entries, fractions, solver, steps, guidance, stitch rule, fast paths, labels, prompts with negatives and the content
+of their control images, batch, device), the content of every checkpoint (ControlNets too) and of the decoder
+(a SHA-256, cached by path, size and mtime so that a 2.7 GB file is hashed once) and the seed scheme. A resume that
+differs in any of these is refused, naming the keys. The versions of tstitch, torch and the device model are
+recorded too: a resume across them is allowed with a warning (they may change last bits, not the meaning of the
+set).
 
 ``identity.json`` names the settings, but a user can delete or edit it: every shard also carries the ``digest`` of
 the identity it was made under (``tstitch.jobs.generate.check_shards`` refuses shards of another digest).
@@ -95,9 +96,11 @@ def fingerprint(source):
 
 
 def sources(entry):
-    """The checkpoint sources of a zoo entry: its checkpoint and, where the UNet lives elsewhere, that."""
+    """The checkpoint sources of a zoo entry: its checkpoint, where the UNet lives elsewhere that, and its
+    ControlNet (Stable Diffusion members)."""
     unet = (entry.get("unet") or {}).get("source")
-    return [s for s in (entry.get("checkpoint"), unet) if s]
+    controlnet = (entry.get("controlnet") or {}).get("source")
+    return [s for s in (entry.get("checkpoint"), unet, controlnet) if s]
 
 
 def codec_source(spec):

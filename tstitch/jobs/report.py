@@ -1,4 +1,11 @@
-"""Outputs of a sweep: the table (markdown, CSV, JSON lines, LaTeX), an image grid and the speed-quality plot."""
+"""Outputs of a sweep: the table (markdown, CSV, JSON lines, LaTeX), the members' footprint (footprint.md, the paper's
+Table 8), an image grid and the speed-quality plot.
+
+The paper's values (an experiment's ``paper`` block, ``add_paper``) sit beside ours: ``values`` (of the block's
+``metric``) as the ``paper`` column, and any other list of a curve, named by the key of one of our columns
+(``precision``, ``recall``, ``isc``, ``s_per_image``, a footprint key such as ``params_m``, or ``s_per_8_images``,
+the paper's DiT timing), as ``paper_<key>``, labelled "paper <our label>"; in results.md a ``paper_<key>`` column shows
+where we have that key too, the footprint's ones in footprint.md."""
 import csv
 import textwrap
 from pathlib import Path
@@ -19,13 +26,29 @@ BEFORE = [("setting", "setting"), ("fractions", "fractions"), ("nfe", "NFE per m
           ("predicted_s_per_image", "predicted s/image"), ("speedup", "speedup"), ("speedup_p25", "speedup p25"),
           ("speedup_p75", "speedup p75"), ("timing_flag", "timing")]  # then the metrics', then the paper
 SPREADS = {"s_per_image": ("s_per_image_p25", "s_per_image_p75"), "speedup": ("speedup_p25", "speedup_p75")}
-RESULT_FILES = ("results.md", "results.csv", "results.jsonl", "results.tex", "run.json", "manifest.json")
+RESULT_FILES = ("results.md", "results.csv", "results.jsonl", "results.tex", "footprint.md", "run.json",
+                "manifest.json")
+# what a row records of its members (tstitch.jobs.footprint): per-member lists, then the row's peak memory
+RECORDS = ("params", "encoder_params", "param_bytes", "storage_bytes", "peak_memory_bytes")
+# the paper's Table 8 columns, from a row's records (``footprint_of``): key, label
+FOOTPRINT = (("params_m", "parameters (M)"), ("encoder_params_m", "encoder parameters (M)"),
+             ("weights_mb", "weights (MiB)"), ("storage_mb", "storage (MiB)"), ("peak_memory_mb", "peak memory (MiB)"))
+PAPER_ONLY = (("s_per_8_images", "s / 8 images"),)  # paper values with no column of ours: DiT's time of 8 images
+
+
+def paper_keys():
+    """(key, label) of every value a paper curve may hold besides ``values``: a metric's value, the time per
+    image, a footprint column, a paper-only one."""
+    ends = {k for v in metrics.values().values() if v.spread for k in v.spread}
+    return [*((v.key, v.label) for v in metrics.values().values() if v.key not in ends), ("s_per_image", "s/image"),
+            *FOOTPRINT, *PAPER_ONLY]
 
 
 def columns():
     """(key, label) of every table column: the run's own, each metric's values (``tstitch.metrics.values``), the
-    paper's."""
-    return [*BEFORE, *((v.key, v.label) for v in metrics.values().values()), ("paper", "paper")]
+    members' records, the paper's (``paper_<key>``, then ``paper``: the experiment's headline, always last)."""
+    return [*BEFORE, *((v.key, v.label) for v in metrics.values().values()), *((k, k) for k in RECORDS),
+            *((f"paper_{k}", f"paper {h}") for k, h in paper_keys()), ("paper", "paper")]
 
 
 def spreads():
@@ -69,6 +92,10 @@ def fmt(key, value, unit=None):
         return f"{value:.2f}x"
     if key == "timing_flag":
         return str(value)
+    if key in dict(FOOTPRINT) or key in dict(PAPER_ONLY):
+        return f"{value:.4g}"
+    if key.startswith("paper_"):
+        return fmt(key.removeprefix("paper_"), value)
     value_spec = metrics.values().get(key)
     return value_spec.fmt(value) if value_spec is not None else f"{value:.2f}"
 
@@ -116,20 +143,26 @@ def lookup(config, dotted):
 
 
 def add_paper(rows, config):
-    """Put the paper's value beside each row (``row["paper"]``) from the run config's ``paper`` block: the first
-    curve whose ``match`` (dotted config keys) fits the run, at the row's fraction of the first member. Returns
-    the column's label, or None when the config has no paper block."""
+    """Put the paper's values beside each row from the run config's ``paper`` block: of the first curve whose
+    ``match`` (dotted config keys) fits the run, at the row's fraction of the first member, ``values`` (the block's
+    ``metric``) as ``row["paper"]`` and each other list of the curve (``paper_keys``; null where the paper has no
+    value) as ``row["paper_<key>"]``. Returns the ``paper`` column's label, or None when the config has no paper
+    block."""
     paper = (config or {}).get("paper")
     if not paper:
         return None
     curve = next((c for c in paper["curves"] if all(lookup(config, k) == v for k, v in c.get("match", {}).items())),
                  None)
+    lists = {k: v for k, v in (curve or {}).items() if k not in ("match", "first")}
     for r in rows:
-        if curve is not None:
-            value = next((v for f, v in zip(curve["first"], curve["values"]) if abs(f - r["fractions"][0]) < 1e-6),
-                         None)
-            if value is not None:
+        for key, values in lists.items():
+            value = next((v for f, v in zip(curve["first"], values) if abs(f - r["fractions"][0]) < 1e-6), None)
+            if value is None:
+                continue
+            if key == "values":
                 r["paper"], r["paper_metric"] = value, paper["metric"]
+            else:
+                r[f"paper_{key}"] = value
     return paper.get("label", "paper")
 
 
@@ -171,19 +204,58 @@ def spread_shown(key, rows):
 
 
 def shown(rows, paper_label=None):
-    """(key, label) of the columns a table for people shows: those some row has, intervals in their value's cell."""
-    ends = {k for pair in spreads().values() for k in pair}
+    """(key, label) of the columns results.md shows: those some row has, intervals in their value's cell, a paper
+    value ``paper_<key>`` only where some row has our ``key`` beside it; not the members' records and the footprint
+    (``footprint_markdown``)."""
+    hidden = {k for pair in spreads().values() for k in pair} | set(RECORDS)
+    hidden |= {f"paper_{k}" for k, _ in (*FOOTPRINT, *PAPER_ONLY)}
     return [(k, paper_label if k == "paper" and paper_label else h) for k, h in columns()
-            if k not in ends and any(r.get(k) is not None for r in rows)]
+            if k not in hidden and any(r.get(k) is not None for r in rows)
+            and (not k.startswith("paper_") or any(r.get(k.removeprefix("paper_")) is not None for r in rows))]
+
+
+def footprint_of(row):
+    """A row's Table 8 values from its records (``tstitch.jobs.footprint``): the parameters (M), their bytes as
+    loaded and the checkpoints' storage (MiB) of the members the row calls (NFE > 0; None where one of them is
+    unknown), and its peak memory (MiB; None off a GPU)."""
+    used = [i for i, n in enumerate(row.get("nfe") or []) if n]
+
+    def total(key, scale):
+        values = row.get(key) or []
+        picked = [values[i] if i < len(values) else None for i in used]
+        return None if not picked or any(v is None for v in picked) else sum(picked) / scale
+
+    peak = row.get("peak_memory_bytes")
+    return {"params_m": total("params", 1e6), "encoder_params_m": total("encoder_params", 1e6),
+            "weights_mb": total("param_bytes", 2 ** 20), "storage_mb": total("storage_bytes", 2 ** 20),
+            "peak_memory_mb": None if peak is None else peak / 2 ** 20}
+
+
+def footprint_markdown(rows, members):
+    """The paper's Table 8 for ``rows``: per allocation the parameters, weights (bytes as loaded) and storage of the
+    members it calls, its peak memory and time, then the paper's values of these where the config has them
+    (``paper_<key>``). Weights and storage in MiB (the paper's MB: 2576 MB for DiT-XL/2's 675M float32
+    parameters); a column no row has is left out."""
+    table = [{**r, **footprint_of(r)} for r in rows]
+    cols = [("setting", "setting"), ("fractions", "fractions (" + " : ".join(members) + ")"), *FOOTPRINT,
+            ("s_per_image", "s/image"), *((f"paper_{k}", f"paper {h}") for k, h in (*FOOTPRINT, *PAPER_ONLY))]
+    cols = [(k, h) for k, h in cols if any(r.get(k) is not None for r in table)]
+    unit = time_unit([r.get("s_per_image") for r in table])
+    lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(k, r.get(k), unit) for k, _ in cols) + " |" for r in table]
+    return "\n".join(lines)
 
 
 def write_table(rows, members, out_dir, paper_label=None):
     """The table of ``rows`` (``members``: the names of the fractions' members) in ``out_dir``: results.md (for
-    people), results.jsonl (the rows as they are: ``fractions`` and ``nfe`` lists), results.csv (numbers only: one
-    column per member for the fractions and the NFE, ``fraction_<member>``, ``nfe_<member>``; every interval end
-    its own column) and results.tex (``latex``)."""
+    people), results.jsonl (the rows as they are: ``fractions``, ``nfe`` and the records' lists), results.csv
+    (numbers only: one column per member for each list, ``fraction_<member>``, ``nfe_<member>``,
+    ``params_<member>``, ...; every interval end its own column), results.tex (``latex``) and, where the rows
+    recorded their members, footprint.md (``footprint_markdown``)."""
     out_dir = Path(out_dir)
     (out_dir / "results.md").write_text(markdown(rows, members, paper_label) + "\n")
+    if any(r.get("params") for r in rows):  # runs that recorded their members (not those made before)
+        (out_dir / "footprint.md").write_text(footprint_markdown(rows, members) + "\n")
     (out_dir / "results.tex").write_text(latex(rows, members, paper_label))
     write_jsonl(out_dir / "results.jsonl", rows)
     names = member_names(members, rows)
@@ -212,8 +284,9 @@ def latex(rows, members, paper_label=None):
     each), then the columns of ``markdown`` (times in one unit per column, named in the header), each value with
     its interval in brackets (quartiles of the timing rounds, the FD/FID bootstrap's p5-p95)."""
     names = member_names(members, rows)
-    cols = [(k, h) for k, h in shown(rows, paper_label) if k not in ("timing_flag", "paper")]
-    cols += [(k, h) for k, h in shown(rows, paper_label) if k == "paper"]  # the paper's column last
+    paper = [(k, h) for k, h in shown(rows, paper_label) if k == "paper" or k.startswith("paper_")]
+    cols = [(k, h) for k, h in shown(rows, paper_label) if k != "timing_flag" and (k, h) not in paper]
+    cols += paper  # the paper's columns last
     units = {k: time_unit([r.get(k) for r in rows]) for k in TIMES}
     head, groups, spec = [], [], []
     for k, h in cols:
@@ -420,6 +493,11 @@ def tradeoff_plot(rows, members, path, qualities=None, paper_label=None):
                 paper = [r["paper"] * (scale if metric == "s_per_image" else 1) for r in ours]
                 paper_ax.plot([_x(r) for r in ours], paper, "s--", color=color, ms=3, alpha=0.6,
                               label=f"{paper_label or 'paper'} (dashed)" if k == 0 else None)
+            also = [r for r in have if r.get(f"paper_{q}") is not None]  # e.g. the paper's precision (Table 9)
+            if also:
+                left.plot([_x(r) for r in also], [r[f"paper_{q}"] * (scale if q == "s_per_image" else 1)
+                                                   for r in also], "s--", color=color, ms=3, alpha=0.6,
+                          label="paper (dashed)" if k == 0 else None)
             if q == "s_per_image":
                 continue
             have = [r for r in have if r.get("s_per_image") is not None]

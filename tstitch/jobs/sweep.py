@@ -8,15 +8,19 @@ order that rotates each round, so the rows are timed interleaved and a change of
 them; rounds past the seed set's groups (``timing.rounds`` at least) time the first group again. A member without an
 alone row is timed alone too, for the cost model: each row's predicted time is sum_i NFE_i x t_i with t_i a
 member's time per call alone, and a row the measurement puts off the model is flagged.
+
+Every row also carries the members' footprint (``tstitch.jobs.footprint``: parameters, their bytes, the checkpoint's
+storage) and, on a GPU, the peak memory of its own sampling calls (``peak_memory_bytes``).
 """
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from tstitch.data import seeds
-from tstitch.jobs import build, timing
+from tstitch.jobs import build, footprint, timing
 from tstitch.jobs.clock import sync
 from tstitch.jobs.report import fmt
 from tstitch.models import checks
@@ -45,7 +49,8 @@ def workers(cfg):
 
 class Sampler:
     """Samples groups of batches of one seed set for any allocation: ``group(options, g)`` returns the samples of
-    group g (its batches side by side) and the NFE per member, each batch checked for non-finite values."""
+    group g (its batches side by side) and the NFE per member, each batch checked for non-finite values; ``peak``
+    keeps each row's peak device memory."""
 
     def __init__(self, members, cfg, num_samples, prompts):
         self.members, self.cfg, self.prompts = members, cfg, prompts
@@ -60,6 +65,7 @@ class Sampler:
                                        members[-1].num_classes, cfg.labels, cfg.device, prompts, first)
         self.pool = ThreadPoolExecutor(self.workers, initializer=torch.set_num_threads, initargs=(self.threads,)) \
             if self.workers > 1 else None
+        self.peak = footprint.PeakMemory(cfg.device)  # each row's peak device memory (``with self.peak(row)``)
 
     def close(self):
         if self.pool is not None:
@@ -96,6 +102,7 @@ def sweep(cfg, allocations=None, num_samples=None, stitch=None, metric=None, on_
     (``jobs.search``); ``on_row(row)`` is called as each row is complete. Untimed, rows are sampled one after the
     other and each is complete at once; timed, they are complete after the last round. ``phase`` names the
     progress bar; ``clock`` replaces ``timing.clock_for(cfg.device)`` (tests)."""
+    prompts = build.prompts(cfg)  # a missing prompt file or control image fails before any model loads
     members, codec = stitch or build.stitch(cfg, cfg.device)
     metric = metric if metric is not None else build.metric(cfg)
     rows_fractions = allocations if allocations is not None else configured(cfg, len(members))
@@ -103,7 +110,8 @@ def sweep(cfg, allocations=None, num_samples=None, stitch=None, metric=None, on_
     options = [build.sample_options(cfg, f) for f in rows_fractions]
     for o in options:  # solver, scheduler, step count: before anything runs
         check(members, **o)
-    sampler = Sampler(members, cfg, num_samples, build.prompts(cfg))
+    sampler = Sampler(members, cfg, num_samples, prompts)
+    entries = [OmegaConf.to_container(e, resolve=True) for e in cfg.stitch.members.values()]
     start = time.perf_counter()
     try:
         facts = {"metric": metric.describe() if metric is not None else None, "decoder": codec.source,
@@ -111,7 +119,7 @@ def sweep(cfg, allocations=None, num_samples=None, stitch=None, metric=None, on_
         if metric is not None and metric.paired:  # each image against the same seed's from the last member alone
             last = build.sample_options(cfg, alone(-1, len(members)))
             metric.pair(codec.decode(torch.cat([sampler.group(last, g)[0] for g in range(len(sampler.groups))])))
-        finish = _finisher(sampler, codec, metric, cfg, on_row)
+        finish = _finisher(sampler, codec, metric, cfg, on_row, footprint.record(members, entries))
         if not timed:
             rows, grids = zip(*_untimed(sampler, rows_fractions, options, finish, phase)) if options else ((), ())
             rows, grids = list(rows), list(grids)
@@ -123,7 +131,7 @@ def sweep(cfg, allocations=None, num_samples=None, stitch=None, metric=None, on_
     facts["stages"] = {"warm-up": facts["warmup_seconds"], "scoring": finish.seconds,
                        "sampling": time.perf_counter() - start - facts["warmup_seconds"] - finish.seconds}
     if str(cfg.device).startswith("cuda"):
-        facts["peak_memory_gb"] = torch.cuda.max_memory_allocated(cfg.device) / 2 ** 30
+        facts["peak_memory_gb"] = sampler.peak.overall() / 2 ** 30
     return rows, grids, members, facts
 
 
@@ -140,12 +148,14 @@ def _warm_up(sampler, cfg):
     return time.perf_counter() - start
 
 
-def _finisher(sampler, codec, metric, cfg, on_row):
-    """Turns an allocation's samples into its row (decoded, scored; ``extra`` columns added) and its grid images."""
-    def finish(fractions, samples, nfe, extra=None):
+def _finisher(sampler, codec, metric, cfg, on_row, members):
+    """Turns an allocation's samples into its row (decoded, scored; the ``members``' footprint lists, the row's
+    peak memory and ``extra`` columns added) and its grid images."""
+    def finish(fractions, samples, nfe, extra=None, key=None):
         start = time.perf_counter()
         images = codec.decode(samples)
-        row = {"fractions": [round(f, 6) for f in fractions], "nfe": nfe, **(extra or {})}
+        row = {"fractions": [round(f, 6) for f in fractions], "nfe": nfe, **members,
+               "peak_memory_bytes": sampler.peak.get(key), **(extra or {})}
         if metric is not None:
             row.update(metric(images, sampler.labels))
         if on_row is not None:
@@ -160,13 +170,14 @@ def _untimed(sampler, rows_fractions, options, finish, phase):
     """Rows one after the other, each complete at once."""
     n = len(sampler.groups)
     with tqdm(total=len(options) * n, desc=phase, unit="group", dynamic_ncols=True) as bar:
-        for fractions, o in zip(rows_fractions, options):
+        for i, (fractions, o) in enumerate(zip(rows_fractions, options)):
             bar.set_postfix_str(fmt("fractions", fractions), refresh=False)
             out = []
             for g in range(n):
-                out.append(sampler.group(o, g))
+                with sampler.peak(i):
+                    out.append(sampler.group(o, g))
                 bar.update()
-            yield finish(fractions, torch.cat([x for x, _ in out]), out[0][1])
+            yield finish(fractions, torch.cat([x for x, _ in out]), out[0][1], key=i)
 
 
 def _timed(sampler, cfg, rows_fractions, options, finish, phase, clock):
@@ -197,7 +208,8 @@ def _timed(sampler, cfg, rows_fractions, options, finish, phase, clock):
 
         def call(r):
             g = group_of(name, r)
-            x, nfe[name] = sampler.group(o, g)
+            with sampler.peak(name):  # host-side counters: no device sync in the timed region
+                x, nfe[name] = sampler.group(o, g)
             if name.startswith("row") and r < n:
                 samples.setdefault(name, {})[g] = x
             bar.update()
@@ -221,7 +233,7 @@ def _timed(sampler, cfg, rows_fractions, options, finish, phase, clock):
     for i, fractions in enumerate(rows_fractions):
         name = f"row {i}"
         x = torch.cat([samples[name][g] for g in range(n)])
-        row, grid = finish(fractions, x, nfe[name], columns[name])
+        row, grid = finish(fractions, x, nfe[name], columns[name], key=name)
         out_rows.append(row)
         grids.append(grid)
     line = timing.drift(measured)

@@ -7,8 +7,10 @@ its files as artifacts. It is named by its allocation(s), grouped by its sweep a
 command (``identity``); ``logger.name``, ``logger.group`` and ``logger.tags`` set them by hand.
 
 The table has a column per field of the rows, numbers as numbers: ``fraction_<member>`` and ``nfe_<member>`` per
-member (``report.flat``), the times and their quartiles, the metrics and their intervals, text for ``setting`` and
-``timing_flag``. ``read_offline`` rebuilds results.jsonl's rows from it (``tstitch-report`` on offline runs alone).
+member (``report.flat``) and so the members' records (``params_<member>``, ``storage_bytes_<member>``, ...:
+``tstitch.jobs.footprint``), the times and their quartiles, the peak memory, the metrics and their intervals, text
+for ``setting`` and ``timing_flag``. ``read_offline`` rebuilds results.jsonl's rows from it (``tstitch-report`` on
+offline runs alone, footprint.md included).
 
 Artifacts (``log_files``): ``results-<run id>`` (type ``results``: results.{md,csv,jsonl,tex}, run.json,
 manifest.json) and ``samples-<run id>`` (type ``samples``: ``tstitch-generate``'s samples.npz). A file of at most

@@ -9,6 +9,7 @@ Images are uint8 NCHW. The float -> uint8 rounding is DiT's, ``clamp(127.5 x + 1
 so that samples decoded here are byte-identical to the official scripts'.
 """
 import importlib.util
+import inspect
 import os
 from pathlib import Path
 from urllib.parse import urlparse
@@ -16,10 +17,11 @@ from urllib.parse import urlparse
 import torch
 
 from tstitch.errors import ConfigError
-from tstitch.models import checks
+from tstitch.models import checks, taesd
 from tstitch.models.checkpoints import load_state_dict
 from tstitch.models.hub import is_local, pretrained
 from tstitch.models.protocols import Codec, Space
+from tstitch.models.vq import VQCodec
 
 SINGLE_FILE = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")  # a codec source with these suffixes is one file
 
@@ -92,22 +94,36 @@ class VAECodec:
 def load_codec(spec: str | dict | None, space: Space, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.float32) -> Codec:
     """The codec named by a zoo entry's ``codec`` (``"pixels"``, a hub id, a local directory, or a dict of
-    ``VAECodec`` arguments), checked against the entry's data ``space``."""
+    ``VAECodec`` arguments, or with ``kind: vq`` of ``tstitch.models.vq.VQCodec``'s), checked against the entry's
+    data ``space``."""
     if spec in (None, "pixels"):
         if space.scale != 1.0:
             raise ConfigError(f"space {space.name!r} declares scale {space.scale} but codec is pixels (scale 1); "
                               "set the zoo entry's codec to the VAE the model was trained with")
         return PixelCodec()
     kwargs = {"source": spec} if isinstance(spec, (str, os.PathLike)) else dict(spec)  # dict or DictConfig
-    codec = VAECodec(device=device, dtype=dtype, **kwargs)
-    if abs(codec.scale - space.scale) > 1e-6:
+    kind = kwargs.pop("kind", "kl")
+    if kind not in CODECS:
+        raise ConfigError(f"codec.kind={kind!r} is not allowed: give one of {sorted(CODECS)} (kl: an AutoencoderKL, "
+                          "vq: a CompVis VQ first stage)")
+    keys = [k for k in inspect.signature(CODECS[kind]).parameters if k not in ("self", "device", "dtype")]
+    unknown = [k for k in kwargs if k not in keys]
+    if unknown:
+        raise ConfigError(f"codec.{unknown[0]} is not a key of a {kind} codec; give {', '.join(keys)} (and kind)")
+    codec = CODECS[kind](device=device, dtype=dtype, **kwargs)
+    if getattr(getattr(codec, "vae", None), "tiny", False):  # TAESD takes the model's latents as they are
+        taesd.check(codec.source, space)
+    elif abs(codec.scale - space.scale) > 1e-6:
         raise ConfigError(f"VAE {codec.source} has scaling_factor {codec.scale} but space {space.name!r} declares "
                           f"scale {space.scale}; pick the VAE the model was trained with or fix space.scale")
-    channels = codec.vae.config.latent_channels
+    channels = codec.channels if kind == "vq" else codec.vae.config.latent_channels
     if channels != space.shape[0]:
         raise ConfigError(f"VAE {codec.source} has {channels} latent channels but space {space.name!r} has shape "
                           f"{tuple(space.shape)}; pick the VAE the model was trained with")
     return codec
+
+
+CODECS = {"kl": VAECodec, "vq": VQCodec}  # a zoo entry's codec.kind (default kl)
 
 
 def _load_vae(source, subfolder=None, scaling_factor=None):
@@ -115,6 +131,8 @@ def _load_vae(source, subfolder=None, scaling_factor=None):
     only when it answers, so an offline machine gets a one-line error at once instead of after the hub's retries."""
     if Path(urlparse(source).path).suffix in SINGLE_FILE:
         return _from_single_file(source, scaling_factor)
+    if taesd.is_tiny(source, subfolder):  # an AutoencoderTiny (tstitch.models.taesd)
+        return taesd.load(source, subfolder, scaling_factor)
     if scaling_factor is not None:
         raise ConfigError(f"VAE {source} has its scaling_factor in its config.json; remove codec.scaling_factor "
                           "(it is for a single .pth/.ckpt/.safetensors file)")

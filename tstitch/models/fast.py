@@ -16,6 +16,9 @@ net is reused by every allocation of a sweep). The solver math stays float32 wha
   so the device holds the largest member, not all of them. Each switch copies a network in (from pinned memory);
   nothing is copied back, as weights do not change. Text encoders stay resident (prompts are encoded once per
   batch). Not with ``graphs``: a CUDA graph keeps the addresses of the weights it was captured with.
+* ``tome``, ``deepcache``: ToMe for SD and DeepCache on the Stable Diffusion members they name
+  (``tstitch.models.accelerators``); unlike the switches above they change the images (approximations), off by
+  default. DeepCache not with ``graphs`` (a graph's next replay overwrites the features it keeps).
 
 Always on, no switch: fused attention (``scaled_dot_product_attention``), conditional and unconditional halves of
 guidance in one batched forward, no host sync inside the step loop, members resident on the device (unless
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from tstitch.errors import ConfigError
+from tstitch.models import accelerators
 from tstitch.models.checks import warn
 from tstitch.models.protocols import Output, Wrapped
 
@@ -221,10 +225,11 @@ class Offloaded(Wrapped):
 
 
 def speed_up(members, device="cpu", precision="fp32", tf32=True, compile=False, graphs=False, channels_last=False,
-             offload=False, force=False):
+             offload=False, force=False, tome=None, deepcache=None, names=None):
     """The members with the configured fast paths (see the module docstring). ``device``: where the members run
     (whose capability decides ``precision``) and where text encoders go when ``offload`` is on (networks follow
-    their inputs)."""
+    their inputs). ``tome``, ``deepcache``: their options (``tstitch.models.accelerators``; None: off); ``names``:
+    the members' stitch keys, which their ``members`` may name (default: the zoo names)."""
     if precision not in DTYPES:
         raise ConfigError(f"fast.precision must be one of {sorted(DTYPES)}, not {precision!r}")
     if members:
@@ -234,14 +239,18 @@ def speed_up(members, device="cpu", precision="fp32", tf32=True, compile=False, 
     if offload and graphs:
         raise ConfigError("fast.offload and fast.graphs cannot be combined: a CUDA graph keeps the addresses of "
                           "the weights it was captured with; set fast.graphs=false to offload, or fast.offload=false")
+    keys = names if names is not None else [m.name for m in members]
+    chosen = accelerators.check({"tome": tome, "deepcache": deepcache, "graphs": graphs},
+                                [(k, m.name, getattr(m, "family", "custom")) for k, m in zip(keys, members)])
     torch.backends.cuda.matmul.allow_tf32 = bool(tf32)  # process-wide; only NVIDIA GPUs read them
     torch.backends.cudnn.allow_tf32 = bool(tf32)
-    slot, out = Slot(), []
     for m in members:
         if channels_last:
             m.net = m.net.to(memory_format=torch.channels_last)
-        if compile or graphs:
+        if compile or graphs:  # compiled lazily, on the first call: after the accelerators' patches
             m.net = torch.compile(m.net, dynamic=False, mode="reduce-overhead" if graphs else None)
+    slot, out = Slot(), []
+    for m in accelerators.apply(members, chosen):
         if offload:
             if m.encoder is not None:
                 m.encoder.to(device)

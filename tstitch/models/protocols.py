@@ -4,7 +4,8 @@
   ``t`` is a Python int or float, a timestep of the member's schedule (0 ... T-1; fractional between them), the
   same for the whole batch. It carries ``name``, ``schedule`` (``tstitch.models.schedules.Schedule``), ``space``
   (``Space``), ``cfg_channels``, ``num_classes``, ``condition(labels)`` (user class labels -> its condition) and
-  ``null(cond)``, the condition that means "unconditional" in its own convention; ``net``, the network it runs
+  ``null(cond)``, the condition that means "unconditional" in its own convention (a member with ``null_draws``
+  draws it: ``null(cond, randn_like)``, LDM's uniform noise); ``net``, the network it runs
   per step (what ``tstitch.models.fast`` compiles, converts and offloads), and, where conditions are encoded by networks
   of their own (text), ``encoder``, an ``nn.Module`` of them. Stable Diffusion members also carry
   ``scheduler_config``, the diffusers scheduler config their checkpoint ships (``scheduler/``).
@@ -65,6 +66,7 @@ class Member(Protocol):
     net: torch.nn.Module            # the network run per step (what tstitch.models.fast compiles, converts, offloads)
     encoder: torch.nn.Module | None  # networks that encode conditions (text encoders), None
     guidance_embedded: bool         # the guidance scale is an input of the network (LCM): no unconditional half
+    null_draws: bool                # null(cond, randn_like) draws the unconditional input per sample (LDM)
     scheduler_config: dict | None   # the diffusers scheduler config the checkpoint ships (solver=scheduler)
     offloaded: bool                 # its network moves itself to the device (tstitch.models.fast offload)
     sampler: dict                   # its family's own sampler: {"solver", "steps", "guidance"} (tstitch.pipeline)
@@ -84,6 +86,7 @@ class MemberBase:
     cfg_channels = None
     encoder = None
     guidance_embedded = False
+    null_draws = False
     scheduler_config = None
     offloaded = False
     sampler = {"solver": "ddim", "steps": 50, "guidance": 1.0}

@@ -6,6 +6,7 @@ A continuous-time VP-SDE (``vp_continuous``, as U-ViT's 64x64 models) is read at
 grid machinery serves it. ``time_of`` maps a noise level to a (fractional) timestep of a schedule with the same
 log-SNR, which is how members trained on different schedules are stitched.
 """
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -49,6 +50,7 @@ def vp_time(log_abar, beta_min=VP_BETA_MIN, beta_max=VP_BETA_MAX):
 
 
 CONTINUOUS = ("vp_continuous",)
+ENDPOINTS = ("linear", "scaled_linear")  # the schedules whose first and last beta a zoo entry may set
 
 
 @dataclass(frozen=True)
@@ -58,10 +60,24 @@ class Schedule:
 
     name: str
     num_timesteps: int = 1000
+    beta_start: float | None = None  # the first and last beta of "linear" / "scaled_linear" (at T = 1000); None:
+    beta_end: float | None = None    # the named schedule's own (1e-4 ... 0.02, 0.00085 ... 0.012)
 
     def __post_init__(self):
         if self.name not in BETAS and self.name not in CONTINUOUS:
             raise ValueError(f"unknown noise schedule {self.name!r}; choose one of {sorted([*BETAS, *CONTINUOUS])}")
+        ends = (self.beta_start, self.beta_end)
+        if self.name not in ENDPOINTS:
+            if ends != (None, None):
+                raise ValueError(f"schedule {self.name!r} takes no beta_start / beta_end (only {', '.join(ENDPOINTS)})")
+            return
+        # the named schedule's own ends filled in, so that equal schedules compare equal
+        own = inspect.signature(BETAS[self.name]).parameters
+        for key, value, default in zip(("beta_start", "beta_end"), ends, (own["start"].default, own["end"].default)):
+            object.__setattr__(self, key, default if value is None else float(value))
+        if not 0 < self.beta_start <= self.beta_end < 1:
+            raise ValueError(f"beta_start {self.beta_start} and beta_end {self.beta_end} must satisfy "
+                             "0 < beta_start <= beta_end < 1")
 
     @property
     def continuous(self):
@@ -71,6 +87,8 @@ class Schedule:
     def alphas_cumprod(self):
         if self.continuous:
             return np.exp(vp_log_abar((np.arange(self.num_timesteps) + 1) / self.num_timesteps))
+        if self.name in ENDPOINTS:
+            return np.cumprod(1.0 - BETAS[self.name](self.num_timesteps, self.beta_start, self.beta_end))
         return np.cumprod(1.0 - BETAS[self.name](self.num_timesteps))
 
     @property

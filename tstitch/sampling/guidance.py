@@ -3,7 +3,8 @@
 ``scale`` is w in eps = eps_u + w (eps_c - eps_u): 1 means no guidance (one plain conditional forward).
 Conditional and unconditional halves run as one batched forward. ``channels`` guides only the first k
 channels and keeps the conditional prediction for the rest, which is what the official DiT code does
-(k = 3 of 4 latent channels) "for exact reproducibility".
+(k = 3 of 4 latent channels) "for exact reproducibility". A member with ``null_draws`` (LDM, whose unconditional
+input is random) draws its null condition once, from ``randn_like`` (each sample's generator).
 """
 import torch
 
@@ -16,11 +17,11 @@ def _cat(a, b):
     return torch.cat([a, b])
 
 
-def guided(member, cond, scale=1.0, channels=None):
+def guided(member, cond, scale=1.0, channels=None, randn_like=torch.randn_like):
     """A denoiser ``(x, t) -> Output`` for ``member`` conditioned on ``cond`` with guidance ``scale``."""
     if scale == 1.0 or member.guidance_embedded:  # LCM: w is an input of the network
         return lambda x, t: member(x, t, cond)
-    both = _cat(cond, member.null(cond))
+    both = _cat(cond, member.null(cond, randn_like) if member.null_draws else member.null(cond))
 
     def denoise(x, t):
         out = member(torch.cat([x, x]), t, both)

@@ -4,11 +4,13 @@
     images = pipe(["a red bicycle", "a lighthouse at dusk"], seeds=[0, 1])   # two PIL images
     pipe.result.nfe                                                          # model calls per member: [20, 31]
     pipe(["a red bicycle"], negative_prompts=["blurry, low quality"])        # diffusers' negative_prompt
+    pipe(["a house"], control_image="edges.png")                             # members with a ControlNet
 
 Negative prompts (one per prompt, or one for all) replace the empty prompt in the unconditional branch of
 classifier-free guidance; each Stable Diffusion member encodes them with its own text encoder(s)
-(``tstitch.data.prompts.Prompt``). A member's LoRA weights are a key of its zoo entry (``lora``, see
-``tstitch.models.adapters.sd``).
+(``tstitch.data.prompts.Prompt``). A member's LoRA weights and ControlNet are keys of its zoo entry (``lora``,
+``controlnet``, see ``tstitch.models.adapters.sd``); the control image (one for all prompts, or one per prompt: a
+file's path or a PIL image) goes to every member with a ControlNet, as diffusers' ControlNet pipelines' ``image``.
 
 Members are zoo names (``conf/model/...``), zoo entry dicts or members already loaded (then give ``codec``). The
 decoder is the last member's own (its zoo entry's ``codec``). Conditions are prompts for text-to-image members and
@@ -19,7 +21,8 @@ that seed whenever the condition is the same.
 Defaults are the last member's family's own sampler (``member.sampler``, set by its adapter): Stable Diffusion runs
 the scheduler the model ships (``solver=scheduler``), 50 steps, guidance 7.5 (SDXL 5.0), as
 ``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline``; U-ViT its DPM-Solver, 50 steps, guidance 1.4 (official
-scale 0.4) where it has a null class; DiT DDIM at 100 steps, guidance 1.5 (the T-Stitch DiT setting).
+scale 0.4) where it has a null class; DiT DDIM at 100 steps, guidance 1.5 (the T-Stitch DiT setting); LDM DDIM on
+CompVis's grid at 100 steps with eta 1, guidance 3.0 (T-Stitch's Table 1).
 """
 import numbers
 from collections.abc import Iterable, Sequence
@@ -28,7 +31,7 @@ import torch
 from PIL import Image
 
 from tstitch.data import seeds as seeding
-from tstitch.data.prompts import with_negatives
+from tstitch.data.prompts import with_control_images, with_negatives
 from tstitch.errors import ConfigError
 from tstitch.models import checks
 from tstitch.models.codecs import load_codec
@@ -70,12 +73,14 @@ class Pipeline:
         self.device, self.result = device, None
 
     def __call__(self, conditions: Sequence | str | int, seeds: Sequence[int] | None = None,
-                 negative_prompts: Sequence[str | None] | str | None = None, **options) -> list[Image.Image]:
+                 negative_prompts: Sequence[str | None] | str | None = None, control_image=None,
+                 **options) -> list[Image.Image]:
         """PIL images for ``conditions`` (prompts, or class indices), one per seed (default 0, 1, ...); keyword
         arguments override this pipeline's (``fractions``, ``steps``, ``guidance``, ...). ``negative_prompts``: one
         per prompt (None: none) or one string for all, as diffusers' ``negative_prompt``; they act through guidance,
-        so guidance must be on. ``self.result`` keeps the last ``tstitch.sample`` result (samples in the data space,
-        NFE per member, plan)."""
+        so guidance must be on. ``control_image``: the image of every prompt (an image file's path or a PIL image, as
+        diffusers' ``image``), or one per prompt, for the members with a ControlNet. ``self.result`` keeps the last
+        ``tstitch.sample`` result (samples in the data space, NFE per member, plan)."""
         if conditions is None or not isinstance(conditions, (str, numbers.Integral, Iterable)):
             raise ConfigError(f"conditions must be prompts or class indices (one or a list), not "
                               f"{type(conditions).__name__}")
@@ -91,6 +96,12 @@ class Pipeline:
             raise ConfigError("text-to-image members take prompts (strings)")
         if negative_prompts is not None:
             conditions = self._negatives(conditions, negative_prompts, text, {**self.options, **options})
+        if control_image is not None:
+            if not any(getattr(m, "controlled", False) for m in self.members):
+                raise ConfigError("control_image is for members with a ControlNet, and none of these has one; give a "
+                                  "member's zoo entry a controlnet ({source: <hub id or directory>, scale: 1.0}) or "
+                                  "drop control_image")
+            conditions = with_control_images(conditions, control_image)
         num_classes = None if text else self.members[-1].num_classes
         if not text and not all(isinstance(c, numbers.Integral) and 0 <= c < num_classes for c in conditions):
             raise ConfigError(f"class-conditional members take class indices in [0, {num_classes})")

@@ -55,11 +55,11 @@ def sample(members: Sequence[Member], noise: torch.Tensor, labels: torch.Tensor 
     checks.channels(channels, members)
     steps = checks.steps(steps)
     grid, schedule, steps_plan, options = prepare(members, fractions, solver, steps, rule, solver_options)
-    denoisers = member_denoisers(members, labels, schedule, guidance, channels)
-    stitched = Stitch(denoisers, grid.timesteps, steps_plan, grid.step)
     noise_source = randn_like
     if randn_like is not torch.randn_like and seeds.generators(randn_like) is None:  # a user's: checked
         noise_source = checks.FiniteNoise(randn_like)
+    denoisers = member_denoisers(members, labels, schedule, guidance, channels, noise_source)
+    stitched = Stitch(denoisers, grid.timesteps, steps_plan, grid.step)
     x = solvers.entry(solver).solve(stitched, noise, grid.timesteps, grid.abar, schedule=schedule, steps=steps,
                                     randn_like=noise_source, clip=members[0].space.clip, callback=callback, **options)
     if isinstance(noise_source, checks.FiniteNoise):
@@ -67,10 +67,12 @@ def sample(members: Sequence[Member], noise: torch.Tensor, labels: torch.Tensor 
     return Result(x, stitched.nfe, steps_plan, list(grid.timesteps))
 
 
-def member_denoisers(members, labels, schedule, guidance, channels) -> list:
+def member_denoisers(members, labels, schedule, guidance, channels, randn_like=torch.randn_like) -> list:
     """Each member as a guided denoiser ``(x, t) -> Output`` on ``schedule``'s timesteps, conditioned on ``labels``
-    (a member trained on another schedule is fed its own timestep of equal noise level)."""
-    return [guided(on_schedule(m, schedule), m.condition(labels), guidance, _channels(channels, m)) for m in members]
+    (a member trained on another schedule is fed its own timestep of equal noise level). A member whose null
+    condition is random (``null_draws``: LDM) draws it here, in member order, from ``randn_like``."""
+    return [guided(on_schedule(m, schedule), m.condition(labels), guidance, _channels(channels, m), randn_like)
+            for m in members]
 
 
 def as_members(members, device="cpu") -> list:
@@ -98,7 +100,8 @@ def prepare(members: Sequence[Member], fractions: Sequence[float], solver: str =
 
     The grid is made on the schedule of the first member that runs (so a member with no steps changes nothing),
     or, for a solver that runs a shipped diffusers scheduler, on the last one's, with that member's scheduler.
-    The official rule is T-Stitch's SD pipelines' when every member is a Stable Diffusion model, else DiT's."""
+    The official rule is T-Stitch's SD pipelines' when every member is a Stable Diffusion model, its LDM code's
+    when every member is an LDM, else DiT's."""
     spec = solvers.entry(solver)
     running = [m for m, f in zip(members, fractions) if f > 0]
     lead = running[-1] if spec.shipped else running[0]
@@ -109,7 +112,8 @@ def prepare(members: Sequence[Member], fractions: Sequence[float], solver: str =
     grid = spec.grid(lead.schedule, steps, **options)
     sd = all(m.family == "sd" for m in members)
     loop = (grid.starts, len(grid.timesteps)) if sd else None
-    steps_plan = plan(fractions, [grid.timesteps[c] for c in grid.starts], rule, lead.schedule.num_timesteps, loop)
+    steps_plan = plan(fractions, [grid.timesteps[c] for c in grid.starts], rule, lead.schedule.num_timesteps, loop,
+                      strict=all(m.family == "ldm" for m in members))
     return grid, lead.schedule, steps_plan, options
 
 

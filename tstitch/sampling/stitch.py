@@ -51,13 +51,14 @@ def allocate(fractions, steps):
     return [b - a for a, b in zip(bounds, bounds[1:])]
 
 
-def plan(fractions, timesteps, rule="steps", num_timesteps=1000, loop=None):
+def plan(fractions, timesteps, rule="steps", num_timesteps=1000, loop=None, strict=False):
     """Member index per sampling step, for ``timesteps`` (where each step starts) in sampling (descending) order.
 
     ``rule="steps"``: member k runs a block of ``allocate(fractions, N)[k]`` consecutive steps.
     ``rule="official"``, the rule of the official T-Stitch code of the family:
       * DiT (``loop`` None), by timestep. Two members as ``TStitch``: the small one iff t / T >= 1 - r; more as
         ``MultiTStitch``: the first member k whose float32 cumulative fraction reaches the progress 1 - t / T.
+      * LDM (``strict``), by timestep, two members as ``TStitchProxy``: the small one iff r == 1 or t / T > 1 - r.
       * Stable Diffusion (``loop=(starts, length)``: the pipeline loop's index of each step's first call and the
         loop's length, ``len(scheduler.timesteps)``, e.g. 51 for PNDM at 50 steps), by loop index, as ``TStitchSD``:
         the small member at loop index i iff (i + 1) / length <= r. A step of several loop iterations (Heun's
@@ -92,6 +93,11 @@ def plan(fractions, timesteps, rule="steps", num_timesteps=1000, loop=None):
                               f"{len(fractions)} members; use stitch.rule=steps")
         starts, length = loop
         return [0 if (i + 1) / length <= fractions[0] else 1 for i in starts]
+    if rule == "official" and strict:
+        if len(fractions) != 2:
+            raise ConfigError(f"rule=official for LDM is TStitchProxy's two-member rule, not for {len(fractions)} "
+                              "members; use stitch.rule=steps")
+        return [0 if fractions[0] == 1.0 or t / num_timesteps > 1 - fractions[0] else 1 for t in timesteps]
     if rule == "official" and len(fractions) == 2:
         return [0 if t / num_timesteps >= 1 - fractions[0] else 1 for t in timesteps]
     if rule == "official":

@@ -87,8 +87,6 @@ class Generation(L.LightningModule):
         self.codec.to(self.device)  # a VAE decoder runs where the members run
         self.clock = Clock(len(self.members), self.device)
         self.timed = [Timed(m, k, self.clock) for k, m in enumerate(self.members)]
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
         start = time.perf_counter()
         if self.warmup:  # kernels, compilation and allocator at the real batch size, outside the timed region
             warm = list(range(self.batch_size))
@@ -97,6 +95,8 @@ class Generation(L.LightningModule):
             self.codec.decode(self._sample(warm, self.members, steps=2)[1].x)
         sync(self.device)
         self.warmup_seconds = time.perf_counter() - start  # includes torch.compile when fast.compile is on
+        if self.device.type == "cuda":  # the peak memory of this allocation's own samples (tstitch.jobs.footprint)
+            torch.cuda.reset_peak_memory_stats(self.device)
 
     def _sample(self, batch_seeds, members, **override):
         first = members[0]
@@ -137,6 +137,7 @@ class Generation(L.LightningModule):
         self.warned += checks.batch(x, batch_seeds, resample, [m.name for m in self.members], self.nonfinite)
 
     def on_predict_end(self):
+        peak = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None  # not the rounds'
         self.totals[3:] += torch.tensor(self.clock.seconds, dtype=torch.float64)
         reduce = self.trainer.strategy.reduce
         # all_reduce works in place: reduce copies, so that the max sees this rank's own time
@@ -150,8 +151,8 @@ class Generation(L.LightningModule):
         elif self.rounds:
             self.result.update(self._speedup(reduce))
         self.result["warmup_seconds"] = self.warmup_seconds
-        if self.device.type == "cuda":
-            self.result["peak_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
+        if peak is not None:
+            self.result.update(peak_memory_gb=peak / 2 ** 30, peak_memory_bytes=peak)
 
     def _variants(self):
         """What is timed: the allocation, the last member alone (the speedup's reference) and, for the cost model,

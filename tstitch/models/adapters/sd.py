@@ -21,6 +21,9 @@ or a local diffusers directory (``unet/``, ``text_encoder/``, ``tokenizer/``, fo
   diffusers' pipelines (SDXL: pooled embedding and time ids too). LCM UNets take none (guidance embedded).
 * LoRA (``lora`` in the entry: diffusers-format weights, a scale each) per member, loaded by diffusers'
   ``load_lora_weights`` and fused into that member's UNet and text encoders (``tstitch.models.adapters._lora``).
+* ControlNet (``controlnet`` in the entry: ``{source, scale}``) per member, run as diffusers' ControlNet pipelines
+  run it, on the control image each prompt carries (``tstitch.models.adapters._control``); its ``net`` is then the
+  UNet with its ControlNet.
 
 * ``scheduler_config``: the scheduler the checkpoint ships (``scheduler/scheduler_config.json``; the class named
   by the entry's ``scheduler`` where it names one, e.g. LCM-SDXL's ``LCMScheduler`` on SDXL base's config) and
@@ -40,6 +43,7 @@ import numpy as np
 import torch
 
 from tstitch.errors import ConfigError
+from tstitch.models.adapters import _control as control
 from tstitch.models.adapters import _lora as lora
 from tstitch.models.adapters._text import load_text_encoders
 from tstitch.models.hub import is_local, pretrained
@@ -53,11 +57,12 @@ class SDMember(MemberBase):
     num_classes = None   # conditioned on prompts
 
     def __init__(self, unet, text, name, schedule, space, *, prediction_type="epsilon", time_ids=None,
-                 w_embedding=None, zeros_for_empty=False, scheduler_config=None):
+                 w_embedding=None, zeros_for_empty=False, scheduler_config=None, control_size=None):
         self.net, self.text, self.name, self.schedule, self.space = unet, text, name, schedule, space
         self.prediction_type, self.time_ids, self.w_embedding = prediction_type, time_ids, w_embedding
         self.zeros_for_empty = zeros_for_empty
         self.scheduler_config = scheduler_config  # what solver=scheduler runs by default (see load)
+        self.control_size = control_size  # with a ControlNet: (height, width, VAE factor) of its control images
         self._empty = None
         # the text encoders: moved with the UNet (Lightning) but never offloaded (``fast.offload``), as prompts are
         # encoded once per batch, not per step
@@ -77,12 +82,18 @@ class SDMember(MemberBase):
     def dtype(self):
         return next(self.net.parameters()).dtype
 
+    @property
+    def controlled(self):
+        """Whether it runs a ControlNet, which reads each prompt's control image."""
+        return self.control_size is not None
+
     def __call__(self, x, t, cond):
         """eps at timestep ``t`` (a Python int, or a float when stitching across schedules) of this schedule."""
         timestep = torch.as_tensor(t, device=x.device)  # 0-d; the UNet broadcasts it over the batch
+        extra = {"controlnet_cond": cond["controlnet_cond"]} if self.controlled else {}
         out = self.net(x.to(self.dtype), timestep, encoder_hidden_states=cond["encoder_hidden_states"],
                         timestep_cond=cond.get("timestep_cond"), added_cond_kwargs=cond.get("added_cond_kwargs"),
-                        return_dict=False)[0].to(x.dtype)
+                        return_dict=False, **extra)[0].to(x.dtype)
         if self.prediction_type == "epsilon":
             return Output(out)
         a = self.schedule.abar_at(t)  # between timesteps: linear in log-SNR (= log sigma, as k-diffusion)
@@ -98,9 +109,12 @@ class SDMember(MemberBase):
     def condition(self, prompts):
         """A list of prompts -> this member's condition, encoded by its own text encoder(s). Prompts that carry a
         negative prompt (``negative``: ``tstitch.data.prompts.Prompt``) make it a ``Condition`` that keeps them for
-        ``null``."""
+        ``null``; with a ControlNet, it holds each prompt's control image (``control``), preprocessed."""
         prompts = _prompt_list(prompts, self.name)
-        cond = self._cond(*self.text(prompts, self.device))
+        images = None
+        if self.controlled:
+            images = control.images([getattr(p, "control", None) for p in prompts], *self.control_size, self.name)
+        cond = self._cond(*self.text(prompts, self.device), images)
         negatives = [getattr(p, "negative", None) for p in prompts]
         return cond if all(n is None for n in negatives) else Condition(cond, negatives)
 
@@ -108,7 +122,8 @@ class SDMember(MemberBase):
         """The unconditional condition for a batch like ``cond``: the empty prompt's embeddings (zeros for models
         with ``force_zeros_for_empty_prompt``), or for a prompt with a negative prompt that prompt's embeddings, as
         diffusers' pipelines with ``negative_prompt`` (SDXL: both encoders, its pooled embedding, the same time
-        ids); ``cond`` itself for LCM UNets, whose guidance is embedded (their pipelines take no negative prompt)."""
+        ids); ``cond`` itself for LCM UNets, whose guidance is embedded (their pipelines take no negative prompt).
+        It keeps ``cond``'s control images: both halves of a guided batch see them, as in diffusers' pipelines."""
         if self.w_embedding is not None:
             return cond
         null = self._null(cond)
@@ -117,22 +132,25 @@ class SDMember(MemberBase):
             return null
         hidden, pooled = self.text(["" if n is None else n for n in negatives], self.device)
         given = torch.tensor([n is not None for n in negatives], device=hidden.device)  # (B,)
-        return _rows(given, self._cond(hidden, pooled), null)  # no negative prompt: the usual null condition
+        negative = self._cond(hidden, pooled, cond.get("controlnet_cond"))
+        return _rows(given, negative, null)  # no negative prompt: the usual null condition
 
     def _null(self, cond):
-        n = cond["encoder_hidden_states"].shape[0]
+        n, images = cond["encoder_hidden_states"].shape[0], cond.get("controlnet_cond")
         if self.zeros_for_empty:
             pooled = cond.get("added_cond_kwargs", {}).get("text_embeds")
             return self._cond(torch.zeros_like(cond["encoder_hidden_states"]),
-                              None if pooled is None else torch.zeros_like(pooled))
+                              None if pooled is None else torch.zeros_like(pooled), images)
         if self._empty is None or self._empty[0].device != self.device:
             self._empty = self.text([""], self.device)
         hidden, pooled = self._empty
-        return self._cond(hidden.repeat(n, 1, 1), None if pooled is None else pooled.repeat(n, 1))
+        return self._cond(hidden.repeat(n, 1, 1), None if pooled is None else pooled.repeat(n, 1), images)
 
-    def _cond(self, hidden, pooled):
+    def _cond(self, hidden, pooled, images=None):
         n, like = hidden.shape[0], dict(device=hidden.device, dtype=self.dtype)
         cond = {"encoder_hidden_states": hidden.to(**like)}  # (B, L, cross_attention_dim)
+        if images is not None:
+            cond["controlnet_cond"] = images.to(**like)  # (B, 3, H, W) in [0, 1]
         if self.time_ids is not None:
             time_ids = self.time_ids.to(**like).repeat(n, 1)  # (B, 6)
             cond["added_cond_kwargs"] = {"text_embeds": pooled.to(**like), "time_ids": time_ids}
@@ -146,8 +164,10 @@ def load(entry, schedule, space, device="cpu", dtype=torch.float32):
     checkpoint must have), optional ``unet: {source, subfolder}`` (a UNet stored elsewhere, e.g. LCM-SDXL),
     ``variant`` (e.g. fp16 weight files), ``embedded_guidance`` (LCM), ``scheduler`` (the diffusers scheduler class
     the model runs with its checkpoint's scheduler config, where it is not the shipped one), ``lora`` (LoRA weights
-    in diffusers' format, ``{path, scale, weight_name}`` or a list of them: ``adapters._lora``). ``space`` is checked
-    against the model's VAE config (``<checkpoint>/vae``; the ``codec`` directory for a checkpoint without one)."""
+    in diffusers' format, ``{path, scale, weight_name}`` or a list of them: ``adapters._lora``), ``controlnet``
+    (``{source, scale, subfolder, variant}``: ``adapters._control``, checked against the UNet's config before any
+    weights load). ``space`` is checked against the model's VAE config (``<checkpoint>/vae``; the ``codec``
+    directory for a checkpoint without one)."""
     from diffusers import DDIMScheduler, UNet2DConditionModel
 
     name, source = entry["name"], entry.get("checkpoint")
@@ -160,6 +180,7 @@ def load(entry, schedule, space, device="cpu", dtype=torch.float32):
     _check_local_dir(name, unet_source, unet_sub, fix)
     extra = {"variant": entry["variant"]} if entry.get("variant") else {}
     loras = lora.specs(entry)  # checked with the entry before any weights load
+    controlnet = control.spec(entry)
 
     unet_config = pretrained(UNet2DConditionModel.load_config, unet_source, subfolder=unet_sub,
                              what="the UNet config", fix=fix)
@@ -167,6 +188,8 @@ def load(entry, schedule, space, device="cpu", dtype=torch.float32):
         raise ConfigError(f"{unet_source} holds a {unet_config.get('_class_name')}, not a UNet2DConditionModel; "
                           "the sd family is Stable Diffusion UNets: pick the zoo entry of that model's family")
     _check_net(unet_config, entry["net"], name, unet_source)
+    if controlnet is not None:
+        control.check(control.config(controlnet, name), unet_config, name, controlnet["source"])
     scheduler_config = pretrained(DDIMScheduler.load_config, source, subfolder="scheduler",
                                   what="the scheduler config", fix=fix)
     prediction_type = _check_schedule(scheduler_config, schedule, name, source)
@@ -182,6 +205,10 @@ def load(entry, schedule, space, device="cpu", dtype=torch.float32):
         raise ConfigError(f"{name}: its text encoder(s) are {text.width} wide but its UNet cross-attends to "
                           f"{unet.config.cross_attention_dim}; the checkpoint mixes models: {fix}")
     lora.apply(unet, text, loras, name)
+    net, control_size = unet, None
+    if controlnet is not None:
+        net = control.Controlled(unet, control.load(controlnet, name, device, dtype), controlnet["scale"])
+        control_size = (space.shape[1] * factor, space.shape[2] * factor, factor)
     time_ids = _time_ids(unet, text, space, factor, name) if text_time else None
     index = _model_index(source)
     zeros = text_time and bool(index.get("force_zeros_for_empty_prompt", True))  # SDXL pipelines' default: true
@@ -189,9 +216,9 @@ def load(entry, schedule, space, device="cpu", dtype=torch.float32):
     pipeline = index.get("_class_name") or ("StableDiffusionXLPipeline" if text_time else "StableDiffusionPipeline")
     shipped = {**scheduler_config, "_class_name": entry.get("scheduler") or scheduler_config.get("_class_name"),
                "_pipeline": pipeline}
-    return SDMember(unet, text, name, schedule, space, prediction_type=prediction_type, time_ids=time_ids,
+    return SDMember(net, text, name, schedule, space, prediction_type=prediction_type, time_ids=time_ids,
                     w_embedding=None if w_embedding is None else w_embedding.to(device=device, dtype=dtype),
-                    zeros_for_empty=zeros, scheduler_config=shipped)
+                    zeros_for_empty=zeros, scheduler_config=shipped, control_size=control_size)
 
 
 class Condition(dict):

@@ -15,7 +15,9 @@ stochastic solvers so that callers can give each sample its own generator (``tst
   ones build their scheduler on ``schedule``.
 * Their own grid: ``scheduler``, a diffusers scheduler (by default the one the model ships) on its own
   timesteps and sigmas (``tstitch.sampling.solvers.hf``); ``dpm_solver``, U-ViT's official samplers, DPM-Solver-fast on
-  continuous-time schedules and singlestep DPM-Solver++(3) on discrete ones (``tstitch.sampling.solvers.dpm_solver``).
+  continuous-time schedules and singlestep DPM-Solver++(3) on discrete ones (``tstitch.sampling.solvers.dpm_solver``);
+  ``ldm_ddim``, DDIM on CompVis latent diffusion's grid (1, 11, ..., 991 to alpha-bar of t = 0; eta 1 by default, as
+  the T-Stitch LDM scripts; ``tstitch.sampling.solvers.ldm_ddim``).
 
 A solver's options (``solver.options`` in the config, keyword arguments of ``tstitch.sample``) are the keyword
 arguments of its solve function that the sampler does not pass itself (``INTERNAL``), typed by the structured
@@ -52,6 +54,7 @@ from tstitch.sampling.solvers.ddim import ddim  # noqa: E402, F401
 from tstitch.sampling.solvers.ddpm import ddpm  # noqa: E402, F401
 from tstitch.sampling.solvers.dpm_solver import dpm_solver  # noqa: E402, F401
 from tstitch.sampling.solvers.hf import diffusers_scheduler, dpmpp_2m, scheduler  # noqa: E402, F401
+from tstitch.sampling.solvers.ldm_ddim import ldm_ddim  # noqa: E402, F401
 
 
 def entry(name):
