@@ -68,6 +68,22 @@ def test_each_part_changed_alone_is_refused_naming_it(stored, part, named):
     assert re.search(r"\(differs in: (.*)\); ", str(e.value)).group(1) == named, str(e.value)
 
 
+def test_lora_weights_are_part_of_a_members_checkpoints(tmp_path):
+    """A LoRA file changed at the same path changes the member's checkpoint content (one section or a list)."""
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "w.safetensors").write_bytes(b"base")
+    lora = tmp_path / "style.safetensors"
+    for i, spec in enumerate(({"path": str(lora), "scale": 0.5}, [{"path": str(lora)}])):
+        lora.write_bytes(b"lora %d" % i)
+        entries = {"large": {"checkpoint": str(tmp_path / "unet"), "lora": spec}}
+        before = identity.of({}, entries, None)["checkpoints"]["large"]
+        assert len(before) == 2
+        lora.write_bytes(b"lora %d, retrained" % i)
+        os.utime(lora, (i + 1, i + 1))  # another mtime, so the hash cache does not answer
+        after = identity.of({}, entries, None)["checkpoints"]["large"]
+        assert after[0] == before[0] and after[1] != before[1]
+
+
 # --- through tstitch-generate ----------------------------------------------------------------------------------
 
 OFFLINE = {"HF_HUB_OFFLINE": "1"}

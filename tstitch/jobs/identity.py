@@ -3,7 +3,7 @@ samples made the same way.
 
 The identity is everything that changes the bytes of an image: the resolved sampling settings (members' zoo
 entries, fractions, solver, steps, guidance, stitch rule, fast paths, labels, prompts with negatives and the content
-of their control images, batch, device), the content of every checkpoint (ControlNets too) and of the decoder
+of their control images, batch, device), the content of every checkpoint (ControlNets and LoRA weights too) and of the decoder
 (a SHA-256, cached by path, size and mtime so that a 2.7 GB file is hashed once) and the seed scheme. A resume that
 differs in any of these is refused, naming the keys. The versions of tstitch, torch and the device model are
 recorded too: a resume across them is allowed with a warning (they may change last bits, not the meaning of the
@@ -96,11 +96,13 @@ def fingerprint(source):
 
 
 def sources(entry):
-    """The checkpoint sources of a zoo entry: its checkpoint, where the UNet lives elsewhere that, and its
-    ControlNet (Stable Diffusion members)."""
+    """The checkpoint sources of a zoo entry: its checkpoint, where the UNet lives elsewhere that, its ControlNet
+    and its LoRA weights (Stable Diffusion members: a file, a folder or a hub repo)."""
     unet = (entry.get("unet") or {}).get("source")
     controlnet = (entry.get("controlnet") or {}).get("source")
-    return [s for s in (entry.get("checkpoint"), unet, controlnet) if s]
+    lora = entry.get("lora") or []
+    loras = [spec.get("path") for spec in ([lora] if isinstance(lora, dict) else lora)]
+    return [s for s in (entry.get("checkpoint"), unet, controlnet, *loras) if s]
 
 
 def codec_source(spec):
