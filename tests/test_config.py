@@ -51,6 +51,10 @@ def test_every_field_is_a_key_of_the_shipped_configs(command):
     if command in ("tstitch", "generate"):
         overrides += [["prompts=demo"], *([f"experiment={e}"] for e in EXPERIMENTS if e.startswith("toy") == (
             command == "tstitch"))]
+    if command == "evaluate":  # the metric's keys at the top: metric=adm as the command spells it for Hydra
+        from tstitch.cli.evaluate import plain_metric
+
+        overrides += [plain_metric(["metric=adm"])]
     with initialize_config_dir(CONF, version_base=None):
         nodes = [compose(command, o) for o in overrides]
     assert unseen(config.COMMANDS[command], nodes) == []

@@ -103,7 +103,8 @@ def test_unknown_scheduler_is_one_line_before_any_file(tiny, tmp_path):
     runs above are in-process)."""
     _, overrides = tiny
     r = subprocess.run([str(BIN / "tstitch-generate"), "+experiment=sd_bk_tiny_v1_4", *overrides, "trainer=cpu",
-                        "num_samples=2", "solver=scheduler", "solver.options.scheduler=NoSuchScheduler",
+                        "num_samples=2", "prompts.limit=null", "solver=scheduler",
+                        "solver.options.scheduler=NoSuchScheduler",
                         f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300, env=ENV,
                        check=False)
     lines = [line for line in r.stderr.splitlines() if line.startswith("tstitch-generate: error:")]
