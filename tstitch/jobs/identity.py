@@ -1,12 +1,12 @@
 """What a sample set is a function of: its identity, kept in ``<run>/identity.json`` so that a resumed run adds only
 samples made the same way.
 
-The identity is everything that changes the bytes of an image: the resolved sampling settings (members' zoo
-entries, fractions, solver, steps, guidance, stitch rule, fast paths, labels, prompts with negatives and the content
-of their control images, batch, device), the content of every checkpoint (ControlNets and LoRA weights too) and of the decoder
-(a SHA-256, cached by path, size and mtime so that a 2.7 GB file is hashed once) and the seed scheme. A resume that
-differs in any of these is refused, naming the keys. The versions of tstitch, torch and the device model are
-recorded too: a resume across them is allowed with a warning (they may change last bits, not the meaning of the
+The identity is everything that changes the bytes of an image: the resolved sampling settings (members' zoo entries,
+fractions, solver, steps, guidance, stitch rule, fast paths, labels, prompts with negatives and the content of their
+control images, batch, device), the content of every checkpoint (ControlNets and LoRA weights too) and of the
+decoder (a SHA-256, cached by path, size and mtime so that a 2.7 GB file is hashed once) and the seed scheme. A
+resume that differs in any of these is refused, naming the keys. The versions of tstitch, torch and the device model
+are recorded too: a resume across them is allowed with a warning (they may change last bits, not the meaning of the
 set).
 
 ``identity.json`` names the settings, but a user can delete or edit it: every shard also carries the ``digest`` of
