@@ -205,6 +205,9 @@ def test_vq_decode_and_encode_are_compvis_vqmodel(tmp_path):
         want = ref.decode(z)
     assert torch.equal(nearest_code(z, ref.quantize.embedding.weight), quant) and len(codes.unique()) > N_EMBED // 2
     assert ((want > -1) & (want < 1)).float().mean() > 0.9  # pixels inside the range: the bytes below say something
+    with torch.no_grad():  # before rounding: the same floats
+        floats = codec.vae.decoder(codec.vae.post_quant_conv(nearest_code(z, codec.vae.quantize.embedding.weight)))
+    assert torch.allclose(floats, want, atol=1e-5), (floats - want).abs().max()
     got = codec.decode(z)
     assert got.dtype == torch.uint8 and got.shape == (4, 3, 32, 32)
     assert (got.int() - script_uint8(want).int()).abs().max() <= 1  # float noise at a rounding edge, at most
