@@ -5,6 +5,7 @@ import csv
 import json
 import shutil
 import subprocess
+import time
 
 import pytest
 from omegaconf import OmegaConf
@@ -153,8 +154,13 @@ def test_offline_wandb_run_round_trips_the_rows_with_typed_columns_images_and_ar
             wb["wb_type"]}
         assert allowed == ({"none", "string"} if column in ("setting", "timing_flag") else {"none", "number"})
     assert list(run.glob("files/media/images/tradeoff_*.png"))
-    log = next(run.glob("*.wandb")).read_bytes()
-    assert (out / "samples.npz").resolve().as_uri().encode() in log  # by reference, not copied
+    uri = (out / "samples.npz").resolve().as_uri().encode()
+    for _ in range(60):  # W&B's service may still be writing its transaction log when finish() returns
+        log = next(run.glob("*.wandb")).read_bytes()
+        if uri in log and b"results.tex" in log:
+            break
+        time.sleep(0.5)
+    assert uri in log  # by reference, not copied
     assert b"results.csv" in log and b"results.tex" in log
     staging = [p.read_bytes() for p in (tmp_path / "data" / "artifacts" / "staging").iterdir()]
     assert (out / "results.csv").read_bytes() in staging and b"\x93" * 5000 not in staging

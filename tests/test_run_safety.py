@@ -276,7 +276,7 @@ def test_a_bad_solver_leaves_nothing_so_the_corrected_run_starts(tmp_path, in_pr
     run_dir = tmp_path / "run"
     assert error_line(generate(in_process, run_dir, "solver.name=nope")) == (
         "tstitch-generate: error: unknown solver 'nope'; choose one of ['ddim', 'ddpm', 'diffusers', 'dpm_solver', "
-        "'dpmpp_2m', 'scheduler'] (solver=...)")
+        "'dpmpp_2m', 'ldm_ddim', 'scheduler'] (solver=...)")
     assert not run_dir.exists()
     assert generate(in_process, run_dir).returncode == 0
 

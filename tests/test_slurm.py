@@ -358,17 +358,23 @@ def sbatch(cluster, script, *options, overrides=(), **env):
                           "logger=none", *overrides, TSTITCH_GENERATE=str(BIN / "tstitch-generate"), **env)
 
 
+def last_output(cluster):
+    """The tail of the newest job output file in the work directory (a failed job's message)."""
+    outs = sorted(cluster.work.glob("slurm-*.out"), key=lambda p: p.stat().st_mtime)
+    return f"{outs[-1].name}: {outs[-1].read_text()[-3000:]}" if outs else "no slurm-*.out"
+
+
 @pytest.mark.slow
 def test_multinode_template_runs_ddp_and_resumes_from_its_shards(cluster):
     run = cluster.work / "big"
     states = sbatch(cluster, "generate_multinode.sbatch", "--nodes=1", "--ntasks-per-node=2",
                     overrides=["num_samples=8", "batch_size=4"], RUN_DIR=str(run))
-    assert list(states.values()) == ["COMPLETED"], states
+    assert list(states.values()) == ["COMPLETED"], (states, last_output(cluster))
     first = json.loads((run / "manifest.json").read_text())
     assert first["world_size"] == 2 and first["generated"] == 8
     states = sbatch(cluster, "generate_multinode.sbatch", "--nodes=1", "--ntasks-per-node=2",  # resubmitted,
                     overrides=["num_samples=12", "batch_size=4"], RUN_DIR=str(run))  # e.g. after its time ran out
-    assert list(states.values()) == ["COMPLETED"], states
+    assert list(states.values()) == ["COMPLETED"], (states, last_output(cluster))
     second = json.loads((run / "manifest.json").read_text())
     assert (second["resumed_from"], second["generated"], second["num_samples"]) == (8, 4, 12)
 

@@ -68,7 +68,12 @@ def load_state_dict(source):
 
 def load_into(net, source, name="model"):
     """Load ``source`` into ``net`` strictly; a mismatch names the first differing keys."""
-    sd = load_state_dict(source)
+    return fit(net, load_state_dict(source), source, name)
+
+
+def fit(net, sd, source, name="model"):
+    """Load the state dict ``sd`` (read from ``source``) into ``net`` strictly; a mismatch names the first
+    differing keys."""
     expected = net.state_dict()
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from tstitch.errors import ConfigError
+from tstitch.models.checkpoints import fit
 from tstitch.models.nets.ldm import (
     EMBEDDER,
     ClassEmbedder,
@@ -81,26 +82,11 @@ def load(entry, schedule, space, device="cpu", dtype=torch.float32):
         except (KeyError, IndexError) as e:
             raise ConfigError(f"checkpoint {entry['checkpoint']} does not fit {name} (no {e}); it was saved for "
                               "another U-Net: pick the zoo entry that matches it") from None
-        _fit(net, weights, entry["checkpoint"], name)
-        _fit(encoder, strip(sd, EMBEDDER), entry["checkpoint"], f"{name}'s class embedding")
+        fit(net, weights, entry["checkpoint"], name)
+        fit(encoder, strip(sd, EMBEDDER), entry["checkpoint"], f"{name}'s class embedding")
     net = net.to(device=device, dtype=dtype).eval().requires_grad_(False)
     encoder = encoder.to(device=device, dtype=dtype).eval().requires_grad_(False)
     return LDMMember(net, encoder, name, schedule, space)
-
-
-def _fit(module, weights, source, name):
-    """Load ``weights`` into ``module`` strictly; a mismatch names the first differing keys."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in weights]
-    unexpected = [k for k in weights if k not in expected]
-    shapes = [f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-              if k in weights and weights[k].shape != v.shape]
-    if missing or unexpected or shapes:
-        parts = [f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
-                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)) if keys]
-        raise ConfigError(f"checkpoint {source} does not fit {name} ({'; '.join(parts)}); it was saved for another "
-                          "architecture: pick the zoo entry that matches it")
-    module.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()}, strict=True)
 
 
 def _check_schedule(sd, schedule, name, source):
