@@ -39,6 +39,8 @@ def test_pairs_are_presets_or_two_zoo_names():
     assert (toy.solver, toy.rule, toy.classes) == ("ddim", "steps", list(CLASSES))
     assert named.label == "toy/small + toy/large" and named.solver is None and named.names == toy.names
     assert sd.classes is None and sd.solver == "scheduler" and sd.names[1] == "sd-v1-4"
+    (ldm,) = pairs(["ldm_s_ldm"])  # class-conditional by its family, though its net has no num_classes
+    assert ldm.names == ["ldm-s", "ldm-b"] and len(ldm.classes) == 1000 and ldm.solver == "ldm_ddim"
 
 
 @pytest.fixture
@@ -62,6 +64,7 @@ def test_a_preset_that_does_not_compose_is_one_line(broken_preset):
     (["dit_s_b_xl"], r"^pairs\[0\]='dit_s_b_xl' stitches 3 member\(s\); the demo compares a pair"),
     (["toy/small+sd/v1_4"], r"take different conditions \(class labels and prompts\)"),
     (["toy", "toy"], r"^pairs\[1\]='toy' is listed twice"),
+    (["controlnet_canny_ssd1b_sdxl"], r"^pairs\[0\]='controlnet_canny_ssd1b_sdxl': its members read a control image"),
     ([], r"^pairs is empty"),
 ])
 def test_bad_pairs_are_one_line(specs, match):

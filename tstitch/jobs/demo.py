@@ -72,6 +72,9 @@ def pairs(specs) -> list[Pair]:
             raise ConfigError(f"{key}={spec!r}: give a stitch preset (toy) or two zoo names joined by + "
                               "(toy/small+toy/large)")
         pair = _zoo_pair(spec, key) if JOIN in spec else _preset_pair(spec, key)
+        if any(e.get("controlnet") for e in pair.entries):
+            raise ConfigError(f"{key}={spec!r}: its members read a control image (controlnet), which the demo has no "
+                              "input for; pick a pair without controlnet (tstitch-generate prompts.control_image=...)")
         if any(p.label == pair.label for p in out):
             raise ConfigError(f"{key}={spec!r} is listed twice; give each pair once")
         out.append(pair)
@@ -138,7 +141,7 @@ def _classes(entries, key):
         if e["family"] not in families:
             raise ConfigError(f"{key}: zoo entry {e['name']!r} has unknown family {e['family']!r}; known: "
                               f"{', '.join(sorted(families))}")
-        kinds.append("num_classes" in e["net"])
+        kinds.append(zoo.condition(e["family"]) == "labels")
     if kinds[0] != kinds[1]:
         raise ConfigError(f"{key}: {entries[0]['name']} and {entries[1]['name']} take different conditions (class "
                           "labels and prompts); pair two class-conditional or two text-to-image members")

@@ -44,6 +44,16 @@ def families():
             for m in pkgutil.iter_modules(tstitch.models.adapters.__path__) if not m.name.startswith("_")}
 
 
+def condition(family: str) -> str:
+    """What members of ``family`` are conditioned on, known before loading: ``labels`` (class-conditional) or
+    ``prompts`` (text-to-image): the adapter's ``CONDITION``."""
+    import importlib
+
+    if family not in families():
+        raise ConfigError(f"unknown family {family!r}; known: {sorted(families())}")
+    return importlib.import_module(f"tstitch.models.adapters.{family}").CONDITION
+
+
 def load(spec: str | dict, checkpoint: str | None = None, device: str | torch.device = "cpu", **kwargs) -> Member:
     """A member from a zoo name (``"toy/large"``, ``"dit/xl2"``) or an entry dict; ``checkpoint`` overrides;
     ``device`` must be on this machine; other keywords are the family adapter's (``dtype``)."""

@@ -10,6 +10,8 @@ from tstitch.models.checkpoints import load_into
 from tstitch.models.nets.dit import DiT
 from tstitch.models.protocols import MemberBase, Output
 
+CONDITION = "labels"  # what a member of this family is conditioned on (class labels or prompts), before loading
+
 
 class DiTMember(MemberBase):
     family = "dit"

@@ -32,6 +32,8 @@ from tstitch.models.nets.ldm import (
 )
 from tstitch.models.protocols import MemberBase, Output
 
+CONDITION = "labels"  # what a member of this family is conditioned on (class labels or prompts), before loading
+
 
 class LDMMember(MemberBase):
     family = "ldm"

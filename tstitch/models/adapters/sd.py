@@ -50,6 +50,8 @@ from tstitch.models.hub import is_local, pretrained
 from tstitch.models.protocols import MemberBase, Output
 from tstitch.models.schedules import BETAS
 
+CONDITION = "prompts"  # what a member of this family is conditioned on (class labels or prompts), before loading
+
 
 class SDMember(MemberBase):
     family = "sd"

@@ -23,6 +23,8 @@ from tstitch.models.checkpoints import load_into
 from tstitch.models.nets.uvit import UViT
 from tstitch.models.protocols import MemberBase, Output
 
+CONDITION = "labels"  # what a member of this family is conditioned on (class labels or prompts), before loading
+
 
 def time_input(t, schedule):
     """The network's time input for timestep ``t`` (int or float) of ``schedule``, as the official samplers."""
