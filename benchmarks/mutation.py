@@ -44,7 +44,7 @@ class Mutant:
 
 MUTANTS = [
     # the issue's survivors (issue 22, "Tests that can fail")
-    Mutant("report.add_speedups inverted", "tstitch/jobs/report.py",
+    Mutant("report.add_speedups inverted", "tstitch/jobs/report/tables.py",
            'r["speedup"] = base["s_per_image"] / r["s_per_image"] if base else None',
            'r["speedup"] = r["s_per_image"] / base["s_per_image"] if base else None',
            ("tests/test_report.py", "-k", "speedup")),
@@ -76,7 +76,7 @@ MUTANTS = [
     Mutant("schema: the sections are never checked", "tstitch/cli/schema.py",
            "validate(cfg, cls)", "cls",
            ("tests/test_schema.py", "-k", "shipped_defaults")),
-    Mutant("report.add_speedups against the first member alone", "tstitch/jobs/report.py",
+    Mutant("report.add_speedups against the first member alone", "tstitch/jobs/report/tables.py",
            'b["fractions"][-1] == 1.0', 'b["fractions"][0] == 1.0',
            ("tests/test_report.py", "-k", "speedup")),
     Mutant("identity: directory hash by file names only", "tstitch/jobs/identity.py",
