@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tstitch.errors import ConfigError
+from tstitch.jobs import tracking
 from tstitch.jobs.search import candidates, pareto, pick, predict
 from tstitch.jobs.timing import Stats
 
@@ -58,7 +59,7 @@ def run(tmp_path, *args, in_process=None):
     """A small `tstitch-search` into tmp_path: the installed command in a subprocess, or given the
     ``in_process`` fixture, its function in this process."""
     args = ["search.grid=0.5", "search.cost_samples=8", "search.num_samples=16", "search.confirm_samples=24",
-            "solver.steps=4", "threads=1", "batch_size=16", f"hydra.run.dir={tmp_path}", *args]
+            "solver.steps=4", "threads=1", "batch_size=16", "logger=none", f"hydra.run.dir={tmp_path}", *args]
     if in_process is not None:
         return in_process("tstitch-search", *args)
     return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=300,
@@ -79,6 +80,19 @@ def test_search_finds_and_confirms_a_front(tmp_path, in_process):
     # a loose target: every confirmed allocation meets it, so the answer is the fastest one measured
     assert best is not None and (tmp_path / "frontier.png").exists()
     assert best["fractions"] == min(confirmed, key=lambda c: c["s_per_image"])["fractions"]
+
+
+def test_search_goes_to_an_offline_wandb_run(tmp_path, in_process):
+    """logger=wandb (the default): the confirmed front as the run's results table, read back as results.jsonl's
+    rows, with the frontier plot and the search's files."""
+    r = run(tmp_path, "logger=wandb", in_process=in_process)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (wandb_run,) = (tmp_path / "wandb").glob("offline-run-*")
+    rows, members = tracking.read_offline(wandb_run)
+    confirmed = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert members == ["toy-dit-small", "toy-dit-large"]
+    assert rows == [{k: v for k, v in c.items() if v is not None} for c in confirmed]
+    assert list(wandb_run.glob("files/media/images/frontier_*.png"))
 
 
 def test_search_errors_are_one_line(tmp_path, in_process):

@@ -335,6 +335,7 @@ class GenerateCommand(Sampling):
 
 @dataclass
 class SearchCommand(Sampling):
+    logger: LoggerConfig = section(LoggerConfig)
     search: SearchConfig = section(SearchConfig)
     sweep: Optional[SweepConfig] = MISSING
     device: str = MISSING

@@ -12,9 +12,11 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base=None, config_path=CONF, config_name="search")
 @guard
 def main(cfg):
+    from omegaconf import OmegaConf
+
     from tstitch.cli import schema
     from tstitch.files import write_json, write_jsonl
-    from tstitch.jobs import report
+    from tstitch.jobs import report, tracking
     from tstitch.jobs.search import search
     from tstitch.jobs.sweep import sweep
 
@@ -27,6 +29,12 @@ def main(cfg):
     write_json(out / "search.json", {k: result[k] for k in ("costs", "members", "metric", "best", "settings")})
     report.frontier_plot(result["candidates"], result["confirmed"], objective, names, out / "frontier.png")
     log.info(report.markdown(result["confirmed"], names))
+    allocations = [r["fractions"] for r in result["confirmed"]]
+    tracking.log_results(tracking.wandb_logger(cfg.logger, out, allocations),
+                         tracking.run_config(OmegaConf.to_container(cfg, resolve=True), allocations),
+                         result["confirmed"], names, {"costs": result["costs"], "best": result["best"]},
+                         [out / "frontier.png"], {"results": [out / f for f in report.RESULT_FILES] + [
+                             out / "candidates.jsonl", out / "search.json"]})
     costs = ", ".join(f"{n} {c * 1000:.3f} ms" for n, c in result["costs"].items())
     best = result["best"]
     log.info(f"\ncost per step and image: {costs}; {len(result['candidates'])} candidates scored on "
