@@ -260,16 +260,19 @@ def test_switches_and_taesd_are_part_of_a_runs_identity(tmp_path, in_process):
     assert "warning: decoding with the tiny autoencoder" in r.stderr
     record = json.loads((out / "identity.json").read_text())
     assert record["config"]["fast"]["deepcache"] == {"interval": 3, "branch": 0, "members": ["large"]}
-    assert record["config"]["fast"]["tome"]["ratio"] == 0.0
+    assert "tome" not in record["config"]["fast"]  # off: left out, so sets made before the switch existed resume
     assert record["decoder"]["spec"] == str(tmp_path / "taesd") and record["decoder"]["content"]
     assert json.loads((out / "manifest.json").read_text())["decoder"] == str(tmp_path / "taesd")
     with np.load(out / "samples.npz") as z:
         assert z["arr_0"].shape == (2, 16, 16, 3)
     for other, key in (("fast.deepcache.interval=2", "fast.deepcache.interval"), ("fast.tome.ratio=0.5",
-                                                                                 "fast.tome.ratio")):
+                                                                                 "fast.tome")):
         r = in_process("tstitch-generate", *overrides, "fast=deepcache", other, f"hydra.run.dir={out}",
                        env={"HF_HUB_OFFLINE": "1"})
         assert r.returncode == 2 and f"differs in: {key}" in r.stderr, r.stderr[-2000:]
+    r = in_process("tstitch-generate", *overrides, "fast=deepcache", "fast.tome.max_downsample=2",  # tome still off
+                   "num_samples=3", f"hydra.run.dir={out}", env={"HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
 
 
 @pytest.mark.slow  # dynamo's tracing: about 15 s each

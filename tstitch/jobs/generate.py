@@ -44,13 +44,15 @@ def accelerator(trainer):
 def settings(cfg):
     """The sampling settings that change the bytes of an image (the ``config`` part of the identity)."""
     from tstitch.jobs.build import sample_options
+    from tstitch.models import accelerators
 
     fractions = [float(f) for f in cfg.stitch.fractions]  # as the schema checked them
     plain = OmegaConf.to_container(cfg, resolve=True)
     return {"members": plain["stitch"]["members"], "codec": plain["stitch"].get("codec"), "labels": cfg.labels,
             "seed": cfg.seed, "options": OmegaConf.to_container(OmegaConf.create(sample_options(cfg, fractions)),
                                                                  resolve=True),
-            "fast": plain.get("fast") or {}, "batch_size": cfg.batch_size, "accelerator": accelerator(cfg.trainer)}
+            "fast": accelerators.recorded(plain.get("fast")), "batch_size": cfg.batch_size,
+            "accelerator": accelerator(cfg.trainer)}
 
 
 # an identity's keys (``settings`` and ``identity.of``) -> the config keys a user types: a key or a prefix (its rest

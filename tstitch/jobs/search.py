@@ -62,8 +62,11 @@ SETTINGS = ("stitch", "solver", "guidance", "metric", "prompts", "seed", "labels
 
 
 def settings(cfg):
-    return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-            for k in SETTINGS for v in [OmegaConf.select(cfg, k)]}
+    from tstitch.models.accelerators import recorded
+
+    out = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+           for k in SETTINGS for v in [OmegaConf.select(cfg, k)]}
+    return {**out, "fast": recorded(out["fast"])}  # an accelerator that is off is left out (as tstitch-generate)
 
 
 def check_settings(out, current):

@@ -50,6 +50,12 @@ def on(switch, opts):
     return opts["ratio"] > 0 if switch == "tome" else opts["interval"] > 1
 
 
+def recorded(fast):
+    """The ``fast`` section (a dict) as a run's identity records it: a switch that is off is left out, so sample
+    sets made before these switches existed resume, and an off switch's other options change nothing."""
+    return {k: v for k, v in (fast or {}).items() if k not in SCHEMAS or on(k, options(k, v))}
+
+
 def select(switch, opts, entries):
     """Indices of the members a switch acts on. ``entries``: ``(stitch key, zoo name, family)`` per member; a
     ``members`` item is a stitch key, a zoo name or a position (negative from the end). Every one must be a Stable
