@@ -341,3 +341,25 @@ def test_controlnet_run_identity(tiny, tmp_path, in_process):
     save_image(image, 1)
     r = in_process("tstitch-generate", *overrides, f"hydra.run.dir={run}", env=OFFLINE)
     assert r.returncode == 2 and "differs in: prompts (the prompt list)" in r.stderr, r.stderr[-2000:]
+
+
+def test_a_missing_control_image_in_the_prompt_file_fails_before_any_model_loads(tiny, tmp_path, in_process,
+                                                                                 monkeypatch):
+    """A prompt file's column naming a missing image: one line, and no member is loaded first."""
+    from tstitch.jobs import build
+
+    def load(*args, **kwargs):
+        raise RuntimeError("a member was loaded before the prompts were checked")
+
+    monkeypatch.setattr(build, "stitch", load)
+    (tmp_path / "p.json").write_text(json.dumps([{"prompt": "a cat", "control": "missing.png"}]))
+    overrides = ["stitch=sd_bk_tiny_v1_4", "prompts=file", f"prompts.path={tmp_path / 'p.json'}",
+                 "prompts.control_image_column=control", "metric=none", "logger=none", "trainer=cpu", "num_samples=1",
+                 f"+stitch.members.large.controlnet={{source: {tiny.cn}, scale: 0.7}}"]
+    for name, width, path in (("small", 32, tiny.small), ("large", 48, tiny.large)):
+        m = f"stitch.members.{name}"
+        overrides += [f"{m}.checkpoint={path}", f"{m}.net.cross_attention_dim={width}", f"{m}.space.shape=[4,8,8]"]
+    r = in_process("tstitch-generate", *overrides, f"hydra.run.dir={tmp_path / 'run'}", env=OFFLINE)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and "a member was loaded" not in r.stderr, r.stderr[-2000:]
+    assert "control image not found" in lines[-1] and "missing.png" in lines[-1], lines[-1]
