@@ -115,6 +115,24 @@ def in_process_shared():
     return run
 
 
+@pytest.fixture
+def fashion_test_cut(tmp_path, monkeypatch):
+    """Fashion-MNIST's test split cut to its first 300 images wherever it is read (``data.load("test")``: the named
+    set fashion-mnist-test, FashionMetric's reference), for a test whose claims do not depend on its size (the
+    features of all 10000 take ~10 s on one thread); reference features are cached in the test's own folder, not in
+    the session's cache that other tests read."""
+    from tstitch.data.toy import data
+
+    load = data.load
+
+    def cut(split="train", root=None):
+        x, y = load(split, root)
+        return (x[:300], y[:300]) if split == "test" else (x, y)
+
+    monkeypatch.setattr(data, "load", cut)
+    monkeypatch.setenv("TSTITCH_CACHE", str(tmp_path / "cache"))
+
+
 @pytest.fixture(params=["HF_HUB_OFFLINE", "no route"])
 def hub_offline(request, monkeypatch):
     """The Hugging Face hub out of reach: by the HF_HUB_OFFLINE flag, or with no flag and no route (our probe must

@@ -43,7 +43,9 @@ def test_each_replicate_is_the_fd_of_its_own_resample_of_the_samples(fixed):
     assert list(interval.values()) == pytest.approx(np.percentile(seed0, (5, 95)), rel=1e-12)
 
 
-def test_fashion_fd_is_torch_fidelitys_to_the_bit_and_its_interval_the_bootstrap_of_its_features():
+def test_fashion_fd_is_torch_fidelitys_to_the_bit_and_its_interval_the_bootstrap_of_its_features(fashion_test_cut):
+    """On the test set's first 300 images (``fashion_test_cut``): the reference statistics made here by hand, apart
+    from FashionMetric's cached ones."""
     from tstitch.metrics.fashion import FashionMetric
 
     x, y = data.load("test")[:2]

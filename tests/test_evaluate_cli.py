@@ -30,7 +30,7 @@ def samples(tmp_path):
 
 
 def test_fashion_reference_picks_the_toy_extractor_and_metrics_land_beside_the_samples(samples, tmp_path,
-                                                                                      in_process):
+                                                                                      in_process, fashion_test_cut):
     first = in_process("tstitch-evaluate", f"samples={samples}", "reference=fashion-mnist-test",
                        f"hydra.run.dir={tmp_path / 'run1'}")
     assert first.returncode == 0, first.stderr[-2000:]

@@ -42,10 +42,11 @@ def extractions(monkeypatch):
 
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory, in_process_shared):
-    """A 96-sample set from tstitch-generate, and the first 300 test images as npz, folder and statistics."""
+    """A 96-sample set from tstitch-generate (the images alone: no metric, timing or grid), and the first 300 test
+    images as npz, folder and statistics."""
     root = tmp_path_factory.mktemp("fidelity")
-    r = in_process_shared("tstitch-generate", "num_samples=96", "batch_size=48", "solver.steps=4",
-                          f"hydra.run.dir={root / 'gen'}")
+    r = in_process_shared("tstitch-generate", "num_samples=96", "batch_size=48", "solver.steps=4", "metric=none",
+                          "logger=none", "timing.rounds=0", "grid_columns=0", f"hydra.run.dir={root / 'gen'}")
     assert r.returncode == 0, r.stderr[-2000:]
     x = data.load("test")[0][:300]
     nhwc = x.permute(0, 2, 3, 1).numpy()

@@ -1,9 +1,11 @@
 """`tstitch-generate`: every image a function of its seed (batch size, device count, restarts), atomic shards,
-resume, an ADM-style samples.npz, timing per member and against the last member alone, metric, W&B, errors."""
+resume, an ADM-style samples.npz, timing per member and against the last member alone, metric, W&B, errors; a
+2-process CPU run (alone and in a multirun) prints each line once and leaves nothing beside its run directory."""
 import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -78,10 +80,27 @@ def test_resume_generates_only_missing_seeds_and_gives_the_same_set(reference, t
     assert np.array_equal(images2, images) and np.array_equal(labels2, labels)
 
 
-def test_two_processes_give_the_same_set(reference, tmp_path):
+DDP = ["trainer.devices=2", "trainer.strategy=ddp"]
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    """``reference``'s 13 seeds on two DDP processes: the installed command started in an empty directory, its run
+    directory the default one under outputs/ (the run, its directory, where it was started)."""
+    cwd = tmp_path_factory.mktemp("two")
+    r = subprocess.run([EXE, *COMMON, "num_samples=13", "batch_size=4", *DDP], capture_output=True, text=True,
+                       timeout=300, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    (run_dir,) = (cwd / "outputs" / "generate").iterdir()
+    return r, run_dir, cwd
+
+
+def test_two_processes_give_the_same_set(reference, two_processes):
     images, labels, *_ = reference
-    images2, labels2, manifest, run_dir = generate(tmp_path, "num_samples=13", "batch_size=4", "trainer.devices=2",
-                                                "trainer.strategy=ddp")
+    run_dir = two_processes[1]
+    with np.load(run_dir / "samples.npz") as z:
+        images2, labels2 = z["arr_0"], z["arr_1"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["world_size"] == 2 and manifest["s_per_image"] > 0  # reduced over both ranks
     assert manifest["speedup_p25"] <= manifest["speedup"] <= manifest["speedup_p75"]  # each rank's, averaged
     assert manifest["images_timed"] == 13  # 7 + 6: no seed padded in twice to even out the ranks
@@ -90,6 +109,52 @@ def test_two_processes_give_the_same_set(reference, tmp_path):
     assert np.array_equal(images2, images) and np.array_equal(labels2, labels)
     seeds = [s for p in (run_dir / "shards").glob("*.npz") for s in np.load(p)["seeds"]]
     assert sorted(seeds) == list(range(13))
+
+
+def terminal(r):
+    """The lines a terminal shows (progress bar and torch's CUDA note left out), each with its count."""
+    lines = [line for line in (r.stdout + r.stderr).replace("\r", "\n").splitlines()
+             if line.strip() and not line.startswith("generating:") and "cpp_extension" not in line]
+    return Counter(lines)
+
+
+def files_under(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if "shards" not in p.parts
+                  and ".hydra" not in p.parts)
+
+
+@pytest.mark.slow
+def test_two_process_run_prints_each_line_once_and_leaves_only_its_run_directory(two_processes):
+    r, run, cwd = two_processes
+    lines = terminal(r)
+    assert [line for line, n in lines.items() if n > 1] == [], lines
+    assert sum("GPU available" in line for line in lines) == 1
+    assert sum("Initializing distributed: GLOBAL_RANK" in line for line in lines) == 2  # one per rank
+    assert [p.name for p in cwd.iterdir()] == ["outputs"]
+    assert [f for f in files_under(run) if f.endswith(".log")] == ["generate.log"]  # no train_ddp_process_1.log
+    assert "samples.npz" in files_under(run)
+    log = (run / "generate.log").read_text()
+    assert "GLOBAL_RANK: 0" in log and "GLOBAL_RANK: 1" in log  # both ranks' lines in the run's one log
+
+
+@pytest.mark.slow
+def test_two_process_multirun_shares_one_sweep_directory(tmp_path):
+    """Lightning starts rank 1 as this command again: before, in a multirun it swept on its own, into a sweep
+    directory of its own ${now} (rank 0 then waited for it in vain), and Hydra's launch lines came twice."""
+    r = subprocess.run([EXE, "-m", "stitch.fractions=[0.0,1.0],[1.0,0.0]", "num_samples=4", "batch_size=2",
+                        "solver.steps=2", "metric=none", "logger=none", "timing.rounds=0", *DDP], capture_output=True,
+                       text=True, timeout=600, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = terminal(r)
+    assert [line for line, n in lines.items() if n > 1 and "GPU available" not in line and "TPU" not in line] == []
+    assert sum("Launching 2 jobs" in line for line in lines) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["outputs"]
+    (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
+    for job in ("0", "1"):
+        assert [f for f in files_under(sweep / job) if f.endswith(".log")] == ["generate.log"]
+        assert "samples.npz" in files_under(sweep / job)
+        assert "GLOBAL_RANK: 1" in (sweep / job / "generate.log").read_text() or job == "1"  # ranks joined once
+    assert sorted(p.name for p in sweep.iterdir()) == ["0", "1", "multirun.yaml"]
 
 
 def test_offloaded_members_give_the_same_set(reference, tmp_path, in_process):

@@ -1,5 +1,6 @@
 """Typed configs (cli/schema.py): every shipped config passes; every slip is one line with exit code 2, naming the
 key, the value, what is allowed and, for a misspelt key, the nearest one, before any model loads."""
+import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
 from tstitch.cli import CONF, schema
 from tstitch.errors import ConfigError
@@ -33,15 +35,25 @@ def test_shipped_defaults_pass(config):
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_and_each_swept_value_passes(name):
+    """The experiment with each value of its sweep, one at a time: a swept config group is composed; a swept key's
+    value is put in the composed experiment as Hydra puts a ``key=value`` override (OmegaConf.update, merged)."""
     command = "tstitch" if name.startswith("toy") else "generate"
     with initialize_config_dir(CONF, version_base=None):
         cfg = compose(command, [f"experiment={name}"], return_hydra_config=True)
         params = dict(cfg.hydra.sweeper.get("params") or {})
-    swept = [f"{k}={v}" for k, values in params.items()
-             for v in OverridesParser.create().parse_override(f"{k}={values}").sweep_string_iterator()]
-    for line in swept or [None]:
-        extra = [line] if line else []
-        schema.check(composed(command, [f"experiment={name}", *extra]), command, machine=False)
+        groups = set(cfg.hydra.runtime.choices)
+    experiment, parser = composed(command, [f"experiment={name}"]), OverridesParser.create()
+    swept = [parser.parse_override(f"{k}={v}") for k, values in params.items()
+             for v in parser.parse_override(f"{k}={values}").sweep_string_iterator()]
+    for override in swept or [None]:
+        if override is None:
+            cfg = experiment
+        elif override.key_or_group in groups:
+            cfg = composed(command, [f"experiment={name}", override.input_line])
+        else:
+            cfg = copy.deepcopy(experiment)
+            OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
+        schema.check(cfg, command, machine=False)
 
 
 SLIPS = [  # (command, override, the one line after "tstitch: error: ")

@@ -66,9 +66,18 @@ def run(tmp_path, *args, in_process=None):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def test_search_finds_and_confirms_a_front(tmp_path, in_process):
-    r = run(tmp_path, "search.target=1000", in_process=in_process)  # the installed command runs below
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, in_process_shared):
+    """One search (a loose target, logger=wandb: the default) read by the tests below (the installed command runs in
+    test_search_errors_are_one_line)."""
+    tmp_path = tmp_path_factory.mktemp("search")
+    r = run(tmp_path, "search.target=1000", "logger=wandb", in_process=in_process_shared)
     assert r.returncode == 0, r.stderr[-2000:]
+    return tmp_path
+
+
+def test_search_finds_and_confirms_a_front(searched):
+    tmp_path = searched
     pool = [json.loads(line) for line in (tmp_path / "candidates.jsonl").read_text().splitlines()]
     assert [p["fractions"] for p in pool] == [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]
     assert pool[0]["predicted_s_per_image"] > pool[1]["predicted_s_per_image"] > pool[2]["predicted_s_per_image"]
@@ -82,11 +91,10 @@ def test_search_finds_and_confirms_a_front(tmp_path, in_process):
     assert best["fractions"] == min(confirmed, key=lambda c: c["s_per_image"])["fractions"]
 
 
-def test_search_goes_to_an_offline_wandb_run(tmp_path, in_process):
+def test_search_goes_to_an_offline_wandb_run(searched):
     """logger=wandb (the default): the confirmed front as the run's results table, read back as results.jsonl's
     rows, with the frontier plot and the search's files."""
-    r = run(tmp_path, "logger=wandb", in_process=in_process)
-    assert r.returncode == 0, r.stderr[-2000:]
+    tmp_path = searched
     (wandb_run,) = (tmp_path / "wandb").glob("offline-run-*")
     rows, members = tracking.read_offline(wandb_run)
     confirmed = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]

@@ -315,8 +315,9 @@ def test_readme_example_runs_as_written(cluster):
 
 
 @pytest.mark.slow
-def test_failed_configuration_leaves_the_others_results_intact(cluster):
-    """Job 0 fails on its node (its checkpoint is missing there; the command line itself is valid), job 1 runs."""
+def test_failed_configuration_leaves_the_others_results_intact(cluster, in_process):
+    """Job 0 fails on its node (its checkpoint is missing there; the command line itself is valid), job 1 runs.
+    (The report reads files only: it runs in this process.)"""
     sweep = cluster.work / "failing"
     large = ("stitch.members.large.checkpoint=/nonexistent/dit_large.safetensors,"
              "pkg://tstitch/data/toy/weights/dit_large.safetensors")
@@ -329,7 +330,7 @@ def test_failed_configuration_leaves_the_others_results_intact(cluster):
     assert not (sweep / "0" / "results.jsonl").exists()
     rows = [json.loads(line) for line in (sweep / "1" / "results.jsonl").read_text().splitlines()]
     assert [row["fractions"] for row in rows] == [[1.0, 0.0]] and rows[0]["nfe"] == [3, 0]
-    r = cluster.run(BIN / "tstitch-report", sweep, "--out", sweep / "report", check=False)
+    r = in_process("tstitch-report", sweep, "--out", sweep / "report")
     assert r.returncode == 1 and "job 0 of 2" in r.stderr and "has no results.jsonl" in r.stderr, r.stderr[-2000:]
     assert table(sweep) == ["1 : 0"]  # the finished job is reported; the missing one is named, exit 1
 
@@ -379,8 +380,14 @@ def test_multinode_template_runs_ddp_and_resumes_from_its_shards(cluster):
     assert (second["resumed_from"], second["generated"], second["num_samples"]) == (8, 4, 12)
 
 
+def report(in_process, sweep):
+    """tstitch-report of ``sweep`` into ``sweep``/report, in this process (it reads files only)."""
+    r = in_process("tstitch-report", sweep, "--out", sweep / "report")
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
 @pytest.mark.slow
-def test_array_template_reruns_only_the_failed_task(cluster):
+def test_array_template_reruns_only_the_failed_task(cluster, in_process):
     sweep = cluster.work / "array"
     overrides = ["num_samples=8", "batch_size=8"]
     states = sbatch(cluster, "sweep_array.sbatch", "--array=0-2", overrides=overrides, SWEEP_DIR=str(sweep),
@@ -390,13 +397,13 @@ def test_array_template_reruns_only_the_failed_task(cluster):
     assert states[f"{job}_1"] == "FAILED" and not (sweep / "1" / "results.jsonl").exists()
     assert "sum to 1.1" in next(cluster.work.glob(f"slurm-tstitch-sweep-{job}_1.out")).read_text()
     kept = {k: (sweep / k / "samples.npz").stat().st_mtime_ns for k in ("0", "2")}
-    cluster.run(BIN / "tstitch-report", sweep, "--out", sweep / "report")
+    report(in_process, sweep)
     assert table(sweep) == ["0 : 1", "1 : 0"]
     states = sbatch(cluster, "sweep_array.sbatch", "--array=1", overrides=overrides, SWEEP_DIR=str(sweep),
                     ALLOCATIONS="[0.0,1.0] [0.5,0.5] [1.0,0.0]")  # the fixed allocation, task 1 alone
     assert list(states.values()) == ["COMPLETED"], states
     assert {k: (sweep / k / "samples.npz").stat().st_mtime_ns for k in ("0", "2")} == kept
-    cluster.run(BIN / "tstitch-report", sweep, "--out", sweep / "report")  # the earlier report is not a run
+    report(in_process, sweep)  # the earlier report is not a run
     assert table(sweep) == ["0 : 1", "0.5 : 0.5", "1 : 0"]
 
 

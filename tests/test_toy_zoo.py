@@ -1,6 +1,7 @@
 """The shipped toy zoo is real: the large member beats the small one clearly, and guided samples are
 recognisably of their class, measured by the shipped feature net on a fixed seed set."""
 import pytest
+import torch
 
 import tstitch
 from tstitch.data.toy import data, features
@@ -8,6 +9,7 @@ from tstitch.metrics import FashionMetric
 from tstitch.models.codecs import PixelCodec
 
 N = 200  # seeds 0..199, balanced labels, DDIM 20 steps, guidance 3 (the demo's settings)
+CHUNK = 25  # seeds sampled at a time: a guided batch of 50 runs ~20% faster per image than 400 on one CPU thread
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +23,9 @@ def scores(metric):
     x, y, _ = tstitch.data.seeds.draw(range(N), (1, 28, 28), 10, labels="balanced")
     out = {}
     for name, fractions in (("large", [0.0, 1.0]), ("small", [1.0, 0.0]), ("stitch40", [0.4, 0.6])):
-        r = tstitch.sample(members, x, y, fractions=fractions, solver="ddim", steps=20, guidance=3.0)
-        out[name] = metric(PixelCodec().decode(r.x), y)
+        images = [tstitch.sample(members, x[i:i + CHUNK], y[i:i + CHUNK], fractions=fractions, solver="ddim",
+                                 steps=20, guidance=3.0).x for i in range(0, N, CHUNK)]  # each image its seed's
+        out[name] = metric(PixelCodec().decode(torch.cat(images)), y)
     return out
 
 

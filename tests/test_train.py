@@ -61,12 +61,12 @@ def test_mse_is_against_the_noise_that_made_x_t():
     _, mse, _ = diffusion_loss(Oracle(x0, chain, predict="x0"), x0, y, chain, torch.Generator().manual_seed(0))
     assert mse.min() > 0.05, mse.min()
 
-def test_train_command_exports_a_loadable_checkpoint(tmp_path):
+def test_train_command_exports_a_loadable_checkpoint(tmp_path, in_process):
+    """The command's function in this process (its exit code and one-line error through the installed command:
+    test_train_refuses_a_model_it_cannot_train_in_one_line)."""
     export = tmp_path / "tiny.safetensors"
-    exe = str(Path(sys.executable).parent / "tstitch-train")
-    r = subprocess.run([exe, "model=toy/small", "steps=3", "batch_size=8", "snapshot_every=2", "progress=false",
-                        f"hydra.run.dir={tmp_path / 'run'}", f"export={export}"], capture_output=True, text=True,
-                       timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    r = in_process("tstitch-train", "model=toy/small", "steps=3", "batch_size=8", "snapshot_every=2", "progress=false",
+                   f"hydra.run.dir={tmp_path / 'run'}", f"export={export}")
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "run" / "ema_000002.safetensors").exists()
     member = zoo.load("toy/small", checkpoint=str(export))
@@ -107,15 +107,13 @@ def test_training_at_the_stitched_interval_draws_only_its_timesteps():
         interval([500, 500], 1000)
 
 
-def test_train_command_fine_tunes_from_the_entry_weights_at_an_interval(tmp_path):
+def test_train_command_fine_tunes_from_the_entry_weights_at_an_interval(tmp_path, in_process):
     """``init=model`` starts from the zoo entry's checkpoint (one step at a tiny learning rate stays next to it, far
     from a fresh net), ``timesteps=[lo,hi]`` is recorded in train.json."""
     import json
 
-    exe = str(Path(sys.executable).parent / "tstitch-train")
-    r = subprocess.run([exe, "model=toy/small", "init=model", "timesteps=[0,474]", "steps=1", "batch_size=4",
-                        "lr=1e-9", "warmup=1", "progress=false", f"hydra.run.dir={tmp_path / 'run'}"],
-                       capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    r = in_process("tstitch-train", "model=toy/small", "init=model", "timesteps=[0,474]", "steps=1", "batch_size=4",
+                   "lr=1e-9", "warmup=1", "progress=false", f"hydra.run.dir={tmp_path / 'run'}")
     assert r.returncode == 0, r.stderr[-2000:]
     tuned = zoo.load("toy/small", checkpoint=str(tmp_path / "run" / "ema.safetensors"))
     shipped = zoo.load("toy/small")
