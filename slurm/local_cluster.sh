@@ -95,6 +95,9 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/filetxt
 JobCompLoc=$DIR/jobcomp.txt
+# an ended job leaves slurmctld after 4 s (default 300 s), so sbatch --wait returns within seconds instead of polling
+# every 32 s; its state stays in jobcomp.txt, which sacct (above) reads
+MinJobAge=4
 NodeName=localhost CPUs=${cpus:-$(nproc)} State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF
