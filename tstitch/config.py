@@ -75,11 +75,15 @@ class Loras:
             rules.validate(item, LoraConfig, where)
             if item.get("path") is None:
                 raise ConfigError(f"{where} has no path; give {where}.path=<LoRA .safetensors file, folder or hub id>")
-            path = Path(str(item["path"])).expanduser()
-            if str(item["path"]).count("/") != 1 and not path.exists():  # hub ids are owner/name
-                raise ConfigError(f"{where}.path: no such LoRA file or folder: {path}; fix the path, or give a hub id "
-                                  "(owner/name)")
+            local_or_hub(item["path"], f"{where}.path", "LoRA file or folder")
         return value
+
+
+def local_or_hub(source, key, what):
+    """``source`` is a hub id (``owner/name``) or a local ``what`` that exists; else one ConfigError line."""
+    path = Path(str(source)).expanduser()
+    if str(source).count("/") != 1 and not path.exists():
+        raise ConfigError(f"{key}: no such {what}: {path}; fix the path, or give a hub id (owner/name)")
 
 
 @dataclass
@@ -104,10 +108,7 @@ class ControlNet:
         rules.validate(value, ControlNetConfig, key)
         if value.get("source") is None:
             raise ConfigError(f"{key} has no source; give {key}.source=<ControlNet hub id or directory>")
-        path = Path(str(value["source"])).expanduser()
-        if str(value["source"]).count("/") != 1 and not path.exists():  # hub ids are owner/name
-            raise ConfigError(f"{key}.source: no such ControlNet directory: {path}; fix the path, or give a hub id "
-                              "(owner/name)")
+        local_or_hub(value["source"], f"{key}.source", "ControlNet directory")
         return value
 
 
